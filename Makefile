@@ -1,0 +1,6 @@
+# The README's commands; dev.py needs only Python, so these are conveniences.
+.PHONY: main test
+main:
+	python3 dev.py main
+test:
+	python3 dev.py test

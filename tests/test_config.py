@@ -1,0 +1,73 @@
+import pytest
+
+from fedtl_helpers.config import ExperimentConfig
+
+
+def test_defaults_are_valid_and_roundtrip():
+    cfg = ExperimentConfig()
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.clients_per_round == 5
+    assert "shapes" in cfg.describe() and "builtin" in cfg.describe()
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("num_clients", 0, ">= 1"),
+        ("num_clients", 2.5, ">= 1"),
+        ("client_fraction", 0.0, r"\(0, 1\]"),
+        ("client_fraction", 1.5, r"\(0, 1\]"),
+        ("rounds", -1, ">= 0"),
+        ("partition", "random", "'iid'"),
+        ("dataset", "mnist", "'shapes'"),
+        ("local_epochs", 0, ">= 1"),
+        ("batch_size", 0, ">= 1"),
+        ("learning_rate", 0, "> 0"),
+        ("server_lr", -1.0, "> 0"),
+        ("client_optimizer", "rmsprop", "'adam'"),
+        ("backbone", "vgg16", "'builtin_cnn'"),
+        ("strategy", "all", "'head'"),
+        ("weights", "imagenet", "'builtin'"),  # imagenet does not exist for builtin_cnn
+        ("weights", "model.h5", ".weights.h5"),
+        ("input_size", 16, ">= 32"),
+        ("seed", -3, ">= 0"),
+        ("unfreeze_blocks", 0, ">= 1"),
+        ("partial_lr_scale", 2.0, r"\(0, 1\]"),
+        ("n_train", 0, ">= 1"),
+        ("feature_cache", "yes", "True or False"),
+    ],
+)
+def test_bad_values_name_field_value_and_allowed(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}=.*allowed.*{allowed}"):
+        ExperimentConfig(**{field: value})
+
+
+def test_dirichlet_needs_positive_alpha():
+    with pytest.raises(ValueError, match="alpha=None"):
+        ExperimentConfig(partition="dirichlet")
+    with pytest.raises(ValueError, match="alpha=0"):
+        ExperimentConfig(partition="dirichlet", alpha=0)
+    with pytest.raises(ValueError, match="alpha=0.5.*only.*dirichlet|alpha=0.5.*None unless"):
+        ExperimentConfig(partition="iid", alpha=0.5)
+    assert ExperimentConfig(partition="dirichlet", alpha=0.1).alpha == 0.1
+
+
+def test_builtin_weights_only_for_builtin_backbone():
+    with pytest.raises(ValueError, match="weights='builtin'"):
+        ExperimentConfig(backbone="resnet50", weights="builtin")
+    assert ExperimentConfig(backbone="resnet50", weights="imagenet", input_size=96).input_size == 96
+
+
+def test_more_clients_than_examples_rejected():
+    with pytest.raises(ValueError, match="num_clients=11"):
+        ExperimentConfig(num_clients=11, n_train=10)
+
+
+def test_from_dict_rejects_unknown_keys_by_name():
+    with pytest.raises(ValueError, match="rounds_"):
+        ExperimentConfig.from_dict({"rounds_": 3})
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        ExperimentConfig().rounds = 3  # type: ignore[misc]
