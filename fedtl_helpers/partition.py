@@ -1,0 +1,203 @@
+"""Splitting a training set across clients: IID, the article's strided split, and non-IID.
+
+Chapter: "FL overview" (who holds which examples) and "Non-IID data" (label skew and what it
+does to FedAvg). Everything here is pure numpy over label arrays and index arrays.
+
+- ``"iid"``: a random permutation cut into near-equal parts.
+- ``"strided"``: the article's case study, client ``i`` gets ``x[i::num_clients]``.
+- ``"dirichlet"``: label skew; each class is spread over clients with proportions drawn from
+  ``Dirichlet(alpha)`` (Hsu et al. 2019, as in Flower Datasets' ``DirichletPartitioner``).
+  Small ``alpha`` (0.1) gives clients a few dominant classes; large (100) is close to IID.
+- ``"shards"``: McMahan et al. 2017's pathological split; sort by label, cut into
+  ``num_clients * shards_per_client`` shards, give each client ``shards_per_client`` of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCHEMES = ("iid", "strided", "dirichlet", "shards")
+_DIRICHLET_TRIES = 100  # resample this often before declaring the settings impossible
+_MIN_CLIENT_SIZE = 1  # every client must hold at least this many examples
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
+            " (Keras-style (N, 1) labels: pass labels.ravel())"
+        )
+    return labels
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+    if not ok or (maximum is not None and value > maximum):
+        allowed = f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+        raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def _dirichlet(labels: np.ndarray, k: int, alpha: float, rng: np.random.Generator) -> list:
+    for _ in range(_DIRICHLET_TRIES):
+        parts: list[list[np.ndarray]] = [[] for _ in range(k)]
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(k, alpha)))[:-1] * len(idx)).astype(int)
+            for client, chunk in enumerate(np.split(idx, cuts)):
+                parts[client].append(chunk)
+        parts = [np.concatenate(p) for p in parts]
+        if min(len(p) for p in parts) >= _MIN_CLIENT_SIZE:
+            return parts
+    raise ValueError(
+        f"scheme='dirichlet' with alpha={alpha}, num_clients={k} and {len(labels)} examples left "
+        f"some client with fewer than {_MIN_CLIENT_SIZE} example(s) in all {_DIRICHLET_TRIES} "
+        "draws: increase alpha, use fewer clients, or use more examples"
+    )
+
+
+def _shards(labels: np.ndarray, k: int, per_client: int, rng: np.random.Generator) -> list:
+    num_shards = k * per_client
+    if num_shards > len(labels):
+        raise ValueError(
+            f"shards_per_client={per_client} is invalid: num_clients * shards_per_client = "
+            f"{num_shards} shards but only {len(labels)} examples; lower either"
+        )
+    # Shuffle first so a shard is a random sample of its class, not a run of the input order.
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    shards = np.array_split(order, num_shards)
+    owner = rng.permutation(num_shards).reshape(k, per_client)
+    return [np.concatenate([shards[s] for s in row]) for row in owner]
+
+
+def partition(
+    labels: np.ndarray,
+    num_clients: int,
+    scheme: str = "iid",
+    *,
+    alpha: float | None = None,
+    shards_per_client: int = 2,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Split example indices across ``num_clients`` clients.
+
+    Parameters
+    ----------
+    labels
+        1-D integer labels of the whole training set.
+    num_clients
+        Number of clients, 1 to ``len(labels)``.
+    scheme
+        One of :data:`SCHEMES` (see the module docstring).
+    alpha
+        Dirichlet concentration, required for ``scheme="dirichlet"`` and only allowed there.
+    shards_per_client
+        Shards per client for ``scheme="shards"``.
+    seed
+        Seed for ``np.random.default_rng``; ``"strided"`` is deterministic and ignores it.
+
+    Returns
+    -------
+    list of np.ndarray
+        One sorted ``int64`` index array per client; disjoint, covering every example, and
+        none empty.
+
+    Raises
+    ------
+    ValueError
+        An invalid argument (the message names it), or a Dirichlet split that leaves a client
+        empty in every one of 100 draws.
+    """
+    labels = _check_labels(labels)
+    n = len(labels)
+    _check_int("num_clients", num_clients, 1, n)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is invalid: allowed {', '.join(map(repr, SCHEMES))}")
+    if scheme == "dirichlet":
+        if (
+            alpha is None
+            or isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not math.isfinite(alpha)
+            or alpha <= 0
+        ):
+            raise ValueError(f"alpha={alpha!r} is invalid: scheme='dirichlet' needs a number > 0")
+    elif alpha is not None:
+        raise ValueError(
+            f"alpha={alpha!r} is invalid for scheme={scheme!r}: alpha is only used by "
+            "scheme='dirichlet'; leave it None"
+        )
+    _check_int("shards_per_client", shards_per_client, 1)
+
+    rng = np.random.default_rng(seed)
+    if scheme == "iid":
+        parts = np.array_split(rng.permutation(n), num_clients)
+    elif scheme == "strided":
+        parts = [np.arange(i, n, num_clients) for i in range(num_clients)]
+    elif scheme == "dirichlet":
+        parts = _dirichlet(labels, num_clients, float(alpha), rng)
+    else:
+        parts = _shards(labels, num_clients, shards_per_client, rng)
+    return [np.sort(p).astype(np.int64) for p in parts]
+
+
+def partition_stats(
+    labels: np.ndarray, parts: list[np.ndarray], num_classes: int | None = None
+) -> np.ndarray:
+    """Label counts per client: ``stats[k, c]`` examples of class ``c`` on client ``k``.
+
+    Parameters
+    ----------
+    labels
+        1-D non-negative integer labels.
+    parts
+        Index arrays, as returned by :func:`partition`.
+    num_classes
+        Number of columns; default ``labels.max() + 1``.
+
+    Returns
+    -------
+    np.ndarray
+        ``int64`` array of shape ``(len(parts), num_classes)``.
+    """
+    labels = _check_labels(labels)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0 to be counted, got min {labels.min()}")
+    top = int(labels.max()) + 1 if labels.size else 0
+    if num_classes is None:
+        num_classes = top
+    _check_int("num_classes", num_classes, max(top, 1))
+    return np.stack(
+        [np.bincount(labels[np.asarray(p, dtype=np.int64)], minlength=num_classes) for p in parts]
+    ).astype(np.int64)
+
+
+def label_skew(stats: np.ndarray) -> float:
+    """Mean total-variation distance between each client's label mix and the global one.
+
+    0 when every client has exactly the global class proportions; at most 1 (disjoint
+    classes). Clients without examples are skipped. Use it to compare partitions: the
+    Dirichlet skew grows as ``alpha`` falls.
+
+    Parameters
+    ----------
+    stats
+        Counts from :func:`partition_stats`, shape ``(num_clients, num_classes)``.
+
+    Returns
+    -------
+    float
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.ndim != 2 or (stats < 0).any() or stats.sum() == 0:
+        raise ValueError(
+            f"stats must be a 2-D array of non-negative counts with a positive total, "
+            f"got shape {stats.shape}"
+        )
+    sizes = stats.sum(axis=1)
+    local = stats[sizes > 0] / sizes[sizes > 0, None]
+    global_mix = stats.sum(axis=0) / stats.sum()
+    return float(np.mean(0.5 * np.abs(local - global_mix).sum(axis=1)))
