@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DATASET_NAMES = ("shapes", "cifar10")  # mirrors data.DATASETS; kept here so config needs no TF
-PARTITION_SCHEMES = ("iid", "strided", "dirichlet", "shards")  # mirrors partition.SCHEMES
+PARTITION_SCHEMES = ("iid", "strided", "dirichlet", "shards")  # mirrors partitioning.SCHEMES
 BACKBONES = ("builtin_cnn", "resnet50", "mobilenet_v2")
 NAMED_WEIGHTS = ("builtin", "imagenet")
 STRATEGIES = ("head", "partial", "full")
@@ -57,7 +57,7 @@ class ExperimentConfig:
         Which data (``"shapes"`` is the embedded offline default) and how much of it;
         ``None`` sizes mean the dataset's own default (all of CIFAR-10).
     num_clients, partition, alpha, shards_per_client
-        How the training set is split across clients (see ``partition.partition``).
+        How the training set is split across clients (see ``partitioning.partition``).
     rounds, client_fraction, local_epochs, batch_size, learning_rate, client_optimizer
         The federated schedule and each client's local training.
     server_lr

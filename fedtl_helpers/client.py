@@ -1,0 +1,165 @@
+"""Client update: local training from the broadcast global weights, returning a delta.
+
+Chapter: "Client fine-tuning". The article gives every client its own
+``clone_model(base_model)`` and calls ``compile`` + ``fit`` each round. That copies the
+architecture only (random weights, no head), keeps one model per client in memory, and resets
+the optimizer by recompiling. Here one ``LocalTrainer`` serves every client:
+
+* one Keras model, whose weights are swapped in from the broadcast global weights;
+* one compiled ``tf.function`` that runs a whole local epoch in the graph, traced once for
+  all clients and rounds (no retracing, no recompiling, no Python per batch);
+* optimizer state handled explicitly: every client starts from a fresh optimizer state (as a
+  client that had never trained would), by zeroing the slot variables and the step counter
+  and keeping the learning rate (zeroing *all* optimizer variables in Keras 3 also zeroes the
+  learning rate, which is a variable: training then silently stops).
+
+Memory therefore stays flat in the number of clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .aggregation import Weights
+from .config import ExperimentConfig
+
+_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@dataclass
+class ClientResult:
+    """What a client sends back: the change of the tensors it may update, and its size."""
+
+    client_id: int
+    delta: Weights  # only the tensors where the trainer's ``mask`` is True, in order
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(lr) if name == "adam" else keras.optimizers.SGD(lr)
+
+
+def reset_optimizer_inplace(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zero the optimizer's slots and step counter but keep its learning rate."""
+    lr = getattr(optimizer, "_learning_rate", None)
+    for v in optimizer.variables:
+        if v is not lr:
+            v.assign(tf.zeros_like(v))
+
+
+class LocalTrainer:
+    """Trains one shared Keras model on one client at a time.
+
+    Parameters
+    ----------
+    model
+        Built by ``models.build_model`` with a strategy applied (``models.set_strategy``).
+    config
+        Supplies optimizer, learning rate, strategy and ``partial_lr_scale``.
+    train_model
+        The (sub-)model whose forward pass is trained: ``model`` itself, or its ``"head"``
+        when training on cached backbone features.
+    mask
+        ``models.updatable_mask(model)``: which tensors clients update and send.
+    """
+
+    def __init__(self, model: keras.Model, config: ExperimentConfig,
+                 train_model: keras.Model | None = None, mask: list[bool] | None = None):
+        self.model = model
+        self.train_model = train_model or model
+        self.mask = mask if mask is not None else [True] * len(model.weights)
+        # "partial": the unfrozen backbone blocks learn with a lower rate than the new head,
+        # so the pretrained features are adjusted, not overwritten. Two optimizers do this.
+        head_vars = model.get_layer("head").trainable_variables
+        head_ids = {id(v) for v in head_vars}
+        body_vars = [v for v in self.train_model.trainable_variables if id(v) not in head_ids]
+        lr = config.learning_rate
+        body_lr = lr * config.partial_lr_scale if config.strategy == "partial" else lr
+        self.groups = [(head_vars, _make_optimizer(config.client_optimizer, lr))]
+        if body_vars:
+            self.groups.append((body_vars, _make_optimizer(config.client_optimizer, body_lr)))
+        for variables, opt in self.groups:
+            opt.build(variables)
+        self.batch_size = config.batch_size
+        shape = (None, *self.train_model.input_shape[1:])
+        in_dtype = tf.uint8 if len(shape) == 4 else tf.float32
+        x_spec = tf.TensorSpec(shape, in_dtype)
+        ints = tf.TensorSpec((None,), tf.int64)
+        # One call runs a whole epoch inside the graph: no Python overhead per batch, and a
+        # single trace for every client, round and dataset size (the shapes are dynamic).
+        self._train_epoch = tf.function(self._epoch, input_signature=[x_spec, ints, ints])
+        self._predict = tf.function(
+            lambda x: self.train_model(tf.cast(x, tf.float32), training=False),
+            input_signature=[x_spec])
+
+    def _step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.train_model(tf.cast(x, tf.float32), training=True)
+            loss = _LOSS(y, logits)
+        variables = [v for group, _ in self.groups for v in group]
+        grads = tape.gradient(loss, variables)
+        start = 0
+        for group, opt in self.groups:
+            opt.apply_gradients(zip(grads[start:start + len(group)], group))
+            start += len(group)
+        return loss
+
+    def _epoch(self, x, y, order):
+        n = tf.shape(order, out_type=tf.int64)[0]
+        total = tf.constant(0.0)
+        for start in tf.range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            loss = self._step(tf.gather(x, idx), tf.gather(y, idx))
+            total += loss * tf.cast(tf.size(idx), tf.float32)
+        return total / tf.cast(n, tf.float32)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, rng: np.random.Generator) -> float:
+        """Fresh optimizer state, then ``epochs`` shuffled passes; returns the mean loss."""
+        for _, opt in self.groups:
+            reset_optimizer_inplace(opt)
+        x = tf.convert_to_tensor(x)  # once per client, not once per epoch
+        y = tf.convert_to_tensor(y.astype(np.int64))
+        losses = [float(self._train_epoch(x, y, rng.permutation(len(y)).astype(np.int64)))
+                  for _ in range(epochs)]
+        return float(np.mean(losses))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+        """Loss and accuracy of the current weights on ``(x, y)``."""
+        logits = self.predict_logits(x, batch_size)
+        loss = float(_LOSS(y.astype(np.int64), logits))
+        return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return np.concatenate([self._predict(x[s:s + batch_size]).numpy()
+                               for s in range(0, len(x), batch_size)])
+
+
+def client_update(trainer: LocalTrainer, global_weights: Weights, client_id: int,
+                  x: np.ndarray, y: np.ndarray, *, epochs: int,
+                  seed: tuple[int, ...]) -> ClientResult:
+    """Load the broadcast weights, train locally, return the delta of the sent tensors.
+
+    Parameters
+    ----------
+    trainer
+        The shared ``LocalTrainer`` (one per simulation, not one per client).
+    global_weights
+        The full weights broadcast by the server this round.
+    client_id, x, y
+        The client and its local data (images, or cached features for a head-only trainer).
+    epochs
+        Local epochs (the batch size is the trainer's, fixed when its step was traced).
+    seed
+        Entropy for this client's shuffling, e.g. ``(seed, round, client_id)``, so a resumed
+        run repeats exactly what the uninterrupted run did.
+    """
+    trainer.model.set_weights(global_weights)
+    train_loss = trainer.fit(x, y, epochs, np.random.default_rng(seed))
+    new = trainer.model.get_weights()
+    delta = [n - g for n, g, m in zip(new, global_weights, trainer.mask) if m]
+    return ClientResult(client_id, delta, len(x), {"train_loss": train_loss})

@@ -1,0 +1,83 @@
+"""The record of a federated run: one row per round, saved as JSON and CSV.
+
+Chapter: "Evaluation". Every row carries the round, global test accuracy and loss, mean client
+train loss, which clients took part, bytes sent up and down, and seconds; ``meta`` names the
+dataset and the weights, so no table or figure can lose track of what it measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .storage import atomic_write_text
+
+COLUMNS = ("round", "test_accuracy", "test_loss", "train_loss", "clients", "bytes_up",
+           "bytes_down", "seconds")
+
+
+@dataclass
+class History:
+    """Rows of per-round metrics plus ``meta`` (config, dataset and weights descriptions)."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def append(self, **row: Any) -> None:
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"History row lacks {sorted(missing)}")
+        self.rows.append(row)
+
+    def column(self, name: str) -> list[Any]:
+        return [r[name] for r in self.rows]
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rows[-1]["test_accuracy"] if self.rows else float("nan")
+
+    def rounds_to_reach(self, accuracy: float) -> int | None:
+        """First round whose test accuracy is >= ``accuracy`` (None if never)."""
+        return next((r["round"] for r in self.rows if r["test_accuracy"] >= accuracy), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"meta": self.meta, "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(meta=dict(d["meta"]), rows=[dict(r) for r in d["rows"]])
+
+    def to_csv_text(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({**r, "clients": " ".join(map(str, r["clients"]))})
+        return buf.getvalue()
+
+    def save(self, directory: str | os.PathLike, stem: str = "history") -> None:
+        """Write ``<stem>.json`` and ``<stem>.csv`` atomically."""
+        atomic_write_text(os.path.join(directory, f"{stem}.json"),
+                          json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(os.path.join(directory, f"{stem}.csv"), self.to_csv_text())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def table(self) -> str:
+        """A small fixed-width table for notebooks and the command line."""
+        lines = [f"# {self.meta.get('describe', '')}",
+                 f"{'round':>5} {'test_acc':>8} {'test_loss':>9} {'train_loss':>10} "
+                 f"{'MB_up':>8} {'MB_down':>8} {'seconds':>7}"]
+        for r in self.rows:
+            train = "" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+            lines.append(f"{r['round']:>5} {r['test_accuracy']:>8.4f} {r['test_loss']:>9.4f} "
+                         f"{train:>10} {r['bytes_up'] / 1e6:>8.3f} {r['bytes_down'] / 1e6:>8.3f} "
+                         f"{r['seconds']:>7.2f}")
+        return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""Models: a pretrained backbone plus the article's new head, and who may train what.
+
+Chapters: "Transfer learning overview", "Pretrained initialisation of the global model" and
+"Client fine-tuning".
+
+A model built here is ``Input -> backbone -> head`` where
+
+* ``backbone`` (a sub-model named ``"backbone"``) holds the input preprocessing, an optional
+  resize, the convolutional network and the global average pooling. Pooling sits *inside* the
+  backbone because it has no weights: caching the pooled features (see ``features.py``) is then
+  exactly the same computation as running the model, with 1/64 of the memory.
+* ``head`` (a sub-model named ``"head"``) is the article's new top: ``Dense(128, relu)`` then
+  ``Dense(num_classes)``. It outputs *logits*: the article's softmax output plus
+  ``sparse_categorical_crossentropy`` computes ``log(softmax)`` in two steps, which loses
+  precision; the loss takes ``from_logits=True`` instead. Predictions are the same argmax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import h5py
+import keras
+from keras import layers
+
+from .config import BACKBONES, STRATEGIES
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+BUILTIN_WEIGHTS = WEIGHTS_DIR / "builtin_cnn.weights.h5"
+BUILTIN_RECORD = WEIGHTS_DIR / "builtin_cnn.json"
+
+# Keras' own file names and hashes for ImageNet weights without the top (keras.applications).
+_KERAS_APP_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+IMAGENET_FILES = {
+    "resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 _KERAS_APP_BASE + "resnet/", "4d473c1dd8becc155b73f8504c6f6626"),
+    "mobilenet_v2": ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+                     _KERAS_APP_BASE + "mobilenet_v2/", None),
+}
+_MOBILENET_ROWS = (96, 128, 160, 192, 224)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _builtin_cnn_layers(x):
+    """Three blocks of conv-BN-ReLU for 32x32 inputs (~145k weights, 8x8x128 features)."""
+    def conv_bn(x, filters, name):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    x = conv_bn(x, 32, "block1_a")
+    x = conv_bn(x, 32, "block1_b")
+    x = layers.MaxPooling2D(name="block1_pool")(x)
+    x = conv_bn(x, 64, "block2_a")
+    x = conv_bn(x, 64, "block2_b")
+    x = layers.MaxPooling2D(name="block2_pool")(x)
+    return conv_bn(x, 128, "block3_a")
+
+
+def build_backbone(name: str = "builtin_cnn", input_shape: tuple[int, int, int] = (32, 32, 3),
+                   input_size: int | None = None) -> keras.Model:
+    """Backbone with preprocessing and pooling, randomly initialised (see ``load_weights``).
+
+    Parameters
+    ----------
+    name
+        ``"builtin_cnn"`` (small CNN for 32x32), ``"resnet50"`` (the article's) or
+        ``"mobilenet_v2"``.
+    input_shape
+        Shape of the raw images, pixel values in [0, 255].
+    input_size
+        If given, images are resized (bilinear) to ``input_size`` x ``input_size`` first.
+        ResNet50 at 32x32 ends in 1x1 feature maps, too little for ImageNet features to
+        transfer; 96 or 128 keeps 3x3 or 4x4.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is unknown: allowed {', '.join(map(repr, BACKBONES))}.")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape={input_shape!r} is invalid: allowed (height, width, 3) RGB.")
+    size = input_size or min(input_shape[:2])
+    if size < 32:
+        raise ValueError(f"input_size={size} is too small for backbone={name!r}: allowed >= 32 "
+                         "(resize small images with input_size).")
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    if input_size is not None:
+        x = layers.Resizing(input_size, input_size, name="resize")(x)
+    if name == "builtin_cnn":
+        x = layers.Rescaling(1 / 255.0, name="scale")(x)
+        x = _builtin_cnn_layers(x)
+    else:
+        app_shape = (input_size or input_shape[0], input_size or input_shape[1], 3)
+        if name == "resnet50":
+            x = layers.Lambda(keras.applications.resnet50.preprocess_input, name="preprocess")(x)
+            app = keras.applications.ResNet50(include_top=False, weights=None, input_shape=app_shape)
+        else:
+            x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
+            app = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                                 input_shape=app_shape)
+        x = app(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def build_head(feature_dim: int, num_classes: int = 10) -> keras.Model:
+    """The article's new top: Dense(128, relu) -> Dense(num_classes) logits."""
+    inputs = keras.Input((feature_dim,), name="features")
+    x = layers.Dense(128, activation="relu", name="dense_128")(inputs)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_model(backbone: str = "builtin_cnn", weights: str | None = "builtin",
+                num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),
+                input_size: int | None = None, seed: int = 0) -> keras.Model:
+    """Backbone (with initial ``weights``) + new head, as one Keras model.
+
+    Parameters
+    ----------
+    backbone, input_shape, input_size
+        See ``build_backbone``.
+    weights
+        ``"builtin"`` (our pretrained ``builtin_cnn``, shipped with the package),
+        ``"imagenet"`` (Keras' download, cached in ``$KERAS_HOME/models``), a path to a
+        ``.weights.h5`` file saved from a backbone of the same architecture, or ``None``
+        (random init).
+    num_classes
+        Size of the new head's output.
+    seed
+        Seeds the random initialisation of the head (and of the backbone if ``weights=None``).
+
+    Raises
+    ------
+    ValueError
+        Unknown names, an unsupported input shape, or a weights file that does not fit.
+    FileNotFoundError
+        ImageNet weights are not cached and cannot be downloaded (the message says which
+        file to put where).
+    """
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r} is invalid: allowed an integer >= 2.")
+    keras.utils.set_random_seed(seed)
+    body = build_backbone(backbone, input_shape, input_size)
+    load_weights(body, backbone, weights, input_size or input_shape[0])
+    head = build_head(body.output.shape[-1], num_classes)
+    inputs = keras.Input(input_shape, name="image")
+    model = keras.Model(inputs, head(body(inputs)), name=f"{backbone}_transfer")
+    model.fedtl_weights = weights  # recorded so results can always name the weights used
+    return model
+
+
+def load_weights(body: keras.Model, backbone: str, weights: str | None, rows: int) -> None:
+    """Load initial backbone weights in place (see ``build_model`` for ``weights``)."""
+    if weights is None:
+        return
+    if weights == "builtin":
+        if backbone != "builtin_cnn":
+            raise ValueError(f"weights='builtin' exists only for backbone='builtin_cnn', "
+                             f"not {backbone!r}: allowed 'imagenet', a path or None.")
+        _load_checked(body, BUILTIN_WEIGHTS, builtin_record()["sha256"])
+    elif weights == "imagenet":
+        if backbone not in IMAGENET_FILES:
+            raise ValueError(f"weights='imagenet' exists only for {sorted(IMAGENET_FILES)}, "
+                             f"not backbone={backbone!r}.")
+        app = next(layer for layer in body.layers if isinstance(layer, keras.Model))
+        app.load_weights(imagenet_weights_path(backbone, rows))
+    else:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights={weights!r}: no such file.")
+        _load_checked(body, Path(weights), None)
+
+
+def builtin_record() -> dict:
+    """How the built-in weights were made (source task, seed, accuracy, SHA-256)."""
+    if not BUILTIN_RECORD.is_file() or not BUILTIN_WEIGHTS.is_file():
+        raise FileNotFoundError(
+            f"built-in weights missing ({BUILTIN_WEIGHTS}); recreate them with "
+            "`python scripts/pretrain_backbone.py`.")
+    return json.loads(BUILTIN_RECORD.read_text())
+
+
+def _load_checked(body: keras.Model, path: Path, sha256: str | None) -> None:
+    if sha256 is not None:
+        actual = sha256_of(path)
+        if actual != sha256:
+            raise ValueError(f"weights file {path} has SHA-256 {actual}, expected {sha256}: "
+                             "the file is corrupt or was replaced; re-create it with "
+                             "`python scripts/pretrain_backbone.py`.")
+    # Keras 3 loads a partly matching file with only a warning, leaving random weights
+    # behind; compare the tensor shapes first so a wrong file is an error, not a surprise.
+    try:
+        with h5py.File(path, "r") as f:
+            stored: list[tuple] = []
+            f.visititems(lambda _, obj: stored.append(obj.shape)
+                         if isinstance(obj, h5py.Dataset) else None)
+    except OSError as e:
+        raise ValueError(f"weights file {path} is not a readable HDF5 weights file: {e}") from e
+    expected = sorted(tuple(w.shape) for w in body.weights)
+    if sorted(stored) != expected:
+        raise ValueError(f"weights file {path} does not fit backbone {body.name!r}: it holds "
+                         f"{len(stored)} tensors, the backbone has {len(expected)} "
+                         "(or their shapes differ). Was it saved from another architecture?")
+    try:
+        body.load_weights(path)
+    except Exception as e:  # Keras raises several types for a mismatched file
+        raise ValueError(f"weights file {path} does not fit backbone {body.name!r}: {e}") from e
+
+
+def imagenet_weights_path(backbone: str, rows: int) -> str:
+    """Path of Keras' ImageNet weights file, downloading it if allowed and reachable.
+
+    Offline, this fails at once with a message naming the file Keras expects and where to
+    put it, instead of a long network timeout deep inside Keras.
+    """
+    fname, base, md5 = IMAGENET_FILES[backbone]
+    if backbone == "mobilenet_v2":
+        fname = fname.format(rows=rows if rows in _MOBILENET_ROWS else 224)
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    local = cache / fname
+    if local.is_file():
+        return str(local)
+    try:
+        return keras.utils.get_file(fname, base + fname, cache_subdir="models", file_hash=md5)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"ImageNet weights for {backbone} are not cached and could not be downloaded "
+            f"({type(e).__name__}: {e}). Download {base + fname} on a connected machine and "
+            f"put it at {local} (or set $KERAS_HOME), or use weights='builtin' / None."
+        ) from e
+
+
+# ---------------------------------------------------------------- fine-tuning strategies
+_BLOCK_PATTERNS = {
+    "builtin_cnn": re.compile(r"^(block\d+)_"),
+    "resnet50": re.compile(r"^(conv\d)_"),
+    "mobilenet_v2": re.compile(r"^(block_\d+)_"),
+}
+
+
+def leaf_layers(model: keras.Model):
+    """Layers of ``model`` in network order, descending into nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+def backbone_blocks(body: keras.Model, backbone: str) -> list[list[keras.layers.Layer]]:
+    """Layers with weights grouped into blocks, bottom to top (used by ``"partial"``)."""
+    pattern = _BLOCK_PATTERNS[backbone]
+    leaves = [layer for layer in leaf_layers(body) if layer.weights]
+    blocks: dict[str, list] = {}
+    for layer in leaves:
+        m = pattern.match(layer.name)
+        key = m.group(1) if m else ("top" if layer.name.startswith(("Conv_1", "out_relu"))
+                                    else "stem")
+        blocks.setdefault(key, []).append(layer)
+    ordered = list(blocks.values())
+    # MobileNetV2's "top" layers come last in the network; keep them as its last block.
+    if "top" in blocks:
+        ordered.remove(blocks["top"])
+        ordered.append(blocks["top"])
+    return ordered
+
+
+def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_blocks: int = 1) -> None:
+    """Decide which layers clients train: ``"head"``, ``"partial"`` or ``"full"``.
+
+    Frozen layers keep ``trainable=False``. For BatchNormalization, Keras then runs the layer
+    in inference mode: it normalises with the pretrained moving statistics and does not update
+    them. That matters: a client's small, skewed batches would otherwise shift the statistics
+    the frozen convolutions were trained with, and the federated average of such drifting
+    statistics degrades every client's features.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is unknown: allowed {', '.join(map(repr, STRATEGIES))}.")
+    body = model.get_layer("backbone")
+    body.trainable = strategy != "head"
+    if strategy == "partial":
+        blocks = backbone_blocks(body, backbone)
+        if not 1 <= unfreeze_blocks <= len(blocks):
+            raise ValueError(f"unfreeze_blocks={unfreeze_blocks} is invalid for {backbone}: "
+                             f"allowed 1..{len(blocks)}.")
+        for block in blocks[:-unfreeze_blocks]:
+            for layer in block:
+                layer.trainable = False
+    model.get_layer("head").trainable = True
+
+
+def updatable_mask(model: keras.Model) -> list[bool]:
+    """For each tensor of ``model.get_weights()``: can local training change it?
+
+    Trainable variables, plus the moving statistics of BatchNormalization layers that train
+    (they change in training mode). Frozen tensors need not be sent back to the server.
+    """
+    changing = {id(v) for v in model.trainable_variables}
+    for layer in leaf_layers(model):
+        if isinstance(layer, layers.BatchNormalization) and layer.trainable:
+            changing.update(id(v) for v in layer.non_trainable_variables)
+    return [id(v) in changing for v in model.weights]

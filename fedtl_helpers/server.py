@@ -1,0 +1,191 @@
+"""The server loop: broadcast -> client updates -> aggregate -> server update -> evaluate.
+
+Chapter: "Federated learning overview". One round::
+
+    global weights --broadcast--> client_update (local epochs, returns a delta)
+       --> aggregate (FedAvg weighted by n_k) --> global += server_lr * aggregate
+       --> evaluate --> History row --> checkpoint
+
+Everything random is derived from ``config.seed`` and the round number (client sampling) or
+``(seed, round, client)`` (shuffling), so a run resumed from its last checkpoint repeats the
+uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from . import aggregation, data, models, partitioning
+from .aggregation import Weights
+from .client import LocalTrainer, client_update
+from .config import ExperimentConfig
+from .features import FeatureExtractor
+from .history import History
+from .storage import load_checkpoint, save_checkpoint
+
+Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class FederatedResult:
+    history: History
+    weights: Weights  # final global weights
+    model: keras.Model  # the shared model, holding the final global weights
+
+
+def sample_clients(num_clients: int, k: int, seed: int, round_: int) -> list[int]:
+    """The ``k`` clients taking part in ``round_`` (sorted), a pure function of its inputs."""
+    rng = np.random.default_rng([seed, round_])
+    return sorted(rng.choice(num_clients, size=k, replace=False).tolist())
+
+
+def load_config_data(config: ExperimentConfig) -> Dataset:
+    """The dataset the config names (the embedded ``shapes`` or the real CIFAR-10)."""
+    return data.load_dataset(config.dataset, data_dir=config.data_dir, n_train=config.n_train,
+                             n_test=config.n_test, seed=config.seed)
+
+
+class Simulation:
+    """Clients' data, the shared model and trainer: what every round reuses.
+
+    Parameters
+    ----------
+    config
+        The validated experiment configuration.
+    dataset
+        ``((x_train, y_train), (x_test, y_test))``; loaded from ``config`` when ``None``.
+    """
+
+    def __init__(self, config: ExperimentConfig, dataset: Dataset | None = None):
+        self.config = config
+        self.data_source = (f"arrays passed by the caller as {config.dataset!r}"
+                            if dataset is not None
+                            else data.describe(config.dataset, data_dir=config.data_dir))
+        (self.x_train, self.y_train), (self.x_test, self.y_test) = (
+            dataset if dataset is not None else load_config_data(config))
+        self.parts = partitioning.partition(
+            self.y_train, config.num_clients, config.partition, alpha=config.alpha,
+            shards_per_client=config.shards_per_client, seed=config.seed)
+        num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
+        self.model = models.build_model(config.backbone, config.weights, num_classes,
+                                        self.x_train.shape[1:], config.input_size, config.seed)
+        models.set_strategy(self.model, config.backbone, config.strategy, config.unfreeze_blocks)
+        self.mask = models.updatable_mask(self.model)
+        self.cached = config.strategy == "head" and config.feature_cache
+        train_model = self.model.get_layer("head") if self.cached else self.model
+        self.trainer = LocalTrainer(self.model, config, train_model, self.mask)
+        self._extract = FeatureExtractor(self.model) if self.cached else None
+        self._features: dict[int, np.ndarray] = {}
+        self.test_inputs = self._extract(self.x_test) if self.cached else self.x_test
+
+    def client_data(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Client ``k``'s training inputs (images, or cached features) and labels."""
+        idx = self.parts[k]
+        if not self.cached:
+            return self.x_train[idx], self.y_train[idx]
+        if k not in self._features:  # computed once per client, reused every round
+            self._features[k] = self._extract(self.x_train[idx])
+        return self._features[k], self.y_train[idx]
+
+    def evaluate(self, weights: Weights) -> dict[str, float]:
+        self.model.set_weights(weights)
+        return self.trainer.evaluate(self.test_inputs, self.y_test)
+
+    def describe(self) -> str:
+        return (f"data: {self.data_source}; weights: "
+                f"{self.config.weights or 'random init'}; {self.config.describe()}")
+
+
+def server_update(global_weights: Weights, mask: list[bool], aggregate: Weights,
+                  server_lr: float) -> Weights:
+    """``global += server_lr * aggregate`` on the tensors clients update (``mask``)."""
+    it = iter(aggregate)
+    return [w + server_lr * next(it) if m else w for w, m in zip(global_weights, mask)]
+
+
+def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
+                  checkpoint_dir: str | Path | None = None, resume: bool = False,
+                  progress: bool = True, simulation: Simulation | None = None) -> FederatedResult:
+    """Run ``config.rounds`` rounds of federated training and return the history.
+
+    Parameters
+    ----------
+    config
+        The experiment; validated when it was constructed.
+    dataset
+        Pre-loaded data (tests and notebooks pass small arrays); else loaded from ``config``.
+    checkpoint_dir
+        If given, the global weights and history are saved there (atomically) after every
+        round, and ``history.json`` / ``history.csv`` are written.
+    resume
+        Continue from the checkpoint in ``checkpoint_dir`` if there is one; the final weights
+        equal those of an uninterrupted run with the same config. The checkpoint's config must
+        equal ``config`` except for ``rounds`` (so a finished run can be extended).
+    progress
+        Show a progress bar over rounds (off in tests).
+    simulation
+        Reuse an existing ``Simulation`` (same config) instead of building one.
+
+    Raises
+    ------
+    ValueError
+        ``resume=True`` with a checkpoint written by a different config.
+    """
+    sim = simulation or Simulation(config, dataset)
+    weights = sim.model.get_weights()
+    history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
+                            "dataset": sim.data_source,
+                            "weights": config.weights or "random init"})
+    seen: set[int] = set()  # clients that already hold the frozen parts of the model
+    start = 1
+    saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+    if saved is not None:
+        weights, state = saved
+        # Only ``rounds`` may differ: resuming with more rounds extends a finished run.
+        if {**state["config"], "rounds": config.rounds} != config.to_dict():
+            raise ValueError(f"checkpoint in {checkpoint_dir} was written by a different config; "
+                             "use another checkpoint_dir or resume=False.")
+        history, seen, start = History.from_dict(state["history"]), set(state["seen"]), state["round"] + 1
+    else:
+        ev = sim.evaluate(weights)
+        history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
+                       clients=[], bytes_up=0, bytes_down=0, seconds=0.0)
+
+    full_bytes = aggregation.nbytes(weights)
+    sent_bytes = aggregation.nbytes([w for w, m in zip(weights, sim.mask) if m])
+    bar = tqdm(range(start, config.rounds + 1), desc="rounds", disable=not progress,
+               file=sys.stderr, initial=start - 1, total=config.rounds)
+    for rnd in bar:
+        t0 = time.perf_counter()
+        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
+        results = []
+        for k in chosen:
+            x, y = sim.client_data(k)
+            results.append(client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
+                                         seed=(config.seed, rnd, k)))
+        agg = aggregation.fedavg([r.delta for r in results], [r.num_examples for r in results])
+        weights = server_update(weights, sim.mask, agg, config.server_lr)
+        ev = sim.evaluate(weights)
+        # New clients download the whole model once; afterwards only what training changes.
+        down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
+        seen.update(chosen)
+        history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
+                       train_loss=float(np.mean([r.metrics["train_loss"] for r in results])),
+                       clients=chosen, bytes_up=sent_bytes * len(chosen), bytes_down=down,
+                       seconds=time.perf_counter() - t0)
+        bar.set_postfix(acc=f"{ev['accuracy']:.3f}")
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, weights, {"config": config.to_dict(), "round": rnd,
+                                                      "history": history.to_dict(),
+                                                      "seen": sorted(seen)})
+    if checkpoint_dir is not None:
+        history.save(checkpoint_dir)
+    sim.model.set_weights(weights)
+    return FederatedResult(history, weights, sim.model)

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from fedtl_helpers import models
+from fedtl_helpers.client import LocalTrainer, client_update, reset_optimizer_inplace
+from fedtl_helpers.config import ExperimentConfig
+
+
+def _trainer(strategy="full", weights=None, optimizer="adam"):
+    cfg = ExperimentConfig(weights=weights, strategy=strategy, client_optimizer=optimizer,
+                           batch_size=16)
+    model = models.build_model("builtin_cnn", weights, seed=0)
+    models.set_strategy(model, "builtin_cnn", strategy)
+    return LocalTrainer(model, cfg, mask=models.updatable_mask(model)), cfg
+
+
+def _data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def test_reset_keeps_learning_rate_and_second_round_still_trains():
+    trainer, cfg = _trainer()
+    x, y = _data()
+    w0 = trainer.model.get_weights()
+    r1 = client_update(trainer, w0, 0, x, y, epochs=1, seed=(0, 1, 0))
+    opt = trainer.groups[0][1]
+    assert float(opt.learning_rate) == pytest.approx(cfg.learning_rate)
+    w1 = [w + d for w, d in zip(w0, r1.delta)]
+    r2 = client_update(trainer, w1, 0, x, y, epochs=1, seed=(0, 2, 0))
+    assert max(np.abs(d).max() for d in r2.delta) > 1e-6  # training did not silently stop
+    assert float(opt.learning_rate) == pytest.approx(cfg.learning_rate)
+
+
+def test_reset_zeroes_slots_and_step_counter():
+    trainer, _ = _trainer()
+    x, y = _data()
+    trainer.fit(x, y, 1, np.random.default_rng(0))
+    opt = trainer.groups[0][1]
+    assert int(opt.iterations) > 0
+    reset_optimizer_inplace(opt)
+    lr = opt._learning_rate
+    assert all(not np.any(v.numpy()) for v in opt.variables if v is not lr)
+
+
+def test_optimizer_state_does_not_leak_between_clients():
+    """Client B's update must not depend on whether client A trained before it."""
+    trainer, _ = _trainer()
+    xa, ya = _data(seed=1)
+    xb, yb = _data(seed=2)
+    w0 = trainer.model.get_weights()
+    alone = client_update(trainer, w0, 1, xb, yb, epochs=1, seed=(0, 1, 1))
+    client_update(trainer, w0, 0, xa, ya, epochs=1, seed=(0, 1, 0))
+    after = client_update(trainer, w0, 1, xb, yb, epochs=1, seed=(0, 1, 1))
+    for a, b in zip(alone.delta, after.delta):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_delta_is_new_minus_global_and_traced_once():
+    trainer, _ = _trainer()
+    x, y = _data(n=40)  # 40 = 2 full batches + a partial one: a different batch shape
+    w0 = trainer.model.get_weights()
+    for k in range(3):
+        res = client_update(trainer, w0, k, x, y, epochs=1, seed=(0, 1, k))
+    new = trainer.model.get_weights()
+    sent = [n - g for n, g, m in zip(new, w0, trainer.mask) if m]
+    for a, b in zip(res.delta, sent):
+        np.testing.assert_array_equal(a, b)
+    assert res.num_examples == 40 and np.isfinite(res.metrics["train_loss"])
+    # One trace serves every client and every batch size: no retracing, no recompiling.
+    assert trainer._train_epoch.experimental_get_tracing_count() == 1
+
+
+def test_head_strategy_sends_only_the_head():
+    trainer, _ = _trainer(strategy="head")
+    x, y = _data()
+    res = client_update(trainer, trainer.model.get_weights(), 0, x, y, epochs=1,
+                        seed=(0, 1, 0))
+    head_sizes = [w.size for w in trainer.model.get_layer("head").get_weights()]
+    assert [d.size for d in res.delta] == head_sizes
