@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The project's tasks, needing nothing but Python 3.11+ (the README's commands).
 
-    python3 dev.py main     # the main job on the embedded default (offline)
+    python3 dev.py main     # build the book, executing every notebook (embedded default, offline)
     python3 dev.py test     # the whole test suite (extra arguments go to pytest)
+    python3 dev.py run      # one federated run from the command line (args go to the CLI)
 
 Each task first creates or updates the virtual environment ``.venv`` from the pinned
 ``requirements.txt`` / ``requirements-lock.txt`` (only when they changed since last time).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,16 +47,47 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
-def main_job(args: list[str]) -> None:
-    """A federated transfer-learning run on the embedded default (the book build, later)."""
-    sh(PY, "-m", "fedtl_helpers", "run", "--out", "runs/default", *args)
+def copy_mathjax() -> None:
+    """Put MathJax (from the django-static-mathjax wheel) where the book's pages load it."""
+    dest = ROOT / "book" / "_static" / "mathjax"
+    if (dest / "tex-chtml.js").exists():
+        return
+    src = subprocess.run([str(PY), "-c", "import mathjax, pathlib; print(pathlib.Path("
+                          "mathjax.__file__).parent / 'static' / 'mathjax' / 'es5')"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+
+
+def book(args: list[str]) -> None:
+    """Build the book: every notebook executed (cached), warnings are errors."""
+    copy_mathjax()
+    sh(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args)
+    print(f"The book is at {ROOT / '_build' / 'html' / 'index.html'}")
+
+
+def install_chromium() -> None:
+    """The screenshot test needs a headless browser: Debian's chromium, as root."""
+    if shutil.which("chromium") or os.name == "nt" or not shutil.which("apt-get"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        print("note: not root, so chromium is not installed; the screenshot test will skip")
+        return
+    sh("apt-get", "update", "-qq")
+    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium")
 
 
 def test(args: list[str]) -> None:
+    install_chromium()
+    copy_mathjax()
     sh(PY, "-m", "pytest", *args)
 
 
-TASKS = {"main": main_job, "test": test}
+def run(args: list[str]) -> None:
+    """A federated transfer-learning run on the embedded default, from the command line."""
+    sh(PY, "-m", "fedtl_helpers", "run", "--out", "runs/default", *args)
+
+
+TASKS = {"main": book, "test": test, "run": run}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

@@ -1,0 +1,44 @@
+"""Small conveniences for the book's notebooks: which data and weights, said out loud.
+
+Chapter: "Introduction". The book builds on the embedded default; the environment variables
+``FEDTL_DATASET``, ``FEDTL_BACKBONE`` and ``FEDTL_WEIGHTS`` switch every notebook at once (for
+example to build the book on the real CIFAR-10). They override the notebook's parameters, and
+the notebook prints what it ended up using, so nothing is ever substituted silently.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import data, models
+
+
+def settings(dataset: str, backbone: str, weights: str | None) -> tuple[str, str, str | None]:
+    """Apply the ``FEDTL_*`` overrides and print the data and weights this notebook uses."""
+    dataset = os.environ.get("FEDTL_DATASET", dataset)
+    backbone = os.environ.get("FEDTL_BACKBONE", backbone)
+    weights = os.environ.get("FEDTL_WEIGHTS", weights)
+    if weights in ("none", "None", ""):
+        weights = None
+    print(f"Data:    {data.describe(dataset)}")
+    print(f"Weights: {describe_weights(backbone, weights)}")
+    return dataset, backbone, weights
+
+
+def describe_weights(backbone: str, weights: str | None) -> str:
+    """One line naming the initial weights (with the built-in weights' provenance)."""
+    if weights is None:
+        return f"{backbone}, random initialisation"
+    if weights == "builtin":
+        rec = models.builtin_record()
+        return (f"{backbone}, built-in pretrained weights (source task: "
+                f"{len(rec['source_classes'])} other shapes, "
+                f"source accuracy {rec['source_test_accuracy']:.0%}, sha256 {rec['sha256'][:12]}…)")
+    if weights == "imagenet":
+        return f"{backbone}, ImageNet weights (Keras applications)"
+    return f"{backbone}, weights from {weights}"
+
+
+def tag(dataset: str, backbone: str, weights: str | None) -> str:
+    """Short form for figure titles: ``"data: shapes | builtin_cnn, weights: builtin"``."""
+    return f"data: {dataset} | {backbone}, weights: {weights or 'random init'}"

@@ -1,0 +1,92 @@
+"""The book's figures (matplotlib): labelled axes, legends, and titles naming data and weights.
+
+Chapter: every chapter. Each function draws on a new or given ``Axes`` and returns it, so a
+notebook can combine them; none shows or saves anything by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .history import History
+
+
+def _axes(ax=None, figsize=(6.4, 4.0)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
+                    x: str = "round") -> plt.Axes:
+    """Test accuracy per round (or against another History column), one line per run."""
+    ax = _axes(ax)
+    for label, h in histories.items():
+        xs = np.cumsum(h.column(x)) / 1e6 if x.startswith("bytes") else h.column(x)
+        ax.plot(xs, h.column("test_accuracy"), marker="o", ms=3, label=label)
+    ax.set_xlabel("round" if x == "round" else f"cumulative {x.replace('_', ' ')} (MB)")
+    ax.set_ylabel("global test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: str,
+               per_class: int = 6):
+    """A grid of example images, one row per class."""
+    k = len(class_names)
+    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95),
+                             layout="constrained")
+    for c in range(k):
+        idx = np.flatnonzero(y == c)[:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.axis("off")
+            if j < len(idx):
+                ax.imshow(x[idx[j]])
+        axes[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def partition_heatmap(stats: np.ndarray, class_names: Sequence[str], title: str, ax=None):
+    """Examples per (client, class): how the data is spread over clients."""
+    ax = _axes(ax, figsize=(6.4, 0.35 * len(stats) + 1.5))
+    im = ax.imshow(stats, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(stats)), [f"client {k}" for k in range(len(stats))], fontsize=8)
+    ax.set_xlabel("class")
+    ax.figure.colorbar(im, ax=ax, label="examples")
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, ax=None):
+    """Row-normalised confusion matrix (each row: where that class's images went)."""
+    ax = _axes(ax, figsize=(5.5, 4.8))
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.figure.colorbar(im, ax=ax, label="share of the true class")
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
+    """A labelled bar chart (per-client accuracies, seconds per strategy, ...)."""
+    ax = _axes(ax)
+    names = list(values)
+    ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return ax

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+
+from fedtl_helpers import storage
+from fedtl_helpers.history import History
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "sub" / "out.json"
+    storage.atomic_write_text(p, "one")
+    storage.atomic_write_text(p, "two")
+    assert p.read_text() == "two"
+    assert [f.name for f in p.parent.iterdir()] == ["out.json"]
+    assert p.stat().st_mode & 0o044  # readable by others, not mkstemp's 0600
+
+
+def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "out.txt"
+    storage.atomic_write_text(p, "old")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        storage.atomic_write_text(p, "new")
+    assert p.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    w = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5])]
+    storage.save_checkpoint(tmp_path, w, {"round": 3, "seen": [0, 2]})
+    loaded, state = storage.load_checkpoint(tmp_path)
+    assert state == {"round": 3, "seen": [0, 2]}
+    for a, b in zip(w, loaded):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert storage.load_checkpoint(tmp_path / "nothing") is None
+
+
+def test_history_save_load_and_table(tmp_path):
+    h = History(meta={"describe": "data: shapes; weights: builtin"})
+    h.append(round=0, test_accuracy=0.1, test_loss=2.3, train_loss=None, clients=[],
+             bytes_up=0, bytes_down=0, seconds=0.0)
+    h.append(round=1, test_accuracy=0.5, test_loss=1.2, train_loss=1.5, clients=[0, 2],
+             bytes_up=2_000_000, bytes_down=4_000_000, seconds=1.25)
+    h.save(tmp_path)
+    again = History.load(tmp_path / "history.json")
+    assert again.rows == h.rows and again.meta == h.meta
+    assert json.loads((tmp_path / "history.json").read_text())["rows"][1]["clients"] == [0, 2]
+    csv_lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("round,test_accuracy") and csv_lines[2].split(",")[4] == "0 2"
+    table = h.table()
+    assert "weights: builtin" in table and "2.000" in table
+    assert h.rounds_to_reach(0.4) == 1 and h.rounds_to_reach(0.9) is None
+    with pytest.raises(ValueError, match="lacks"):
+        h.append(round=2)
