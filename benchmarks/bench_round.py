@@ -87,7 +87,7 @@ def child(method: str, num_clients: int, per_client: int, rounds: int) -> None:
 def measure(method: str, num_clients: int, args) -> dict:
     cmd = [sys.executable, __file__, "--child", method, str(num_clients),
            "--per-client", str(args.per_client), "--rounds", str(args.rounds)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["sec_per_round"] = sum(result["seconds"]) / len(result["seconds"])

@@ -21,6 +21,7 @@ BACKBONES = ("builtin_cnn", "resnet50", "mobilenet_v2")
 NAMED_WEIGHTS = ("builtin", "imagenet")
 STRATEGIES = ("head", "partial", "full")
 OPTIMIZERS = ("adam", "sgd")
+AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -62,6 +63,11 @@ class ExperimentConfig:
         The federated schedule and each client's local training.
     server_lr
         Server learning rate applied to the aggregated delta; 1.0 is plain FedAvg.
+    aggregator
+        ``"fedavg"`` (weighted by example counts, the article's rule) or ``"mean"`` (unweighted).
+    holdout_fraction
+        Share of each client's data kept aside (never trained on) to evaluate the global model
+        per client; 0 keeps none.
     backbone, weights, strategy, unfreeze_blocks, partial_lr_scale, input_size
         The model: backbone name, its initial weights (``"builtin"``, ``"imagenet"``, a path
         to a ``.weights.h5`` file, or ``None`` for random init), which part clients train,
@@ -88,6 +94,8 @@ class ExperimentConfig:
     learning_rate: float = 1e-3
     client_optimizer: str = "adam"
     server_lr: float = 1.0
+    aggregator: str = "fedavg"
+    holdout_fraction: float = 0.0
     backbone: str = "builtin_cnn"
     weights: str | None = "builtin"
     strategy: str = "full"
@@ -124,6 +132,10 @@ class ExperimentConfig:
         _check_positive("learning_rate", self.learning_rate)
         _check_choice("client_optimizer", self.client_optimizer, OPTIMIZERS)
         _check_positive("server_lr", self.server_lr)
+        _check_choice("aggregator", self.aggregator, AGGREGATORS)
+        h = self.holdout_fraction
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1:
+            _fail("holdout_fraction", h, "a number in [0, 1)")
         _check_choice("backbone", self.backbone, BACKBONES)
         self._check_weights()
         _check_choice("strategy", self.strategy, STRATEGIES)

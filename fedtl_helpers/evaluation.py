@@ -3,14 +3,13 @@
 Chapter: "Evaluation". The global test accuracy says how good the average client's model is
 on the average image; federated learning also has to ask how good it is *for each client*,
 on data like that client's. Each client keeps a held-out slice of its own data
-(``local_holdout``) that never leaves the client and is never trained on.
+(``local_holdout``) that never leaves the client and is never trained on;
+``server.Simulation.per_client_accuracy`` evaluates a model on each of them.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .client import LocalTrainer
 
 
 def local_holdout(parts: list[np.ndarray], fraction: float = 0.2, *,
@@ -52,13 +51,6 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
     return cm
-
-
-def per_client_accuracy(trainer: LocalTrainer, weights: list[np.ndarray], x: np.ndarray,
-                        y: np.ndarray, held_out: list[np.ndarray]) -> np.ndarray:
-    """Accuracy of ``weights`` on each client's held-out examples (``x[idx]``, ``y[idx]``)."""
-    trainer.model.set_weights(weights)
-    return np.array([trainer.evaluate(x[idx], y[idx])["accuracy"] for idx in held_out])
 
 
 def spread(acc: np.ndarray) -> dict[str, float]:

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, data, models, partitioning
+from . import aggregation, data, evaluation, models, partitioning
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
@@ -65,14 +65,18 @@ class Simulation:
 
     def __init__(self, config: ExperimentConfig, dataset: Dataset | None = None):
         self.config = config
-        self.data_source = (f"arrays passed by the caller as {config.dataset!r}"
-                            if dataset is not None
-                            else data.describe(config.dataset, data_dir=config.data_dir))
+        self.data_source = data.describe(config.dataset, data_dir=config.data_dir)
+        if dataset is not None:
+            self.data_source += ", arrays passed in by the caller"
         (self.x_train, self.y_train), (self.x_test, self.y_test) = (
             dataset if dataset is not None else load_config_data(config))
         self.parts = partitioning.partition(
             self.y_train, config.num_clients, config.partition, alpha=config.alpha,
             shards_per_client=config.shards_per_client, seed=config.seed)
+        self.holdout: list[np.ndarray] = []  # per-client evaluation data, never trained on
+        if config.holdout_fraction > 0:
+            self.parts, self.holdout = evaluation.local_holdout(
+                self.parts, config.holdout_fraction, seed=config.seed)
         num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
         self.model = models.build_model(config.backbone, config.weights, num_classes,
                                         self.x_train.shape[1:], config.input_size, config.seed)
@@ -97,6 +101,20 @@ class Simulation:
     def evaluate(self, weights: Weights) -> dict[str, float]:
         self.model.set_weights(weights)
         return self.trainer.evaluate(self.test_inputs, self.y_test)
+
+    def predict(self, weights: Weights, x: np.ndarray) -> np.ndarray:
+        """Predicted labels of the model with ``weights`` for images ``x``."""
+        self.model.set_weights(weights)
+        inputs = self._extract(x) if self.cached else x
+        return self.trainer.predict_logits(inputs).argmax(axis=1)
+
+    def per_client_accuracy(self, weights: Weights) -> np.ndarray:
+        """Accuracy of ``weights`` on each client's held-out data (needs ``holdout_fraction``)."""
+        if not self.holdout:
+            raise ValueError("per-client evaluation needs held-out data: set "
+                             "ExperimentConfig.holdout_fraction, e.g. 0.2.")
+        return np.array([np.mean(self.predict(weights, self.x_train[idx]) == self.y_train[idx])
+                         for idx in self.holdout])
 
     def describe(self) -> str:
         return (f"data: {self.data_source}; weights: "
@@ -170,7 +188,8 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
             x, y = sim.client_data(k)
             results.append(client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
                                          seed=(config.seed, rnd, k)))
-        agg = aggregation.fedavg([r.delta for r in results], [r.num_examples for r in results])
+        counts = [r.num_examples if config.aggregator == "fedavg" else 1 for r in results]
+        agg = aggregation.fedavg([r.delta for r in results], counts)
         weights = server_update(weights, sim.mask, agg, config.server_lr)
         ev = sim.evaluate(weights)
         # New clients download the whole model once; afterwards only what training changes.

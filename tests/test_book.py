@@ -1,0 +1,113 @@
+"""Build the whole book (executing every notebook) and check the HTML a reader gets.
+
+The build runs with warnings as errors, so a notebook that raises, a broken cross-reference
+or a bad docstring fails here. Execution is cached in ``_build/.jupyter_cache``.
+"""
+
+import html.parser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc["parts"]:
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+class _Refs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.scripts, self.links, self.hrefs, self.imgs = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.scripts.append(a["src"])
+        if tag == "link" and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag == "img" and a.get("src"):
+            self.imgs.append(a["src"])
+
+
+@pytest.fixture(scope="module")
+def book():
+    sys.path.insert(0, str(ROOT))
+    import dev  # noqa: PLC0415  (the project's task file: it copies MathJax into place)
+
+    dev.copy_mathjax()
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "--keep-going"], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    pages = {}
+    for page in HTML.rglob("*.html"):
+        parser = _Refs()
+        parser.feed(page.read_text(encoding="utf-8"))
+        pages[page] = parser
+    return pages
+
+
+def test_every_chapter_page_present(book):
+    for f in _toc_files():
+        assert (HTML / f"{f}.html").is_file(), f"missing page for {f}"
+
+
+def test_no_external_scripts_or_styles(book):
+    for page, refs in book.items():
+        for url in refs.scripts + [u for u in refs.links if u.endswith(".css")]:
+            assert not url.startswith(("http:", "https:", "//")), f"{page.name} loads {url}"
+
+
+def test_internal_links_and_images_resolve(book):
+    for page, refs in book.items():
+        for url in refs.hrefs + refs.imgs:
+            if url.startswith(("http:", "https:", "mailto:", "#", "//", "data:")):
+                continue
+            target = (page.parent / url.split("#")[0].split("?")[0]).resolve()
+            assert target.exists(), f"{page.relative_to(HTML)} links to missing {url}"
+
+
+def test_maths_is_served_locally(book):
+    page = HTML / "notebooks" / "02_federated_learning.html"
+    text = page.read_text(encoding="utf-8")
+    assert "mathjax/tex-chtml.js" in text and "cdn.jsdelivr" not in text
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def test_chapters_show_executed_outputs(book):
+    text = (HTML / "notebooks" / "04_pretrained_init.html").read_text(encoding="utf-8")
+    assert "test_acc" in text and "<img" in text  # a results table and a figure
+
+
+def test_screenshot_of_a_chapter_is_not_blank(book, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (python3 dev.py test installs it with apt-get as root)")
+    shot = tmp_path / "page.png"
+    page = HTML / "notebooks" / "04_pretrained_init.html"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--window-size=1280,1600", "--hide-scrollbars", f"--screenshot={shot}",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1200
+    dark = (img.mean(axis=2) < 0.5).mean()  # text, figures: a blank page has none
+    assert img.std() > 0.05 and dark > 0.005, (img.std(), dark)
