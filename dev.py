@@ -44,6 +44,8 @@ def ensure_venv() -> None:
     sh(PY, "-m", "pip", "install", "--quiet", "-r", "requirements.txt",
        "-c", "requirements-lock.txt")
     sh(PY, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ".")
+    if (ROOT / ".git").exists():  # strip notebook outputs on commit (.gitattributes names the filter)
+        sh(BIN / "nbstripout", "--install")
     stamp.write_text(digest)
 
 

@@ -4,7 +4,7 @@ Same clients, data, rounds and seed; only the initial backbone weights differ. T
 pretrained backbone was trained on 20 *other* shapes (``scripts/pretrain_backbone.py``), so
 this is a real transfer experiment, offline.
 
-    python benchmarks/bench_transfer.py [--rounds 15] [--target 0.6]
+    python benchmarks/bench_transfer.py [--rounds 30] [--target 0.6]
 
 Last line: one JSON object with ``acc_round1_pretrained``, ``acc_round1_random`` and
 ``rounds_ratio`` (rounds random init needs to reach ``--target`` / rounds pretrained needs; if
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--per-client", type=int, default=1000)
     p.add_argument("--target", type=float, default=0.6, help="test accuracy to reach")

@@ -29,3 +29,18 @@ def test_notebook_runs_with_injected_parameters(path, tmp_path):
     pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
                         progress_bar=False, cwd=str(ROOT))
     assert out.is_file()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_and_well_formed(path):
+    """Outputs are stripped (the book executes them); the chapter has the course's shape."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs (nbstripout)"
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for heading in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
+        assert heading in text, f"{path.name} lacks {heading!r}"
+    assert "fedtl_helpers" in "\n".join(c.source for c in code)

@@ -105,3 +105,27 @@ def test_unweighted_mean_aggregator_differs(small_shapes):
     b = run_federated(_cfg(rounds=1, strategy="head", partition="dirichlet", alpha=0.3,
                            aggregator="mean"), dataset=small_shapes, progress=False).weights
     assert any(not np.allclose(x, y) for x, y in zip(a, b))
+
+
+def test_crash_mid_run_then_resume_matches_uninterrupted(small_shapes, tmp_path, monkeypatch):
+    from fedtl_helpers import server
+
+    cfg = _cfg(rounds=3, strategy="partial")
+    full = run_federated(cfg, dataset=small_shapes, progress=False)
+    real = server.client_update
+
+    def crash_in_round_3(*args, seed, **kw):
+        if seed[1] == 3:
+            raise KeyboardInterrupt("power cut")
+        return real(*args, seed=seed, **kw)
+
+    monkeypatch.setattr(server, "client_update", crash_in_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_federated(cfg, dataset=small_shapes, progress=False, checkpoint_dir=tmp_path)
+    assert not (tmp_path / "history.json").exists()  # nothing that looks finished
+    monkeypatch.setattr(server, "client_update", real)
+    resumed = run_federated(cfg, dataset=small_shapes, progress=False, checkpoint_dir=tmp_path,
+                            resume=True)
+    for a, b in zip(full.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history.column("round") == [0, 1, 2, 3]
