@@ -72,8 +72,9 @@ class History:
 
     def table(self) -> str:
         """A small fixed-width table for notebooks and the command line."""
-        lines = [f"# {self.meta.get('describe', '')}",
-                 f"{'round':>5} {'test_acc':>8} {'test_loss':>9} {'train_loss':>10} "
+        # One fact per header line, so the table stays narrow enough for a book page.
+        lines = [f"# {part}" for part in self.meta.get("describe", "").split("; ") if part]
+        lines += [f"{'round':>5} {'test_acc':>8} {'test_loss':>9} {'train_loss':>10} "
                  f"{'MB_up':>8} {'MB_down':>8} {'seconds':>7}"]
         for r in self.rows:
             train = "" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
