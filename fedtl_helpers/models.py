@@ -156,7 +156,6 @@ def build_model(backbone: str = "builtin_cnn", weights: str | None = "builtin",
     head = build_head(body.output.shape[-1], num_classes)
     inputs = keras.Input(input_shape, name="image")
     model = keras.Model(inputs, head(body(inputs)), name=f"{backbone}_transfer")
-    model.fedtl_weights = weights  # recorded so results can always name the weights used
     return model
 
 

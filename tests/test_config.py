@@ -71,3 +71,11 @@ def test_from_dict_rejects_unknown_keys_by_name():
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         ExperimentConfig().rounds = 3  # type: ignore[misc]
+
+
+def test_config_choices_mirror_the_modules():
+    """config.py lists names without importing TensorFlow; they must match the real ones."""
+    from fedtl_helpers import config, data, partitioning
+
+    assert config.DATASET_NAMES == data.DATASETS
+    assert config.PARTITION_SCHEMES == partitioning.SCHEMES
