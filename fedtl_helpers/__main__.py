@@ -1,5 +1,8 @@
 """Command line: ``python -m fedtl_helpers run --rounds 5 --out runs/demo``.
 
+``python -m fedtl_helpers experiments run experiments/smoke.yaml`` runs a grid of notebook
+parameters with papermill (see ``experiments.py``).
+
 Every ``ExperimentConfig`` field is an option (``--num-clients 20``, ``--weights none``, ...);
 the config is validated before any data is loaded. The run writes ``history.json``,
 ``history.csv`` and ``checkpoint.npz`` into ``--out`` and prints a table whose header names the
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import sys
 
+from . import experiments
 from .config import ExperimentConfig
 
 # Fields whose default is None need their value type spelled out.
@@ -48,11 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/cli", help="output folder (default: runs/cli)")
     run.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    experiments.add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    parsed = build_parser().parse_args(argv)
+    if parsed.command == "experiments":
+        return parsed.handler(parsed)
+    args = vars(parsed)
     args.pop("command")
     out, resume, quiet = args.pop("out"), args.pop("resume"), args.pop("quiet")
     try:

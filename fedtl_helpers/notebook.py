@@ -9,6 +9,7 @@ the notebook prints what it ended up using, so nothing is ever substituted silen
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import data, models
 
@@ -42,3 +43,16 @@ def describe_weights(backbone: str, weights: str | None) -> str:
 def tag(dataset: str, backbone: str, weights: str | None) -> str:
     """Short form for figure titles: ``"data: shapes | builtin_cnn, weights: builtin"``."""
     return f"data: {dataset} | {backbone}, weights: {weights or 'random init'}"
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository root (the folder holding ``_toc.yml``), from the notebook's working folder.
+
+    The book build runs notebooks inside ``notebooks/``; papermill and the tests run them from
+    the root. Paths such as ``experiments/smoke.yaml`` are resolved against this folder.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            return folder
+    raise FileNotFoundError(f"no _toc.yml in {here} or its parents: is this the fedtl repository?")

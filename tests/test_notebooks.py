@@ -44,3 +44,27 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     for heading in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
         assert heading in text, f"{path.name} lacks {heading!r}"
     assert "fedtl_helpers" in "\n".join(c.source for c in code)
+
+
+def test_case_study_without_cifar_archive_stops_with_the_loaders_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("FEDTL_DATA_DIR", raising=False)
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"dataset": "cifar10", "data_dir": str(tmp_path)},
+                            kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    assert err.value.ename == "FileNotFoundError"
+    assert "CIFAR-10 not found" in err.value.evalue and "cifar-10-python.tar.gz" in err.value.evalue
+
+
+def test_case_study_writes_metrics_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    params = {"n_train": 600, "n_test": 200, "rounds": 1, "strategy": "head", "output_dir": str(out)}
+    pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "a.ipynb"),
+                        parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["per_round"]] == [0, 1]
+    assert 0 <= metrics["final"]["test_accuracy"] <= 1 and "shapes" in metrics["final"]["dataset"]
+    assert (out / "checkpoint.npz").is_file() and (out / "history.json").is_file()

@@ -1,0 +1,373 @@
+"""Run a grid of parameter sets through a notebook with papermill.
+
+Chapter: "Running experiments". A grid is a small YAML file::
+
+    name: weights-vs-rounds          # slug; results go to <out_root>/<name>/
+    notebook: notebooks/case_study.ipynb   # relative to the current directory (the repo root)
+    description: optional free text
+    fixed: {rounds: 10}              # merged into every run
+    grid: {weights: [builtin, none], lr: [0.1, 0.5]}   # cartesian product ...
+    runs: [{weights: builtin, lr: 1.0}]                # ... and/or an explicit list
+
+Every run executes the notebook with its parameters plus ``output_dir``, a fresh folder the
+notebook must write ``metrics.json`` into: ``{"final": {...}, "per_round": [{"round": 1, ...}]}``.
+A run is finished iff ``<run_id>.json`` exists and parses; it is written atomically and last, so
+an interrupted or failed run is simply done again next time and finished runs are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import dataclasses
+import difflib
+import hashlib
+import io
+import itertools
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .storage import atomic_write_bytes, atomic_write_text
+
+ALLOWED_KEYS = {"name", "notebook", "grid", "runs", "fixed", "description"}
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# Papermill type names -> the Python types a YAML value may have for them.
+_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+            "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """A parsed grid file: ``notebook`` is relative to the current directory, not the YAML."""
+
+    name: str
+    notebook: Path
+    runs: list[dict]
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _SLUG.match(self.name):
+            raise ValueError(f"name={self.name!r}: must be a slug of letters, digits, '-' and '_'")
+        if not self.runs:
+            raise ValueError(f"grid {self.name!r} has no runs")
+        ids = [run_id(p) for p in self.runs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"grid {self.name!r} lists the same run twice: {', '.join(dupes)}")
+
+
+def expand(spec: dict) -> list[dict]:
+    """Turn the ``grid`` / ``runs`` / ``fixed`` keys of a grid file into a list of parameter dicts.
+
+    ``grid`` gives the cartesian product over its keys in sorted order (the first key varies
+    slowest); ``runs`` is appended as given; ``fixed`` is merged into every run.
+
+    Raises
+    ------
+    ValueError
+        Neither ``grid`` nor ``runs``, a grid value that is not a non-empty list, or a parameter
+        that is both fixed and varied.
+    """
+    fixed = spec.get("fixed") or {}
+    grid = spec.get("grid") or {}
+    runs = spec.get("runs") or []
+    if not isinstance(fixed, dict) or not isinstance(grid, dict) or not isinstance(runs, list):
+        raise ValueError("fixed and grid must be mappings, runs a list of mappings")
+    if not grid and not runs:
+        raise ValueError("the grid file needs a non-empty 'grid' or 'runs'")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"grid.{key}={values!r}: must be a non-empty list (use 'fixed' for one value)")
+    keys = sorted(grid)
+    # product() of no lists is one empty run, hence the `if keys`
+    varied = [dict(zip(keys, c)) for c in itertools.product(*(grid[k] for k in keys))] if keys else []
+    for i, run in enumerate(runs, 1):
+        if not isinstance(run, dict):
+            raise ValueError(f"runs[{i}]={run!r}: must be a mapping of parameter: value")
+    out = []
+    for run in varied + runs:
+        both = sorted(set(run) & set(fixed))
+        if both:
+            raise ValueError(f"parameter(s) {', '.join(both)} are both fixed and varied")
+        out.append({**fixed, **run})
+    return out
+
+
+def run_id(params: dict) -> str:
+    """Readable, filesystem-safe and stable id: ``lr=0.5__rounds=3__<8 hex of sha1>``."""
+    def short(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) \
+            else str(value)
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "-"
+
+    readable = "__".join(f"{short(str(k))}={short(v)}" for k, v in sorted(params.items()))
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{readable[:80]}__{digest}" if readable else digest
+
+
+def load_grid(path: str | Path, root: str | Path | None = None) -> GridSpec:
+    """Read and validate a grid YAML file (no notebook is run).
+
+    A relative ``notebook`` path is taken relative to ``root`` (default: the working folder,
+    normally the repository root).
+
+    Raises
+    ------
+    ValueError
+        Bad YAML, unknown top-level keys, bad name, empty grid or a missing notebook.
+    """
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a mapping with keys {sorted(ALLOWED_KEYS)}")
+    unknown = sorted(set(spec) - ALLOWED_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                         f"allowed: {', '.join(sorted(ALLOWED_KEYS))}")
+    for key in ("name", "notebook"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing {key!r}")
+    base = Path(root) if root is not None else Path.cwd()
+    notebook = base / str(spec["notebook"])  # an absolute path stays absolute
+    if not notebook.is_file():
+        raise ValueError(f"{path}: notebook={str(spec['notebook'])!r} not found (relative paths "
+                         f"start at {base})")
+    return GridSpec(spec["name"], notebook, expand(spec), str(spec.get("description") or ""))
+
+
+def _expected_type(declared: dict) -> str | None:
+    """The type a parameter's value must have, or None for "anything"."""
+    name = declared.get("inferred_type_name", "None")
+    if name == "None":  # no annotation: fall back to the type of the default value
+        try:
+            default = ast.literal_eval(declared.get("default", "None"))
+        except (ValueError, SyntaxError):
+            return None
+        name = "None" if default is None else type(default).__name__
+    return name if name in _ACCEPTS else None
+
+
+def check_parameters(notebook: str | Path, runs: list[dict]) -> None:
+    """Check every run's parameter names and value types against the notebook's parameters cell.
+
+    Raises
+    ------
+    ValueError
+        A name the notebook does not declare (or the reserved ``output_dir``), a value of the wrong
+        type (an int is fine for a float, anything for a ``None`` default, ``None`` for anything),
+        or a notebook without an ``output_dir`` parameter.
+    """
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    names = ", ".join(declared) or "(none)"
+    if "output_dir" not in declared:
+        raise ValueError(f"{notebook} must declare `output_dir` in its parameters cell (declares: {names})")
+    for i, params in enumerate(runs, 1):
+        where = f"run {i} ({run_id(params)})"
+        for key, value in params.items():
+            if key == "output_dir":
+                raise ValueError(f"{where}: output_dir is set by the runner, not the grid")
+            if key not in declared:
+                close = difflib.get_close_matches(key, list(declared), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{where}: unknown parameter {key!r}{hint}; {notebook} declares: {names}")
+            expected = _expected_type(declared[key])
+            bad_bool = isinstance(value, bool) and expected in ("int", "float")
+            # None is accepted everywhere: in our notebooks it always means "not set" (all the
+            # data, random init, no resize), whatever the type of the default.
+            if value is not None and expected and (bad_bool or not isinstance(value, _ACCEPTS[expected])):
+                raise ValueError(f"{where}: parameter {key!r}={value!r} should be {expected} "
+                                 f"(default in {notebook}: {declared[key]['default']})")
+
+
+def _is_finished(result: Path) -> bool:
+    try:
+        return isinstance(json.loads(result.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    if getattr(e, "ename", None):  # papermill's execution error: the notebook's own exception
+        return f"{e.ename}: {e.evalue}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _run_one(notebook: Path, params: dict, run_dir: Path, rid: str, kernel_name: str) -> dict:
+    import papermill
+
+    out_dir = (run_dir / f"{rid}.out").resolve()
+    shutil.rmtree(out_dir, ignore_errors=True)  # a partial run's metrics must not be read as ours
+    out_dir.mkdir(parents=True)
+    final_nb, tmp_nb = run_dir / f"{rid}.ipynb", run_dir / f".{rid}.partial.ipynb"
+    final_nb.unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        # cwd = the notebook's folder, as when the book executes it
+        papermill.execute_notebook(str(notebook), str(tmp_nb),
+                                   parameters={**params, "output_dir": str(out_dir)}, kernel_name=kernel_name,
+                                   progress_bar=False, cwd=str(notebook.parent))
+    except BaseException:
+        if tmp_nb.exists():  # keep the traceback readable, under a name that cannot look finished
+            tmp_nb.replace(run_dir / f"{rid}.failed.ipynb")
+        raise
+    seconds = time.perf_counter() - start
+    tmp_nb.replace(final_nb)
+    metrics_path = out_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"the notebook wrote no metrics.json into output_dir ({out_dir})")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("final"), dict):
+        raise ValueError(f"{metrics_path}: expected {{'final': {{...}}, 'per_round': [...]}}")
+    record = {"run_id": rid, "params": params, "final": metrics["final"],
+              "per_round": metrics.get("per_round", []), "seconds": round(seconds, 3),
+              "notebook": str(notebook)}
+    (run_dir / f"{rid}.failed.ipynb").unlink(missing_ok=True)
+    atomic_write_text(run_dir / f"{rid}.json", json.dumps(record, indent=2) + "\n")  # last: marks it finished
+    return record
+
+
+def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Path | None = None,
+             kernel_name: str = "python3", progress: Callable[[str], Any] = print) -> Path:
+    """Run every unfinished run of the grid file ``path``; return ``<out_root>/<name>/``.
+
+    Parameters are checked before anything runs. Failed runs leave no ``<run_id>.json`` and do
+    not stop the grid; ``summary.csv`` and ``summary.png`` are written at the end.
+
+    Raises
+    ------
+    ValueError
+        Bad grid file or parameters (nothing has run, no folder was created).
+    RuntimeError
+        After the summary, when some runs failed; it lists their ids.
+    """
+    spec = load_grid(path, root)
+    check_parameters(spec.notebook, spec.runs)
+    run_dir = Path(out_root) / spec.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for i, params in enumerate(spec.runs, 1):
+        rid = run_id(params)
+        prefix = f"[{i}/{len(spec.runs)}] {rid} ..."
+        if _is_finished(run_dir / f"{rid}.json"):
+            progress(f"{prefix} skip (finished)")
+            continue
+        try:
+            record = _run_one(spec.notebook, params, run_dir, rid, kernel_name)
+        except Exception as e:  # one broken run must not cost the rest of the grid
+            failed.append(rid)
+            progress(f"{prefix} FAILED: {_first_line(e)}")
+            continue
+        final = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in record["final"].items())
+        progress(f"{prefix} done in {record['seconds']:.1f} s (final: {final})")
+    write_summary(run_dir, spec.name)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(spec.runs)} runs failed: {', '.join(failed)}")
+    return run_dir
+
+
+def collect(run_dir: str | Path) -> list[dict]:
+    """The result records of the finished runs in ``run_dir``, sorted by run id."""
+    records = []
+    for path in sorted(Path(run_dir).glob("*.json")):
+        if _is_finished(path) and "run_id" in (record := json.loads(path.read_text(encoding="utf-8"))):
+            records.append(record)
+    return records
+
+
+def write_summary(run_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Write ``summary.csv`` (run_id, parameters, final metrics) and ``summary.png`` into ``run_dir``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    run_dir = Path(run_dir)
+    records = collect(run_dir)
+    params = list(dict.fromkeys(k for r in records for k in r["params"]))
+    finals = list(dict.fromkeys(k for r in records for k in r["final"]))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["run_id", *params, *(f"final_{k}" if k in params else k for k in finals)])
+    for r in records:
+        cells = [r["params"].get(k, "") for k in params] + [r["final"].get(k, "") for k in finals]
+        writer.writerow([r["run_id"], *(json.dumps(c) if isinstance(c, list | dict) else c for c in cells)])
+    csv_path = run_dir / "summary.csv"
+    atomic_write_text(csv_path, buf.getvalue())
+
+    fig = Figure(figsize=(7, 4.5))  # no pyplot: no global figure state, works headless
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for r in records:
+        points = [(p["round"], p["test_accuracy"]) for p in r["per_round"]
+                  if "round" in p and "test_accuracy" in p]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=r["run_id"])
+    ax.set(xlabel="round", ylabel="test accuracy (fraction)", title=f"Grid {name!r}: test accuracy per round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.lines:
+        ax.legend(fontsize="x-small")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
+    png_path = run_dir / "summary.png"
+    atomic_write_bytes(png_path, png.getvalue())
+    return csv_path, png_path
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Add ``experiments run GRID.yaml [--out runs]`` and ``experiments summary DIR``; dispatch with
+    ``args.handler(args)``, which returns the exit code."""
+    parser = subparsers.add_parser("experiments", help="run a grid of notebook parameters with papermill")
+    sub = parser.add_subparsers(dest="experiments_command", required=True)
+    run = sub.add_parser("run", help="run the unfinished runs of a grid file")
+    run.add_argument("grid", help="grid YAML file")
+    run.add_argument("--out", default="runs", help="output root (default: runs)")
+    run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3)")
+    summary = sub.add_parser("summary", help="rewrite summary.csv and summary.png of a run folder")
+    summary.add_argument("run_dir", help="folder of a grid, e.g. runs/<name>")
+    parser.set_defaults(handler=handle)
+    return parser
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.experiments_command == "summary":
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            print(f"error: {run_dir} is not a folder", file=sys.stderr)
+            return 2
+        for path in write_summary(run_dir, run_dir.name):
+            print(path)
+        return 0
+    try:  # run_grid validates the whole grid before anything runs: ValueError means nothing ran
+        run_dir = run_grid(args.grid, out_root=args.out, kernel_name=args.kernel)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, RuntimeError) else 2
+    print(run_dir / "summary.csv")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``main(["experiments", "run", "grid.yaml"])``: the same as ``python -m fedtl_helpers ...``."""
+    parser = argparse.ArgumentParser(prog="python -m fedtl_helpers")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
