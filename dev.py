@@ -95,7 +95,7 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         sys.exit(f"usage: python3 dev.py {{{','.join(TASKS)}}} [args...]")
     ensure_venv()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ log lines (CUDA probing) are noise here
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ log lines are noise here
     try:
         TASKS[sys.argv[1]](sys.argv[2:])
     except subprocess.CalledProcessError as e:
