@@ -68,3 +68,21 @@ def test_case_study_writes_metrics_and_resumes(tmp_path):
     assert [r["round"] for r in metrics["per_round"]] == [0, 1]
     assert 0 <= metrics["final"]["test_accuracy"] <= 1 and "shapes" in metrics["final"]["dataset"]
     assert (out / "checkpoint.npz").is_file() and (out / "history.json").is_file()
+
+
+def test_case_study_runs_on_cifar10_in_the_real_format(tmp_path, monkeypatch):
+    """dataset="cifar10" reads the official layout (a small extracted folder the test writes)."""
+    from test_data import write_folder  # builds cifar-10-batches-py/ exactly as the official files
+
+    write_folder(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    out = tmp_path / "run"
+    pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "c.ipynb"),
+                        parameters={"dataset": "cifar10", "data_dir": str(tmp_path), "n_train": None,
+                                    "n_test": None, "rounds": 1, "strategy": "head",
+                                    "output_dir": str(out)},
+                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    import json
+
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert final["dataset"].startswith("cifar10 (official extracted folder at")
