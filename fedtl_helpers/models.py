@@ -45,11 +45,9 @@ _MOBILENET_ROWS = (96, 128, 160, 192, 224)
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
+    """Hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _builtin_cnn_layers(x):
