@@ -60,9 +60,28 @@ def copy_mathjax() -> None:
     shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
+def drop_stale_execution_cache() -> None:
+    """Jupyter's cache keys on a notebook's own code; the helpers' code matters too.
+
+    When any file of ``fedtl_helpers`` changed since the last build, forget the executed
+    notebooks so that no page shows outputs of older helper code. Prose-only rebuilds stay fast.
+    """
+    cache = ROOT / "_build" / ".jupyter_cache"
+    files = sorted((ROOT / "fedtl_helpers").rglob("*"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in files
+                                     if p.is_file() and "__pycache__" not in p.parts)).hexdigest()
+    stamp = ROOT / "_build" / ".helpers-sha256"
+    if cache.exists() and (not stamp.exists() or stamp.read_text() != digest):
+        print("fedtl_helpers changed since the last build: re-executing every notebook")
+        shutil.rmtree(cache)
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(digest)
+
+
 def book(args: list[str]) -> None:
     """Build the book: every notebook executed (cached), warnings are errors."""
     copy_mathjax()
+    drop_stale_execution_cache()
     sh(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args)
     print(f"The book is at {ROOT / '_build' / 'html' / 'index.html'}")
 

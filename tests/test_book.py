@@ -49,6 +49,7 @@ def book():
     import dev  # noqa: PLC0415  (the project's task file: it copies MathJax into place)
 
     dev.copy_mathjax()
+    dev.drop_stale_execution_cache()
     jb = Path(sys.executable).parent / "jupyter-book"
     proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "--keep-going"], cwd=ROOT,
                           capture_output=True, text=True,
