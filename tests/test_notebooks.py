@@ -50,7 +50,7 @@ def test_case_study_without_cifar_archive_stops_with_the_loaders_message(tmp_pat
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.delenv("FEDTL_DATA_DIR", raising=False)
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "out.ipynb"),
+        pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "out.ipynb"),
                             parameters={"dataset": "cifar10", "data_dir": str(tmp_path)},
                             kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     assert err.value.ename == "FileNotFoundError"
@@ -60,7 +60,7 @@ def test_case_study_without_cifar_archive_stops_with_the_loaders_message(tmp_pat
 def test_case_study_writes_metrics_and_resumes(tmp_path):
     out = tmp_path / "run"
     params = {"n_train": 600, "n_test": 200, "rounds": 1, "strategy": "head", "output_dir": str(out)}
-    pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "a.ipynb"),
+    pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "a.ipynb"),
                         parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     import json
 
@@ -77,7 +77,7 @@ def test_case_study_runs_on_cifar10_in_the_real_format(tmp_path, monkeypatch):
     write_folder(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     out = tmp_path / "run"
-    pm.execute_notebook(str(ROOT / "notebooks" / "08_case_study.ipynb"), str(tmp_path / "c.ipynb"),
+    pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "c.ipynb"),
                         parameters={"dataset": "cifar10", "data_dir": str(tmp_path), "n_train": None,
                                     "n_test": None, "rounds": 1, "strategy": "head",
                                     "output_dir": str(out)},
