@@ -3,6 +3,7 @@
 Each module holds one concept and its docstring names the chapter that explains it.
 """
 
+from . import check
 from .aggregation import Weights, add_scaled, fedavg, mean, nbytes, subtract
 from .client import ClientResult, LocalTrainer, client_update
 from .config import ExperimentConfig
