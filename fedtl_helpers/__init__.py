@@ -11,12 +11,13 @@ from .data import DATASETS, class_names, describe, load_cifar10, load_dataset
 from .history import History
 from .models import build_backbone, build_head, build_model, set_strategy, updatable_mask
 from .partitioning import SCHEMES, label_skew, partition, partition_stats
-from .server import FederatedResult, Simulation, run_federated, sample_clients, server_update
+from .server import FederatedResult, Simulation, run_federated, sample_clients
+from .server_opt import server_update
 
 __all__ = [
     "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
     "LocalTrainer", "Simulation", "Weights", "add_scaled", "build_backbone", "build_head",
-    "build_model", "class_names", "client_update", "describe", "fedavg", "label_skew",
+    "build_model", "check", "class_names", "client_update", "describe", "fedavg", "label_skew",
     "load_cifar10", "load_dataset", "mean", "nbytes", "partition", "partition_stats",
     "run_federated", "sample_clients", "server_update", "set_strategy", "subtract",
     "updatable_mask",

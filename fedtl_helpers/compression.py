@@ -7,8 +7,9 @@ back into dense arrays for aggregation. All are pure functions of their inputs; 
 (stochastic rounding) comes from an explicit ``np.random.Generator``; top-k's error feedback
 keeps its residual in an explicit per-client state that the caller stores (and checkpoints).
 
-This module holds the transforms and their byte accounting; wiring them into the server loop
-(``History`` bytes, residuals in checkpoints) is the next step of the chapter's issue.
+``Uplink`` puts one configured transform between ``client_update`` and aggregation in the
+server loop: it encodes each client's delta, counts the bytes for the ``History``, keeps the
+error-feedback residuals per client and hands them to the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 Weights = list[np.ndarray]
+METHODS = ("none", "float16", "quantize", "topk", "prune")
 HEADER_BYTES = 8  # per tensor: its element count (uint32) and an encoding tag + padding
 
 
@@ -33,9 +35,24 @@ class Encoded:
     meta: dict = field(default_factory=dict)
 
 
+def check_same_shapes(update: Sequence[np.ndarray], other: Sequence[np.ndarray], name: str) -> None:
+    """Raise ``ValueError`` naming the first tensor whose shape differs between the two lists."""
+    if len(update) != len(other):
+        raise ValueError(f"{name} has {len(other)} tensors but the update has {len(update)}.")
+    for i, (u, o) in enumerate(zip(update, other)):
+        if np.shape(u) != np.shape(o):
+            raise ValueError(f"{name}[{i}] has shape {np.shape(o)} but update[{i}] has shape {np.shape(u)}.")
+
+
 def dense_nbytes(update: Sequence[np.ndarray]) -> int:
     """Bytes of the uncompressed float32 update, with the same per-tensor headers."""
     return int(sum(np.asarray(t, np.float32).nbytes + HEADER_BYTES for t in update))
+
+
+def encode_dense(update: Sequence[np.ndarray]) -> Encoded:
+    """No compression: float32 values, 4 bytes each (the baseline every ratio is measured against)."""
+    payloads = tuple(np.asarray(t, np.float32) for t in update)
+    return Encoded("dense", payloads, tuple(np.shape(t) for t in update), dense_nbytes(update))
 
 
 # ------------------------------------------------------------------ float16
@@ -124,7 +141,7 @@ def decode(encoded: Encoded) -> Weights:
     """Dense float32 arrays from any ``Encoded`` message."""
     out = []
     for payload, shape in zip(encoded.payloads, encoded.shapes):
-        if encoded.kind == "float16":
+        if encoded.kind in ("float16", "dense"):
             out.append(payload.astype(np.float32).reshape(shape))
         elif encoded.kind.startswith("q"):
             q, lo, scale = payload
@@ -159,7 +176,78 @@ def topk_with_error_feedback(update: Sequence[np.ndarray], residual: Weights | N
     """
     if residual is None:
         residual = [np.zeros(np.shape(u), np.float32) for u in update]
+    check_same_shapes(update, residual, "residual")
     corrected = [np.asarray(u, np.float32) + r for u, r in zip(update, residual)]
     message = encode_topk(corrected, fraction, value_bits=value_bits)
     sent = decode(message)
     return message, [c - s for c, s in zip(corrected, sent)]
+
+
+# ------------------------------------------------------------------ in the server loop
+class Uplink:
+    """One client-to-server encoding, applied to every client's delta in the server loop.
+
+    Parameters
+    ----------
+    method
+        One of ``METHODS``: ``"none"``, ``"float16"``, ``"quantize"``, ``"topk"``, ``"prune"``.
+    bits, stochastic
+        For ``"quantize"``: bits per value (2, 4, 8) and unbiased stochastic rounding.
+    fraction, error_feedback, value_bits
+        For ``"topk"`` / ``"prune"``: the fraction of values kept per tensor, whether the
+        unsent rest is remembered per client and added next round (``"topk"`` only), and the
+        bits of each kept value (32, 16, or 8 for "top-k then 8-bit").
+
+    The error-feedback residuals are the only state: ``state()`` / ``load_state()`` move them
+    in and out of checkpoints, so a resumed run continues exactly.
+    """
+
+    def __init__(self, method: str = "none", *, bits: int = 8, stochastic: bool = True,
+                 fraction: float = 0.01, error_feedback: bool = True, value_bits: int = 32):
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is invalid: allowed one of {', '.join(map(repr, METHODS))}.")
+        if bits not in (2, 4, 8):
+            raise ValueError(f"bits={bits!r} is invalid: allowed 2, 4 or 8.")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction={fraction!r} is invalid: allowed a number in (0, 1].")
+        if value_bits not in (8, 16, 32):
+            raise ValueError(f"value_bits={value_bits!r} is invalid: allowed 8, 16 or 32.")
+        self.method, self.bits, self.stochastic = method, bits, stochastic
+        self.fraction, self.value_bits = fraction, value_bits
+        self.error_feedback = error_feedback and method == "topk"
+        self.residuals: dict[int, Weights] = {}
+
+    @classmethod
+    def from_config(cls, config) -> Uplink:
+        return cls(config.compression, bits=config.quantize_bits, stochastic=config.stochastic_rounding,
+                   fraction=config.sparsity, error_feedback=config.error_feedback,
+                   value_bits=config.sparse_value_bits)
+
+    def encode(self, client_id: int, delta: Weights, rng: np.random.Generator) -> Encoded:
+        """Client ``client_id``'s message for ``delta`` (updates its residual)."""
+        if self.method == "none":
+            return encode_dense(delta)
+        if self.method == "float16":
+            return encode_float16(delta)
+        if self.method == "quantize":
+            return encode_quantized(delta, self.bits, stochastic=self.stochastic, rng=rng)
+        if self.error_feedback:
+            message, self.residuals[client_id] = topk_with_error_feedback(
+                delta, self.residuals.get(client_id), self.fraction, value_bits=self.value_bits)
+            return message
+        return encode_topk(delta, self.fraction, value_bits=self.value_bits)
+
+    def send(self, client_id: int, delta: Weights, rng: np.random.Generator) -> tuple[Weights, int]:
+        """Encode, count, decode: what the server receives from this client, and its bytes."""
+        message = self.encode(client_id, delta, rng)
+        return decode(message), message.nbytes
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{k}/{i}": r for k, res in self.residuals.items() for i, r in enumerate(res)}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        residuals: dict[int, dict[int, np.ndarray]] = {}
+        for key, value in arrays.items():
+            k, i = map(int, key.split("/"))
+            residuals.setdefault(k, {})[i] = np.asarray(value, np.float32)
+        self.residuals = {k: [r[i] for i in sorted(r)] for k, r in residuals.items()}

@@ -22,6 +22,7 @@ NAMED_WEIGHTS = ("builtin", "imagenet")
 STRATEGIES = ("head", "partial", "full")
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
+COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -75,6 +76,12 @@ class ExperimentConfig:
     feature_cache
         With ``strategy="head"``, compute each client's frozen-backbone features once and
         train only the head on them (same model, much faster).
+    compression, quantize_bits, stochastic_rounding, sparsity, error_feedback, sparse_value_bits
+        How each client encodes its update for the uplink (see ``compression.Uplink``):
+        ``"none"`` (float32), ``"float16"``, ``"quantize"`` (``quantize_bits`` per value, with
+        unbiased stochastic rounding), ``"topk"`` (keep the ``sparsity`` fraction of largest
+        values, with ``error_feedback``; ``sparse_value_bits=8`` quantises the kept values) or
+        ``"prune"`` (keep the ``sparsity`` fraction, forget the rest).
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -103,6 +110,14 @@ class ExperimentConfig:
     partial_lr_scale: float = 0.1
     input_size: int | None = None
     feature_cache: bool = True
+    # --- communication efficiency (chapter "Communication efficiency")
+    compression: str = "none"
+    quantize_bits: int = 8
+    stochastic_rounding: bool = True
+    sparsity: float = 0.01
+    error_feedback: bool = True
+    sparse_value_bits: int = 32
+    # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,8 +160,17 @@ class ExperimentConfig:
             _fail("partial_lr_scale", s, "a number in (0, 1]")
         if self.input_size is not None:
             _check_int("input_size", self.input_size, 32)
-        if not isinstance(self.feature_cache, bool):
-            _fail("feature_cache", self.feature_cache, "True or False")
+        for name in ("feature_cache", "stochastic_rounding", "error_feedback"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "True or False")
+        # --- communication efficiency
+        _check_choice("compression", self.compression, COMPRESSIONS)
+        _check_choice("quantize_bits", self.quantize_bits, (2, 4, 8))
+        f = self.sparsity
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            _fail("sparsity", f, "a fraction of values to keep in (0, 1]")
+        _check_choice("sparse_value_bits", self.sparse_value_bits, (8, 16, 32))
+        # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
 
     def _check_weights(self) -> None:

@@ -28,6 +28,7 @@ class History:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def append(self, **row: Any) -> None:
+        """Add one round's row: every name in ``COLUMNS``, plus any extra columns."""
         missing = set(COLUMNS) - set(row)
         if missing:
             raise ValueError(f"History row lacks {sorted(missing)}")
@@ -53,7 +54,9 @@ class History:
 
     def to_csv_text(self) -> str:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        # Chapters add their own columns (e.g. the privacy spent so far): they follow COLUMNS.
+        extra = list(dict.fromkeys(k for r in self.rows for k in r if k not in COLUMNS))
+        writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra])
         writer.writeheader()
         for r in self.rows:
             writer.writerow({**r, "clients": " ".join(map(str, r["clients"]))})

@@ -22,12 +22,13 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, data, evaluation, models, partitioning
+from . import aggregation, compression, data, evaluation, models, partitioning
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
 from .features import FeatureExtractor
 from .history import History
+from .server_opt import make_server_optimizer
 from .storage import load_checkpoint, save_checkpoint
 
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -121,11 +122,12 @@ class Simulation:
                 f"{self.config.weights or 'random init'}; {self.config.describe()}")
 
 
-def server_update(global_weights: Weights, mask: list[bool], aggregate: Weights,
-                  server_lr: float) -> Weights:
-    """``global += server_lr * aggregate`` on the tensors clients update (``mask``)."""
-    it = iter(aggregate)
-    return [w + server_lr * next(it) if m else w for w, m in zip(global_weights, mask)]
+def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: list[int],
+              rng: np.random.Generator) -> Weights:
+    """Combine the decoded client deltas of one round into one update (``config.aggregator``)."""
+    del rng  # for rules that draw randomness (DP noise); every draw comes from this generator
+    counts = num_examples if config.aggregator == "fedavg" else [1] * len(deltas)
+    return aggregation.fedavg(deltas, counts)
 
 
 def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
@@ -161,6 +163,10 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
                             "dataset": sim.data_source,
                             "weights": config.weights or "random init"})
+    # What the round remembers besides the weights; each part saves its state in the checkpoint.
+    uplink = compression.Uplink.from_config(config)  # client-side update encoding (+ residuals)
+    server_opt = make_server_optimizer(config)  # FedAvg's server step, or one with momentum
+    stateful = {"uplink": uplink, "server_opt": server_opt}
     seen: set[int] = set()  # clients that already hold the frozen parts of the model
     start = 1
     saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
@@ -171,39 +177,47 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
             raise ValueError(f"checkpoint in {checkpoint_dir} was written by a different config; "
                              "use another checkpoint_dir or resume=False.")
         history, seen, start = History.from_dict(state["history"]), set(state["seen"]), state["round"] + 1
+        arrays = state.get("arrays", {})
+        for name, part in stateful.items():
+            part.load_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")})
     else:
         ev = sim.evaluate(weights)
         history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
                        clients=[], bytes_up=0, bytes_down=0, seconds=0.0)
 
-    full_bytes = aggregation.nbytes(weights)
-    sent_bytes = aggregation.nbytes([w for w, m in zip(weights, sim.mask) if m])
+    full_bytes = compression.dense_nbytes(weights)
+    sent_bytes = compression.dense_nbytes([w for w, m in zip(weights, sim.mask) if m])
     bar = tqdm(range(start, config.rounds + 1), desc="rounds", disable=not progress,
                file=sys.stderr, initial=start - 1, total=config.rounds)
     for rnd in bar:
         t0 = time.perf_counter()
         chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
-        results = []
+        deltas, counts, losses, bytes_up = [], [], [], 0
         for k in chosen:
             x, y = sim.client_data(k)
-            results.append(client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
-                                         seed=(config.seed, rnd, k)))
-        counts = [r.num_examples if config.aggregator == "fedavg" else 1 for r in results]
-        agg = aggregation.fedavg([r.delta for r in results], counts)
-        weights = server_update(weights, sim.mask, agg, config.server_lr)
+            result = client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
+                                   seed=(config.seed, rnd, k))
+            # Client side: encode the update for the uplink; the server decodes what arrived.
+            received, nbytes = uplink.send(k, result.delta, np.random.default_rng([config.seed, rnd, k, 1]))
+            deltas.append(received)
+            counts.append(result.num_examples)
+            losses.append(result.metrics["train_loss"])
+            bytes_up += nbytes
+        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]))
+        weights = server_opt.step(weights, sim.mask, agg)
         ev = sim.evaluate(weights)
         # New clients download the whole model once; afterwards only what training changes.
         down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
         seen.update(chosen)
         history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                       train_loss=float(np.mean([r.metrics["train_loss"] for r in results])),
-                       clients=chosen, bytes_up=sent_bytes * len(chosen), bytes_down=down,
-                       seconds=time.perf_counter() - t0)
+                       train_loss=float(np.mean(losses)), clients=chosen, bytes_up=bytes_up,
+                       bytes_down=down, seconds=time.perf_counter() - t0)
         bar.set_postfix(acc=f"{ev['accuracy']:.3f}")
         if checkpoint_dir is not None:
+            arrays = {f"{name}/{k}": v for name, part in stateful.items() for k, v in part.state().items()}
             save_checkpoint(checkpoint_dir, weights, {"config": config.to_dict(), "round": rnd,
                                                       "history": history.to_dict(),
-                                                      "seen": sorted(seen)})
+                                                      "seen": sorted(seen)}, arrays=arrays)
     if checkpoint_dir is not None:
         history.save(checkpoint_dir)
     sim.model.set_weights(weights)

@@ -45,21 +45,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_checkpoint(directory: str | os.PathLike, weights: Weights, state: dict[str, Any]) -> Path:
-    """Save global weights and JSON-able run state (round, history, RNG-free) in one file.
+def save_checkpoint(directory: str | os.PathLike, weights: Weights, state: dict[str, Any],
+                    arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Save global weights, JSON-able run state and named state arrays in one file.
 
     One file, so weights and the round they belong to can never disagree after a crash.
+    ``arrays`` holds what the round's parts remember besides the weights (error-feedback
+    residuals, server momentum); ``load_checkpoint`` returns them as ``state["arrays"]``.
     """
     buf = io.BytesIO()
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
-    np.savez(buf, state=np.array(json.dumps(state)), **arrays)
+    tensors = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
+    tensors.update({f"a:{name}": np.asarray(a) for name, a in (arrays or {}).items()})
+    np.savez(buf, state=np.array(json.dumps(state)), **tensors)
     path = Path(directory) / CHECKPOINT_NAME
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[Weights, dict[str, Any]] | None:
-    """Return ``(weights, state)`` from ``directory``, or ``None`` when there is none."""
+    """Return ``(weights, state)`` from ``directory``, or ``None`` when there is none.
+
+    ``state["arrays"]`` holds the named arrays passed to ``save_checkpoint`` (maybe empty).
+    """
     path = Path(directory) / CHECKPOINT_NAME
     if not path.is_file():
         return None
@@ -67,4 +74,5 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[Weights, dict[str, An
         names = sorted(k for k in f.files if k.startswith("w"))
         weights = [f[k] for k in names]
         state = json.loads(str(f["state"]))
+        state["arrays"] = {k[2:]: f[k] for k in f.files if k.startswith("a:")}
     return weights, state

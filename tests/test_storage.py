@@ -32,9 +32,13 @@ def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
 
 def test_checkpoint_roundtrip(tmp_path):
     w = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5])]
-    storage.save_checkpoint(tmp_path, w, {"round": 3, "seen": [0, 2]})
+    residual = np.array([[0.25, -1.0]], np.float32)
+    storage.save_checkpoint(tmp_path, w, {"round": 3, "seen": [0, 2]}, arrays={"uplink/4/0": residual})
     loaded, state = storage.load_checkpoint(tmp_path)
+    arrays = state.pop("arrays")
     assert state == {"round": 3, "seen": [0, 2]}
+    assert list(arrays) == ["uplink/4/0"]
+    np.testing.assert_array_equal(arrays["uplink/4/0"], residual)
     for a, b in zip(w, loaded):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
@@ -58,3 +62,14 @@ def test_history_save_load_and_table(tmp_path):
     assert h.rounds_to_reach(0.4) == 1 and h.rounds_to_reach(0.9) is None
     with pytest.raises(ValueError, match="lacks"):
         h.append(round=2)
+
+
+def test_history_csv_keeps_extra_columns():
+    h = History()
+    h.append(round=0, test_accuracy=0.1, test_loss=2.3, train_loss=None, clients=[], bytes_up=0,
+             bytes_down=0, seconds=0.0)
+    h.append(round=1, test_accuracy=0.5, test_loss=1.2, train_loss=1.5, clients=[0, 1], bytes_up=10,
+             bytes_down=20, seconds=1.0, epsilon=0.75)
+    header, row0, row1 = h.to_csv_text().strip().splitlines()
+    assert header.split(",")[-1] == "epsilon"
+    assert row0.endswith(",") and row1.endswith(",0.75")
