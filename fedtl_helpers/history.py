@@ -45,6 +45,19 @@ class History:
         """First round whose test accuracy is >= ``accuracy`` (None if never)."""
         return next((r["round"] for r in self.rows if r["test_accuracy"] >= accuracy), None)
 
+    def bytes_to_reach(self, accuracy: float, direction: str = "total") -> int | None:
+        """Bytes communicated until the first round with test accuracy >= ``accuracy`` (None if
+        never); ``direction`` is ``"up"``, ``"down"`` or ``"total"`` (both)."""
+        if direction not in ("up", "down", "total"):
+            raise ValueError(f"direction={direction!r} is invalid: allowed 'up', 'down' or 'total'.")
+        sent = 0
+        for r in self.rows:
+            sent += r["bytes_up"] if direction != "down" else 0
+            sent += r["bytes_down"] if direction != "up" else 0
+            if r["test_accuracy"] >= accuracy:
+                return sent
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "rows": self.rows}
 

@@ -21,12 +21,18 @@ def _axes(ax=None, figsize=(6.4, 4.0)):
 
 
 def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
-                    x: str = "round") -> plt.Axes:
-    """Test accuracy per round (or against another History column), one line per run."""
+                    x: str = "round", logx: bool = False) -> plt.Axes:
+    """Test accuracy per round, or against cumulative megabytes (``x="bytes_up"``,
+    ``"bytes_down"`` or ``"bytes_total"``, up plus down), one line per run."""
     ax = _axes(ax)
     for label, h in histories.items():
-        xs = np.cumsum(h.column(x)) / 1e6 if x.startswith("bytes") else h.column(x)
+        if x == "bytes_total":
+            xs = np.cumsum(np.add(h.column("bytes_up"), h.column("bytes_down"))) / 1e6
+        else:
+            xs = np.cumsum(h.column(x)) / 1e6 if x.startswith("bytes") else h.column(x)
         ax.plot(xs, h.column("test_accuracy"), marker="o", ms=3, label=label)
+    if logx:
+        ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("round" if x == "round" else f"cumulative {x.replace('_', ' ')} (MB)")
     ax.set_ylabel("global test accuracy")
     ax.set_ylim(0, 1)

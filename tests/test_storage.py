@@ -73,3 +73,15 @@ def test_history_csv_keeps_extra_columns():
     header, row0, row1 = h.to_csv_text().strip().splitlines()
     assert header.split(",")[-1] == "epsilon"
     assert row0.endswith(",") and row1.endswith(",0.75")
+
+
+def test_bytes_to_reach_sums_until_the_target_round():
+    h = History()
+    for rnd, acc in enumerate([0.1, 0.5, 0.8, 0.9]):
+        h.append(round=rnd, test_accuracy=acc, test_loss=1.0, train_loss=None, clients=[],
+                 bytes_up=10 * rnd, bytes_down=100 * rnd, seconds=0.0)
+    assert h.bytes_to_reach(0.75) == (10 + 20) + (100 + 200)
+    assert h.bytes_to_reach(0.75, "up") == 30
+    assert h.bytes_to_reach(0.95) is None
+    with pytest.raises(ValueError, match="direction='sideways' is invalid"):
+        h.bytes_to_reach(0.5, "sideways")
