@@ -3,7 +3,7 @@
 Each module holds one concept and its docstring names the chapter that explains it.
 """
 
-from . import check
+from . import check, privacy
 from .aggregation import Weights, add_scaled, fedavg, mean, nbytes, subtract
 from .client import ClientResult, LocalTrainer, client_update
 from .config import ExperimentConfig
@@ -11,14 +11,16 @@ from .data import DATASETS, class_names, describe, load_cifar10, load_dataset
 from .history import History
 from .models import build_backbone, build_head, build_model, set_strategy, updatable_mask
 from .partitioning import SCHEMES, label_skew, partition, partition_stats
+from .privacy import clip_update, dp_epsilon, noise_multiplier_for_epsilon
 from .server import FederatedResult, Simulation, run_federated, sample_clients
 from .server_opt import server_update
 
 __all__ = [
     "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
     "LocalTrainer", "Simulation", "Weights", "add_scaled", "build_backbone", "build_head",
-    "build_model", "check", "class_names", "client_update", "describe", "fedavg", "label_skew",
-    "load_cifar10", "load_dataset", "mean", "nbytes", "partition", "partition_stats",
+    "build_model", "check", "class_names", "client_update", "clip_update", "describe", "dp_epsilon",
+    "fedavg", "label_skew", "load_cifar10", "load_dataset", "mean", "nbytes",
+    "noise_multiplier_for_epsilon", "partition", "partition_stats", "privacy",
     "run_federated", "sample_clients", "server_update", "set_strategy", "subtract",
     "updatable_mask",
 ]

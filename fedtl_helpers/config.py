@@ -23,6 +23,8 @@ STRATEGIES = ("head", "partial", "full")
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
+CLIENT_SAMPLINGS = ("fixed", "poisson")  # mirrors privacy.SAMPLINGS
+DP_ACCOUNTANTS = ("rdp", "pld")  # mirrors privacy.ACCOUNTANTS
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -82,6 +84,14 @@ class ExperimentConfig:
         unbiased stochastic rounding), ``"topk"`` (keep the ``sparsity`` fraction of largest
         values, with ``error_feedback``; ``sparse_value_bits=8`` quantises the kept values) or
         ``"prune"`` (keep the ``sparsity`` fraction, forget the rest).
+    dp_clip, dp_noise_multiplier, dp_delta, client_sampling, dp_accountant
+        Client-level differential privacy (DP-FedAvg, see ``privacy``): ``dp_clip=None`` is
+        off; else each client's update is clipped to L2 norm ``dp_clip``, Gaussian noise of std
+        ``dp_noise_multiplier * dp_clip`` is added to the sum, which is divided by the expected
+        number of clients (needs ``aggregator="mean"`` and ``compression="none"``). Epsilon at
+        ``dp_delta`` is reported per round by ``dp_accountant`` (``"rdp"`` or ``"pld"``).
+        ``client_sampling``: ``"fixed"`` (``clients_per_round`` without replacement) or
+        ``"poisson"`` (each client independently with probability ``client_fraction``).
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -117,6 +127,12 @@ class ExperimentConfig:
     sparsity: float = 0.01
     error_feedback: bool = True
     sparse_value_bits: int = 32
+    # --- differential privacy (chapter "Differential privacy")
+    dp_clip: float | None = None  # None: no DP; else clip each client's update to this L2 norm
+    dp_noise_multiplier: float = 1.0
+    dp_delta: float = 1e-5
+    client_sampling: str = "fixed"
+    dp_accountant: str = "rdp"
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -170,8 +186,38 @@ class ExperimentConfig:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             _fail("sparsity", f, "a fraction of values to keep in (0, 1]")
         _check_choice("sparse_value_bits", self.sparse_value_bits, (8, 16, 32))
+        # --- differential privacy
+        self._check_privacy()
         # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
+
+    def _check_privacy(self) -> None:
+        if self.dp_clip is not None:
+            _check_positive("dp_clip", self.dp_clip)
+        z = self.dp_noise_multiplier
+        if isinstance(z, bool) or not isinstance(z, (int, float)) or not 0 <= z < float("inf"):
+            _fail("dp_noise_multiplier", z, "a finite number >= 0")
+        d = self.dp_delta
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d < 1:
+            _fail("dp_delta", d, "a number in (0, 1), e.g. 1e-5 (well below 1 / num_clients)")
+        _check_choice("client_sampling", self.client_sampling, CLIENT_SAMPLINGS)
+        _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
+        if self.dp_clip is None:
+            return
+        # The sensitivity analysis needs an unweighted sum over a fixed denominator: weighting by
+        # n_k lets one big client move the mean by more than dp_clip / expected clients.
+        if self.aggregator != "mean":
+            _fail("aggregator", self.aggregator, "'mean' when dp_clip is set (DP-FedAvg sums the "
+                  "clipped updates unweighted over the expected number of clients; a weighted or "
+                  "robust rule breaks the sensitivity bound the noise is calibrated to)")
+        # What the server receives must be the clipped update: quantisation rounding or top-k's
+        # error-feedback residuals can push its norm above dp_clip.
+        if self.compression != "none":
+            _fail("compression", self.compression, "'none' when dp_clip is set (a compressed "
+                  "update may exceed the clip norm, which voids the privacy guarantee)")
+        if self.dp_accountant == "pld" and self.client_sampling == "fixed":
+            _fail("dp_accountant", self.dp_accountant, "'rdp' with client_sampling='fixed' "
+                  "(dp-accounting's PLD accountant has no sampling-without-replacement event)")
 
     def _check_weights(self) -> None:
         w = self.weights

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, compression, data, evaluation, models, partitioning
+from . import aggregation, compression, data, evaluation, models, partitioning, privacy
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
@@ -123,11 +123,23 @@ class Simulation:
 
 
 def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: list[int],
-              rng: np.random.Generator) -> Weights:
-    """Combine the decoded client deltas of one round into one update (``config.aggregator``)."""
-    del rng  # for rules that draw randomness (DP noise); every draw comes from this generator
+              rng: np.random.Generator, *, like: Weights | None = None) -> Weights:
+    """Combine the decoded client deltas of one round into one update (``config.aggregator``).
+
+    ``like`` (tensors shaped as one update) is needed when no client took part (Poisson
+    sampling): the DP aggregate is then pure noise, the plain one all zeros.
+    """
+    if config.dp_clip is not None:  # DP-FedAvg: noisy sum of clipped updates / expected clients
+        return privacy.aggregate_config(config, deltas, like if like is not None else deltas[0], rng)
+    if not deltas:
+        return [np.zeros_like(t) for t in like]
     counts = num_examples if config.aggregator == "fedavg" else [1] * len(deltas)
     return aggregation.fedavg(deltas, counts)
+
+
+def dp_columns(config: ExperimentConfig, rounds: int) -> dict[str, float]:
+    """The History column ``epsilon`` (spent after ``rounds`` rounds, at ``dp_delta``), if DP is on."""
+    return {} if config.dp_clip is None else {"epsilon": privacy.epsilon_for_config(config, rounds)}
 
 
 def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
@@ -183,7 +195,7 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     else:
         ev = sim.evaluate(weights)
         history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
-                       clients=[], bytes_up=0, bytes_down=0, seconds=0.0)
+                       clients=[], bytes_up=0, bytes_down=0, seconds=0.0, **dp_columns(config, 0))
 
     full_bytes = compression.dense_nbytes(weights)
     sent_bytes = compression.dense_nbytes([w for w, m in zip(weights, sim.mask) if m])
@@ -191,33 +203,43 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
                file=sys.stderr, initial=start - 1, total=config.rounds)
     for rnd in bar:
         t0 = time.perf_counter()
-        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
+        chosen = (privacy.poisson_sample_clients(config.num_clients, config.client_fraction, config.seed, rnd)
+                  if config.client_sampling == "poisson" else
+                  sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd))
         deltas, counts, losses, bytes_up = [], [], [], 0
         for k in chosen:
             x, y = sim.client_data(k)
             result = client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
                                    seed=(config.seed, rnd, k))
+            if config.dp_clip is not None:  # client-level DP: the client clips its own update
+                result.delta = privacy.clip_update(result.delta, config.dp_clip)
             # Client side: encode the update for the uplink; the server decodes what arrived.
             received, nbytes = uplink.send(k, result.delta, np.random.default_rng([config.seed, rnd, k, 1]))
             deltas.append(received)
             counts.append(result.num_examples)
             losses.append(result.metrics["train_loss"])
             bytes_up += nbytes
-        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]))
+        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]),
+                        like=[w for w, m in zip(weights, sim.mask) if m])
         weights = server_opt.step(weights, sim.mask, agg)
         ev = sim.evaluate(weights)
         # New clients download the whole model once; afterwards only what training changes.
         down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
         seen.update(chosen)
         history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                       train_loss=float(np.mean(losses)), clients=chosen, bytes_up=bytes_up,
-                       bytes_down=down, seconds=time.perf_counter() - t0)
+                       train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
+                       bytes_up=bytes_up, bytes_down=down, seconds=time.perf_counter() - t0,
+                       **dp_columns(config, rnd))
         bar.set_postfix(acc=f"{ev['accuracy']:.3f}")
         if checkpoint_dir is not None:
             arrays = {f"{name}/{k}": v for name, part in stateful.items() for k, v in part.state().items()}
             save_checkpoint(checkpoint_dir, weights, {"config": config.to_dict(), "round": rnd,
                                                       "history": history.to_dict(),
                                                       "seen": sorted(seen)}, arrays=arrays)
+    if config.dp_clip is not None:  # the final privacy spent, with what it was computed for
+        history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], "delta": config.dp_delta,
+                                   "accountant": config.dp_accountant,
+                                   "sampling": config.client_sampling}
     if checkpoint_dir is not None:
         history.save(checkpoint_dir)
     sim.model.set_weights(weights)

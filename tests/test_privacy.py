@@ -1,0 +1,245 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from dp_accounting import NeighboringRelation, dp_event
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
+
+from fedtl_helpers import privacy
+from fedtl_helpers.config import CLIENT_SAMPLINGS, DP_ACCOUNTANTS, ExperimentConfig
+from fedtl_helpers.server import aggregate, run_federated
+
+
+# ------------------------------------------------------------------ clipping
+def test_clip_bound_holds_exactly_and_keeps_direction():
+    rng = np.random.default_rng(0)
+    for scale in (1e-3, 1.0, 7.3, 1e4):
+        update = [rng.normal(0, scale, (17, 5)).astype(np.float32),
+                  rng.normal(0, scale, 9).astype(np.float32)]
+        for clip in (0.1, 1.0, 3.7):
+            out = privacy.clip_update(update, clip)
+            norm = privacy.global_norm(out)
+            assert norm <= clip
+            if privacy.global_norm(update) > clip:
+                assert norm == pytest.approx(clip, rel=1e-5)
+                # one factor for every tensor: the direction is kept
+                ratio = out[0] / update[0]
+                np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+                np.testing.assert_allclose(out[1] / update[1], ratio.flat[0], rtol=1e-5)
+
+
+def test_clip_leaves_small_update_unchanged_and_input_untouched():
+    update = [np.array([0.3, 0.4], np.float32), np.array([[0.0]], np.float32)]  # norm 0.5
+    out = privacy.clip_update(update, 1.0)
+    for a, b in zip(out, update):
+        np.testing.assert_array_equal(a, b)
+    big = [np.array([3.0, 4.0], np.float32)]  # norm 5 -> [0.6, 0.8]
+    np.testing.assert_allclose(privacy.clip_update(big, 1.0)[0], [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(big[0], [3.0, 4.0])
+
+
+@pytest.mark.parametrize("clip", [0, -1.0, None, True])
+def test_clip_rejects_bad_norm(clip):
+    with pytest.raises(ValueError, match="clip="):
+        privacy.clip_update([np.ones(2)], clip)
+
+
+# ------------------------------------------------------------------ noise
+def test_noise_std_on_the_sum_is_z_times_c():
+    like = [np.zeros((400, 250)), np.zeros(50_000)]  # 150,000 independent draws
+    z, c, m = 1.3, 0.7, 20.0
+    out = privacy.noisy_mean([], like, c, z, m, np.random.default_rng(1))
+    draws = np.concatenate([t.ravel() for t in out]) * m  # undo the division: noise on the sum
+    assert np.std(draws) == pytest.approx(z * c, rel=0.02)
+    assert abs(np.mean(draws)) < 0.01
+
+
+def test_noisy_mean_without_noise_is_sum_over_fixed_denominator():
+    a = [np.array([1.0, 2.0]), np.array([3.0])]
+    b = [np.array([3.0, 4.0]), np.array([5.0])]
+    out = privacy.noisy_mean([a, b], a, clip=1.0, noise_multiplier=0.0, denominator=4.0,
+                             rng=np.random.default_rng(0))
+    np.testing.assert_allclose(out[0], [1.0, 1.5])  # (1 + 3) / 4, (2 + 4) / 4: not / 2
+    np.testing.assert_allclose(out[1], [2.0])
+
+
+def test_noise_is_a_function_of_the_generator():
+    like = [np.zeros(5)]
+    one = privacy.noisy_mean([], like, 1.0, 1.0, 1.0, np.random.default_rng([3, 1, 2]))
+    two = privacy.noisy_mean([], like, 1.0, 1.0, 1.0, np.random.default_rng([3, 1, 2]))
+    np.testing.assert_array_equal(one[0], two[0])
+
+
+def test_poisson_sampling_rate_and_seeding():
+    sizes = [len(privacy.poisson_sample_clients(200, 0.1, 0, r)) for r in range(300)]
+    assert np.mean(sizes) == pytest.approx(20, rel=0.05)
+    assert len(set(sizes)) > 5  # the number of clients varies
+    assert privacy.poisson_sample_clients(200, 0.1, 0, 4) == privacy.poisson_sample_clients(200, 0.1, 0, 4)
+    assert any(not privacy.poisson_sample_clients(3, 0.1, 0, r) for r in range(20))  # empty rounds exist
+
+
+def test_expected_clients():
+    assert privacy.expected_clients(500, 0.1, "poisson") == pytest.approx(50.0)
+    assert privacy.expected_clients(10, 0.25, "fixed") == 2.0  # round(2.5), as clients_per_round
+
+
+# ------------------------------------------------------------------ accounting
+def _reference_rdp(z, q, t, delta, relation=NeighboringRelation.ADD_OR_REMOVE_ONE, event=None):
+    acc = RdpAccountant(neighboring_relation=relation)
+    acc.compose(event or dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z)), t))
+    return acc.get_epsilon(delta)
+
+
+def test_epsilon_matches_dp_accounting_directly():
+    assert privacy.dp_epsilon(1.1, 0.05, 200, 1e-5) == pytest.approx(_reference_rdp(1.1, 0.05, 200, 1e-5))
+    pld = PLDAccountant()
+    pld.compose(dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(0.05, dp_event.GaussianDpEvent(1.1)), 200))
+    ours = privacy.dp_epsilon(1.1, 0.05, 200, 1e-5, accountant="pld")
+    assert ours == pytest.approx(pld.get_epsilon(1e-5))
+    assert ours < privacy.dp_epsilon(1.1, 0.05, 200, 1e-5)  # PLD is the tighter accountant
+    # fixed-size sampling: replace-one neighbours, where the sum moves by 2C, so z / 2
+    ref = _reference_rdp(None, None, None, 1e-5, NeighboringRelation.REPLACE_ONE,
+                         dp_event.SelfComposedDpEvent(dp_event.SampledWithoutReplacementDpEvent(
+                             100, 10, dp_event.GaussianDpEvent(0.6)), 30))
+    assert privacy.dp_epsilon(1.2, 0.1, 30, 1e-5, sampling="fixed", num_clients=100) == pytest.approx(ref)
+
+
+def test_abadi_moments_accountant_setting():
+    """Abadi et al. (2016): q=0.01, sigma=4, 10,000 steps, delta=1e-5 -> epsilon about 1.26 with
+    the moments accountant. RDP with the classic conversion eps = rdp(a) + log(1/delta)/(a-1)
+    reproduces that range; dp-accounting's tighter conversion gives a little less."""
+    acc = RdpAccountant()
+    one_step = dp_event.PoissonSampledDpEvent(0.01, dp_event.GaussianDpEvent(4.0))
+    acc.compose(dp_event.SelfComposedDpEvent(one_step, 10_000))
+    classic = min(r + math.log(1e5) / (a - 1) for a, r in zip(acc._orders, acc._rdp) if a > 1)
+    assert 1.1 < classic < 1.35
+    ours = privacy.dp_epsilon(4.0, 0.01, 10_000, 1e-5)
+    assert 0.9 < ours <= classic
+
+
+def test_epsilon_grows_with_rounds_and_falls_with_noise():
+    eps = [privacy.dp_epsilon(1.0, 0.1, t, 1e-5) for t in (0, 1, 10, 50, 100)]
+    assert eps[0] == 0.0 and all(a < b for a, b in zip(eps, eps[1:]))
+    assert privacy.dp_epsilon(2.0, 0.1, 50, 1e-5) < privacy.dp_epsilon(1.0, 0.1, 50, 1e-5)
+    assert privacy.dp_epsilon(0.0, 0.1, 5, 1e-5) == math.inf
+
+
+def test_poisson_accounting_of_a_fixed_sample_overstates_privacy():
+    """Accounting a fixed-size sample as if Poisson (ignoring replace-one's 2C) reports less epsilon."""
+    right = privacy.dp_epsilon(1.0, 0.1, 50, 1e-5, sampling="fixed", num_clients=500)
+    wrong = privacy.dp_epsilon(1.0, 0.1, 50, 1e-5, sampling="poisson")
+    assert wrong < right / 2
+
+
+@pytest.mark.parametrize("accountant", DP_ACCOUNTANTS)
+def test_inverse_finds_a_multiplier_that_achieves_the_target(accountant):
+    z = privacy.noise_multiplier_for_epsilon(4.0, 0.1, 100, 1e-5, accountant=accountant)
+    assert privacy.dp_epsilon(z, 0.1, 100, 1e-5, accountant=accountant) <= 4.0
+    assert privacy.dp_epsilon(z * 0.99, 0.1, 100, 1e-5, accountant=accountant) > 4.0
+    zf = privacy.noise_multiplier_for_epsilon(8.0, 0.1, 50, 1e-5, sampling="fixed", num_clients=200)
+    assert privacy.dp_epsilon(zf, 0.1, 50, 1e-5, sampling="fixed", num_clients=200) <= 8.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(noise_multiplier=-1.0), "noise_multiplier=-1.0"),
+    (dict(sampling_rate=0.0), "sampling_rate=0.0"),
+    (dict(sampling_rate=1.5), "sampling_rate=1.5"),
+    (dict(delta=1.0), "delta=1.0"),
+    (dict(delta=0), "delta=0"),
+    (dict(rounds=-2), "rounds=-2"),
+    (dict(sampling="uniform"), "sampling='uniform'"),
+    (dict(accountant="moments"), "accountant='moments'"),
+    (dict(sampling="fixed"), "num_clients=None"),
+    (dict(sampling="fixed", num_clients=10, accountant="pld"), "accountant='pld'"),
+])
+def test_accounting_errors_name_the_argument(kwargs, match):
+    args = dict(noise_multiplier=1.0, sampling_rate=0.1, rounds=10, delta=1e-5) | kwargs
+    with pytest.raises(ValueError, match=match):
+        privacy.dp_epsilon(args.pop("noise_multiplier"), args.pop("sampling_rate"), args.pop("rounds"),
+                           args.pop("delta"), **args)
+
+
+def test_inverse_errors():
+    with pytest.raises(ValueError, match="target_epsilon=0"):
+        privacy.noise_multiplier_for_epsilon(0, 0.1, 10, 1e-5)
+    with pytest.raises(ValueError, match="out of reach"):
+        privacy.noise_multiplier_for_epsilon(1e-6, 1.0, 10_000, 1e-5)
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("kwargs, field, allowed", [
+    (dict(dp_clip=0.0, aggregator="mean"), "dp_clip", "> 0"),
+    (dict(dp_clip=-1, aggregator="mean"), "dp_clip", "> 0"),
+    (dict(dp_noise_multiplier=-0.5), "dp_noise_multiplier", ">= 0"),
+    (dict(dp_delta=0.0), "dp_delta", "(0, 1)"),
+    (dict(dp_delta=1.0), "dp_delta", "(0, 1)"),
+    (dict(client_sampling="uniform"), "client_sampling", "'fixed', 'poisson'"),
+    (dict(dp_accountant="moments"), "dp_accountant", "'rdp', 'pld'"),
+    (dict(dp_clip=1.0), "aggregator", "'mean' when dp_clip is set"),
+    (dict(dp_clip=1.0, aggregator="mean", compression="quantize"), "compression", "'none' when dp_clip"),
+    (dict(dp_clip=1.0, aggregator="mean", dp_accountant="pld"), "dp_accountant",
+     "'rdp' with client_sampling"),
+])
+def test_config_rejects_bad_privacy_settings(kwargs, field, allowed):
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}=") as err:
+        ExperimentConfig(**kwargs)
+    assert allowed in str(err.value)
+
+
+def test_config_choices_mirror_privacy_module():
+    assert CLIENT_SAMPLINGS == privacy.SAMPLINGS and DP_ACCOUNTANTS == privacy.ACCOUNTANTS
+    cfg = ExperimentConfig(dp_clip=0.5, aggregator="mean", client_sampling="poisson", dp_accountant="pld")
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ------------------------------------------------------------------ in the round
+def test_aggregate_dp_branch_and_empty_round():
+    cfg = ExperimentConfig(num_clients=4, client_fraction=0.5, dp_clip=1.0, aggregator="mean",
+                           dp_noise_multiplier=0.0, client_sampling="poisson")
+    d1, d2 = [np.array([0.6, 0.8])], [np.array([0.0, 0.5])]
+    out = aggregate(cfg, [d1, d2], [10, 1000], np.random.default_rng(0), like=d1)
+    np.testing.assert_allclose(out[0], [0.3, 0.65])  # unweighted sum / (q * N = 2)
+    noisy = cfg.__class__(**{**cfg.to_dict(), "dp_noise_multiplier": 2.0})
+    empty = aggregate(noisy, [], [], np.random.default_rng(0), like=[np.zeros(10_000)])
+    assert np.std(empty[0]) == pytest.approx(2.0 * 1.0 / 2, rel=0.05)  # pure noise, z*C / (qN)
+    plain = ExperimentConfig(num_clients=4, client_sampling="poisson")
+    np.testing.assert_array_equal(aggregate(plain, [], [], np.random.default_rng(0),
+                                            like=[np.ones(3)])[0], np.zeros(3))
+
+
+def _dp_cfg(**kw):
+    base = dict(num_clients=6, n_train=1_500, n_test=600, rounds=3, strategy="head", aggregator="mean",
+                dp_clip=0.5, dp_noise_multiplier=0.8, client_sampling="poisson", client_fraction=0.5)
+    return ExperimentConfig(**(base | kw))
+
+
+def test_dp_run_records_epsilon_and_resumes_bit_identically(small_shapes, tmp_path):
+    full = run_federated(_dp_cfg(), dataset=small_shapes, progress=False)
+    eps = full.history.column("epsilon")
+    assert eps[0] == 0.0 and all(a < b for a, b in zip(eps, eps[1:]))
+    assert eps[-1] == pytest.approx(privacy.dp_epsilon(0.8, 0.5, 3, 1e-5))
+    assert full.history.meta["privacy"]["epsilon"] == eps[-1]
+    for row in full.history.rows[1:]:
+        assert row["clients"] == privacy.poisson_sample_clients(6, 0.5, 0, row["round"])
+    part = tmp_path / "run"
+    run_federated(_dp_cfg(rounds=2), dataset=small_shapes, progress=False, checkpoint_dir=part)
+    resumed = run_federated(_dp_cfg(), dataset=small_shapes, progress=False, checkpoint_dir=part, resume=True)
+    for a, b in zip(full.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history.column("epsilon") == eps
+    assert "epsilon" in (part / "history.csv").read_text().splitlines()[0].split(",")
+    assert json.loads((part / "history.json").read_text())["meta"]["privacy"]["delta"] == 1e-5
+
+
+def test_dp_run_survives_an_empty_round_and_noise_moves_the_model(small_shapes):
+    seed = next(s for s in range(100) if not privacy.poisson_sample_clients(6, 0.1, s, 1))
+    res = run_federated(_dp_cfg(rounds=1, client_fraction=0.1, seed=seed), dataset=small_shapes,
+                        progress=False)
+    assert res.history.rows[1]["clients"] == [] and res.history.rows[1]["train_loss"] is None
+    start = run_federated(_dp_cfg(rounds=0, seed=seed), dataset=small_shapes, progress=False)
+    moved = sum(float(np.abs(a - b).sum()) for a, b in zip(res.weights, start.weights))
+    assert moved > 0  # nobody came, but the noise was still added
