@@ -23,6 +23,7 @@ STRATEGIES = ("head", "partial", "full")
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")  # mirrors server_opt.make_server_optimizer
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -82,6 +83,16 @@ class ExperimentConfig:
         unbiased stochastic rounding), ``"topk"`` (keep the ``sparsity`` fraction of largest
         values, with ``error_feedback``; ``sparse_value_bits=8`` quantises the kept values) or
         ``"prune"`` (keep the ``sparsity`` fraction, forget the rest).
+    quantity_alpha
+        Quantity skew for ``partition="iid"``: client sizes drawn from ``Dirichlet(quantity_alpha)``
+        (small: a few large clients and many small ones); ``None`` gives near-equal sizes.
+    prox_mu
+        FedProx's proximal weight: each client minimises ``loss + prox_mu/2 * ||w - w_global||^2``;
+        0 is plain FedAvg.
+    server_optimizer, server_momentum, server_beta1, server_beta2, server_tau
+        How the aggregate moves the global model (see ``server_opt``): ``"sgd"`` (FedAvg,
+        ``server_lr``), ``"momentum"`` (FedAvgM) or ``"adam"`` (FedAdam, Reddi et al. 2021;
+        ``server_tau`` is its epsilon; use a small ``server_lr`` such as 0.01 to 0.1).
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -117,6 +128,14 @@ class ExperimentConfig:
     sparsity: float = 0.01
     error_feedback: bool = True
     sparse_value_bits: int = 32
+    # --- non-IID data and personalisation (chapter "Non-IID data and personalisation")
+    quantity_alpha: float | None = None  # Dirichlet concentration of client sizes (partition="iid")
+    prox_mu: float = 0.0  # FedProx: mu/2 * ||w - w_global||^2 added to every client's loss
+    server_optimizer: str = "sgd"  # "sgd" (FedAvg), "momentum" (FedAvgM), "adam" (FedAdam)
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -170,8 +189,31 @@ class ExperimentConfig:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             _fail("sparsity", f, "a fraction of values to keep in (0, 1]")
         _check_choice("sparse_value_bits", self.sparse_value_bits, (8, 16, 32))
+        # --- non-IID data and personalisation
+        self._check_noniid()
         # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
+
+    def _check_noniid(self) -> None:
+        if self.quantity_alpha is not None:
+            if self.partition != "iid":
+                _fail("quantity_alpha", self.quantity_alpha,
+                      "None unless partition='iid' (label-skewed partitions set their own sizes)")
+            _check_positive("quantity_alpha", self.quantity_alpha)
+        if (self.partition == "shards" and self.n_train is not None
+                and self.num_clients * self.shards_per_client > self.n_train):
+            _fail("shards_per_client", self.shards_per_client,
+                  f"at most n_train / num_clients = {self.n_train // self.num_clients} "
+                  f"(num_clients * shards_per_client shards of at least one example each)")
+        m = self.prox_mu
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf"):
+            _fail("prox_mu", m, "a finite number >= 0 (0 is FedAvg; FedProx uses 0.001 to 1)")
+        _check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        for name in ("server_momentum", "server_beta1", "server_beta2"):
+            b = getattr(self, name)
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
+                _fail(name, b, "a number in [0, 1)")
+        _check_positive("server_tau", self.server_tau)
 
     def _check_weights(self) -> None:
         w = self.weights
