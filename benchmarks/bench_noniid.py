@@ -51,7 +51,8 @@ def main() -> None:
     fed = fl.run_federated(cfg, simulation=sim, progress=False)
     pers = personalization.finetune_clients(sim, fed.weights, args.finetune_epochs, seed=args.seed)
     fedper = personalization.fedper_accuracy(sim, personalization.run_fedper(cfg, simulation=sim))
-    rows = {"global (FedAvg)": pers.global_acc, f"local fine-tuning ({args.finetune_epochs} ep)": pers.local_acc,
+    rows = {"global (FedAvg)": pers.global_acc,
+            f"local fine-tuning ({args.finetune_epochs} ep)": pers.local_acc,
             "interpolation (alpha per client)": pers.mixed_acc, "FedPer (local logits layer)": fedper}
     print(f"\n1. per-client held-out accuracy, weights=builtin, strategy=head, {args.rounds} rounds")
     print(f"{'model':36s} {'mean':>6s} {'worst':>6s} {'best':>6s} {'std':>6s}")
@@ -70,7 +71,8 @@ def main() -> None:
     for name, kw in algos.items():
         c = fl.ExperimentConfig(**common, **skew, rounds=args.rounds, strategy="head", **kw)
         algo_acc[name] = fl.run_federated(c, dataset=data, progress=False).history.column("test_accuracy")[-1]
-    print(f"\n2. global test accuracy at alpha={args.alpha}, weights=builtin, strategy=head, {args.rounds} rounds")
+    print(f"\n2. global test accuracy at alpha={args.alpha}, weights=builtin, strategy=head, "
+          f"{args.rounds} rounds")
     for name, acc in algo_acc.items():
         print(f"{name:20s} {acc:.3f}")
 
@@ -91,7 +93,8 @@ def main() -> None:
         print(f"{label:22s} {iid:6.3f} {sk:10.3f} {iid - sk:6.3f} {gaps[label][1]:9.1%}")
 
     out = {
-        "dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha, "clients": args.clients,
+        "dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
+        "clients": args.clients,
         "seed": args.seed, "rounds": args.rounds, "gap_rounds": args.gap_rounds,
         "global_mean": round(g["mean"], 4), "personal_mean": round(loc["mean"], 4),
         "personal_gain_points": round(100 * (loc["mean"] - g["mean"]), 1),
