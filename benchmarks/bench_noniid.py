@@ -35,7 +35,10 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--rounds", type=int, default=10, help="head-only rounds (parts 1 and 2)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
-    ap.add_argument("--gap-rounds", type=int, default=10, help="full fine-tuning rounds (part 3)")
+    ap.add_argument("--gap-rounds", type=int, default=20, help="full fine-tuning rounds (part 3)")
+    ap.add_argument("--gap-n-train", type=int, default=5000,
+                    help="part 3 uses more data per client, so random init learns at all")
+    ap.add_argument("--gap-clients", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_all = time.perf_counter()
@@ -78,13 +81,16 @@ def main() -> None:
 
     # 3. Pretrained vs random start, IID vs skewed, full fine-tuning.
     acc = {}
+    gap_data = fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=args.seed)
+    gap_common = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients)
     for weights in ("builtin", None):
         for part in ("iid", "skew"):
-            c = fl.ExperimentConfig(**common, **(skew if part == "skew" else {}), rounds=args.gap_rounds,
+            c = fl.ExperimentConfig(**gap_common, **(skew if part == "skew" else {}), rounds=args.gap_rounds,
                                     strategy="full", weights=weights)
-            acc[(weights, part)] = fl.run_federated(c, dataset=data, progress=False).history.column(
+            acc[(weights, part)] = fl.run_federated(c, dataset=gap_data, progress=False).history.column(
                 "test_accuracy")[-1]
-    print(f"\n3. global test accuracy, strategy=full, {args.gap_rounds} rounds")
+    print(f"\n3. global test accuracy, strategy=full, {args.gap_rounds} rounds, {args.gap_clients} clients, "
+          f"{args.gap_n_train} train")
     print(f"{'start':22s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} {'gap':>6s} {'relative':>9s}")
     gaps = {}
     for weights, label in (("builtin", "pretrained (builtin)"), (None, "random init")):
@@ -96,6 +102,7 @@ def main() -> None:
         "dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
         "clients": args.clients,
         "seed": args.seed, "rounds": args.rounds, "gap_rounds": args.gap_rounds,
+        "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train,
         "global_mean": round(g["mean"], 4), "personal_mean": round(loc["mean"], 4),
         "personal_gain_points": round(100 * (loc["mean"] - g["mean"]), 1),
         # the worst client's accuracy, before vs after (possibly a different client), and the gain

@@ -11,14 +11,16 @@ from .data import DATASETS, class_names, describe, load_cifar10, load_dataset
 from .history import History
 from .models import build_backbone, build_head, build_model, set_strategy, updatable_mask
 from .partitioning import SCHEMES, label_skew, partition, partition_stats
+from .personalization import finetune_clients, interpolate, run_fedper
 from .server import FederatedResult, Simulation, run_federated, sample_clients
-from .server_opt import server_update
+from .server_opt import ServerAdam, ServerMomentum, ServerSGD, make_server_optimizer, server_update
 
 __all__ = [
     "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
-    "LocalTrainer", "Simulation", "Weights", "add_scaled", "build_backbone", "build_head",
-    "build_model", "check", "class_names", "client_update", "describe", "fedavg", "label_skew",
-    "load_cifar10", "load_dataset", "mean", "nbytes", "partition", "partition_stats",
-    "run_federated", "sample_clients", "server_update", "set_strategy", "subtract",
-    "updatable_mask",
+    "LocalTrainer", "ServerAdam", "ServerMomentum", "ServerSGD", "Simulation", "Weights",
+    "add_scaled", "build_backbone", "build_head", "build_model", "check", "class_names",
+    "client_update", "describe", "fedavg", "finetune_clients", "interpolate", "label_skew",
+    "load_cifar10", "load_dataset", "make_server_optimizer", "mean", "nbytes", "partition",
+    "partition_stats", "run_federated", "run_fedper", "sample_clients", "server_update",
+    "set_strategy", "subtract", "updatable_mask",
 ]
