@@ -14,6 +14,12 @@ the optimizer by recompiling. Here one ``LocalTrainer`` serves every client:
   learning rate, which is a variable: training then silently stops).
 
 Memory therefore stays flat in the number of clients.
+
+FedProx (chapter "Non-IID data and personalisation", Li et al. 2020): with ``config.prox_mu > 0``
+each client minimises ``loss + prox_mu/2 * ||w - w_global||^2``, which keeps a client with
+skewed data from drifting far from the global model. ``w_global`` lives in non-trainable
+variables that ``fit`` assigns from the weights it starts from (the broadcast global weights),
+so the traced epoch is the same for every client.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class ClientResult:
 
 def _make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(lr) if name == "adam" else keras.optimizers.SGD(lr)
+
+
+def proximal_term(variables, anchors, mu: float):
+    """FedProx's penalty ``mu/2 * sum ||v - a||^2`` (its gradient is ``mu * (v - a)``)."""
+    return 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchors)])
 
 
 def reset_optimizer_inplace(optimizer: keras.optimizers.Optimizer) -> None:
@@ -85,6 +96,10 @@ class LocalTrainer:
             self.groups.append((body_vars, _make_optimizer(config.client_optimizer, body_lr)))
         for variables, opt in self.groups:
             opt.build(variables)
+        self.prox_mu = float(config.prox_mu)
+        # FedProx's w_global: variables (not constants), so assigning them never retraces.
+        self._anchors = ([tf.Variable(v, trainable=False, name="prox_anchor")
+                          for group, _ in self.groups for v in group] if self.prox_mu > 0 else [])
         self.batch_size = config.batch_size
         shape = (None, *self.train_model.input_shape[1:])
         in_dtype = tf.uint8 if len(shape) == 4 else tf.float32
@@ -101,8 +116,11 @@ class LocalTrainer:
         with tf.GradientTape() as tape:
             logits = self.train_model(tf.cast(x, tf.float32), training=True)
             loss = _LOSS(y, logits)
-        variables = [v for group, _ in self.groups for v in group]
-        grads = tape.gradient(loss, variables)
+            variables = [v for group, _ in self.groups for v in group]
+            objective = loss
+            if self._anchors:  # FedProx; the reported loss stays the data loss
+                objective += proximal_term(variables, self._anchors, self.prox_mu)
+        grads = tape.gradient(objective, variables)
         start = 0
         for group, opt in self.groups:
             opt.apply_gradients(zip(grads[start:start + len(group)], group))
@@ -119,9 +137,15 @@ class LocalTrainer:
         return total / tf.cast(n, tf.float32)
 
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, rng: np.random.Generator) -> float:
-        """Fresh optimizer state, then ``epochs`` shuffled passes; returns the mean loss."""
+        """Fresh optimizer state, then ``epochs`` shuffled passes; returns the mean data loss.
+
+        With ``prox_mu > 0`` the proximal term pulls towards the weights ``fit`` starts from.
+        """
         for _, opt in self.groups:
             reset_optimizer_inplace(opt)
+        variables = [v for group, _ in self.groups for v in group]
+        for anchor, v in zip(self._anchors, variables):
+            anchor.assign(v)
         x = tf.convert_to_tensor(x)  # once per client, not once per epoch
         y = tf.convert_to_tensor(y.astype(np.int64))
         losses = [float(self._train_epoch(x, y, rng.permutation(len(y)).astype(np.int64)))

@@ -25,6 +25,7 @@ AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever
 COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
 CLIENT_SAMPLINGS = ("fixed", "poisson")  # mirrors privacy.SAMPLINGS
 DP_ACCOUNTANTS = ("rdp", "pld")  # mirrors privacy.ACCOUNTANTS
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")  # mirrors server_opt.make_server_optimizer
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -92,6 +93,16 @@ class ExperimentConfig:
         ``dp_delta`` is reported per round by ``dp_accountant`` (``"rdp"`` or ``"pld"``).
         ``client_sampling``: ``"fixed"`` (``clients_per_round`` without replacement) or
         ``"poisson"`` (each client independently with probability ``client_fraction``).
+    quantity_alpha
+        Quantity skew for ``partition="iid"``: client sizes drawn from ``Dirichlet(quantity_alpha)``
+        (small: a few large clients and many small ones); ``None`` gives near-equal sizes.
+    prox_mu
+        FedProx's proximal weight: each client minimises ``loss + prox_mu/2 * ||w - w_global||^2``;
+        0 is plain FedAvg.
+    server_optimizer, server_momentum, server_beta1, server_beta2, server_tau
+        How the aggregate moves the global model (see ``server_opt``): ``"sgd"`` (FedAvg,
+        ``server_lr``), ``"momentum"`` (FedAvgM) or ``"adam"`` (FedAdam, Reddi et al. 2021;
+        ``server_tau`` is its epsilon; use a small ``server_lr`` such as 0.01 to 0.1).
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -133,6 +144,14 @@ class ExperimentConfig:
     dp_delta: float = 1e-5
     client_sampling: str = "fixed"
     dp_accountant: str = "rdp"
+    # --- non-IID data and personalisation (chapter "Non-IID data and personalisation")
+    quantity_alpha: float | None = None  # Dirichlet concentration of client sizes (partition="iid")
+    prox_mu: float = 0.0  # FedProx: mu/2 * ||w - w_global||^2 added to every client's loss
+    server_optimizer: str = "sgd"  # "sgd" (FedAvg), "momentum" (FedAvgM), "adam" (FedAdam)
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -188,6 +207,8 @@ class ExperimentConfig:
         _check_choice("sparse_value_bits", self.sparse_value_bits, (8, 16, 32))
         # --- differential privacy
         self._check_privacy()
+        # --- non-IID data and personalisation
+        self._check_noniid()
         # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
 
@@ -218,6 +239,27 @@ class ExperimentConfig:
         if self.dp_accountant == "pld" and self.client_sampling == "fixed":
             _fail("dp_accountant", self.dp_accountant, "'rdp' with client_sampling='fixed' "
                   "(dp-accounting's PLD accountant has no sampling-without-replacement event)")
+
+    def _check_noniid(self) -> None:
+        if self.quantity_alpha is not None:
+            if self.partition != "iid":
+                _fail("quantity_alpha", self.quantity_alpha,
+                      "None unless partition='iid' (label-skewed partitions set their own sizes)")
+            _check_positive("quantity_alpha", self.quantity_alpha)
+        if (self.partition == "shards" and self.n_train is not None
+                and self.num_clients * self.shards_per_client > self.n_train):
+            _fail("shards_per_client", self.shards_per_client,
+                  f"at most n_train / num_clients = {self.n_train // self.num_clients} "
+                  f"(num_clients * shards_per_client shards of at least one example each)")
+        m = self.prox_mu
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf"):
+            _fail("prox_mu", m, "a finite number >= 0 (0 is FedAvg; FedProx uses 0.001 to 1)")
+        _check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        for name in ("server_momentum", "server_beta1", "server_beta2"):
+            b = getattr(self, name)
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
+                _fail(name, b, "a number in [0, 1)")
+        _check_positive("server_tau", self.server_tau)
 
     def _check_weights(self) -> None:
         w = self.weights

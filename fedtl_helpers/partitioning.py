@@ -10,6 +10,10 @@ does to FedAvg). Everything here is pure numpy over label arrays and index array
   Small ``alpha`` (0.1) gives clients a few dominant classes; large (100) is close to IID.
 - ``"shards"``: McMahan et al. 2017's pathological split; sort by label, cut into
   ``num_clients * shards_per_client`` shards, give each client ``shards_per_client`` of them.
+
+Quantity skew (``quantity_alpha`` with ``"iid"``): the label mix is the same everywhere but the
+client sizes are drawn from ``Dirichlet(quantity_alpha)`` (Li et al. 2022, "Federated learning on
+non-IID data silos"): small values give a few large clients and many tiny ones.
 """
 
 from __future__ import annotations
@@ -73,6 +77,17 @@ def _shards(labels: np.ndarray, k: int, per_client: int, rng: np.random.Generato
     return [np.concatenate([shards[s] for s in row]) for row in owner]
 
 
+def quantity_skew_sizes(n: int, num_clients: int, quantity_alpha: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Client sizes summing to ``n``: ``_MIN_CLIENT_SIZE`` each, the rest split by ``Dirichlet``."""
+    spare = n - num_clients * _MIN_CLIENT_SIZE
+    if spare < 0:
+        raise ValueError(f"num_clients={num_clients} is invalid: {n} examples cannot give every "
+                         f"client {_MIN_CLIENT_SIZE} example(s)")
+    shares = rng.dirichlet(np.full(num_clients, float(quantity_alpha)))
+    return _MIN_CLIENT_SIZE + rng.multinomial(spare, shares)
+
+
 def partition(
     labels: np.ndarray,
     num_clients: int,
@@ -81,6 +96,7 @@ def partition(
     alpha: float | None = None,
     shards_per_client: int = 2,
     seed: int = 0,
+    quantity_alpha: float | None = None,
 ) -> list[np.ndarray]:
     """Split example indices across ``num_clients`` clients.
 
@@ -98,6 +114,9 @@ def partition(
         Shards per client for ``scheme="shards"``.
     seed
         Seed for ``np.random.default_rng``; ``"strided"`` is deterministic and ignores it.
+    quantity_alpha
+        Quantity skew, only with ``scheme="iid"``: client sizes from ``Dirichlet(quantity_alpha)``
+        (every client keeps at least one example); ``None`` gives near-equal sizes.
 
     Returns
     -------
@@ -131,9 +150,19 @@ def partition(
             "scheme='dirichlet'; leave it None"
         )
     _check_int("shards_per_client", shards_per_client, 1)
+    if quantity_alpha is not None:
+        q = quantity_alpha
+        if scheme != "iid":
+            raise ValueError(f"quantity_alpha={q!r} is invalid for scheme={scheme!r}: quantity skew "
+                             "is only applied to scheme='iid'; leave it None")
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or q <= 0:
+            raise ValueError(f"quantity_alpha={q!r} is invalid: allowed a finite number > 0")
 
     rng = np.random.default_rng(seed)
-    if scheme == "iid":
+    if scheme == "iid" and quantity_alpha is not None:
+        sizes = quantity_skew_sizes(n, num_clients, quantity_alpha, rng)
+        parts = np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
+    elif scheme == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
     elif scheme == "strided":
         parts = [np.arange(i, n, num_clients) for i in range(num_clients)]

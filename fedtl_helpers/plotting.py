@@ -96,3 +96,42 @@ def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)
     return ax
+
+
+def partition_bars(stats: np.ndarray, class_names: Sequence[str], title: str, ax=None):
+    """Stacked bars, one per client: its size (label + quantity skew) and its class mix."""
+    ax = _axes(ax, figsize=(6.4, 3.6))
+    bottom = np.zeros(len(stats))
+    colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        ax.bar(range(len(stats)), stats[:, c], bottom=bottom, color=colors(c % colors.N), label=name)
+        bottom += stats[:, c]
+    ax.set_xticks(range(len(stats)), [str(k) for k in range(len(stats))], fontsize=8)
+    ax.set_xlabel("client")
+    ax.set_ylabel("training examples")
+    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
+    """Per-client accuracies of several models: one column of dots per model, a bar at the mean.
+
+    Lines join each client's dots, so a reader sees who gains and who loses.
+    """
+    ax = _axes(ax)
+    names = list(results)
+    acc = np.array([np.asarray(results[n], dtype=float) for n in names])  # (models, clients)
+    xs = np.arange(len(names))
+    ax.plot(xs, acc, color="0.75", lw=0.8, zorder=1)
+    ax.scatter(np.repeat(xs, acc.shape[1]), acc.ravel(), s=14, color="tab:blue", zorder=2,
+               label="one client")
+    ax.hlines(acc.mean(axis=1), xs - 0.25, xs + 0.25, color="tab:red", lw=2, zorder=3, label="mean")
+    ax.scatter(xs, acc.min(axis=1), marker="v", s=40, color="black", zorder=3, label="worst client")
+    ax.set_xticks(xs, names, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("held-out accuracy on the client's own data")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return ax

@@ -73,7 +73,8 @@ class Simulation:
             dataset if dataset is not None else load_config_data(config))
         self.parts = partitioning.partition(
             self.y_train, config.num_clients, config.partition, alpha=config.alpha,
-            shards_per_client=config.shards_per_client, seed=config.seed)
+            shards_per_client=config.shards_per_client, seed=config.seed,
+            quantity_alpha=config.quantity_alpha)
         self.holdout: list[np.ndarray] = []  # per-client evaluation data, never trained on
         if config.holdout_fraction > 0:
             self.parts, self.holdout = evaluation.local_holdout(

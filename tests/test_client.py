@@ -78,3 +78,39 @@ def test_head_strategy_sends_only_the_head():
                         seed=(0, 1, 0))
     head_sizes = [w.size for w in trainer.model.get_layer("head").get_weights()]
     assert [d.size for d in res.delta] == head_sizes
+
+
+def test_proximal_term_by_hand():
+    import tensorflow as tf
+
+    from fedtl_helpers.client import proximal_term
+
+    v = [tf.Variable([1.0, 2.0]), tf.Variable([[3.0]])]
+    a = [tf.constant([0.0, 0.0]), tf.constant([[1.0]])]
+    with tf.GradientTape() as tape:
+        p = proximal_term(v, a, 0.5)
+    assert float(p) == pytest.approx(0.25 * (1 + 4 + 4))
+    grads = tape.gradient(p, v)
+    np.testing.assert_allclose(grads[0].numpy(), [0.5, 1.0])  # mu * (v - a)
+    np.testing.assert_allclose(grads[1].numpy(), [[1.0]])
+
+
+def test_fedprox_pulls_towards_global_and_is_traced_once():
+    x, y = _data(n=40)
+    sizes = {}
+    for mu in (0.0, 1.0, 100.0):
+        cfg = ExperimentConfig(weights=None, strategy="head", client_optimizer="sgd", learning_rate=0.005,
+                               batch_size=8, prox_mu=mu)
+        model = models.build_model("builtin_cnn", None, seed=0)
+        models.set_strategy(model, "builtin_cnn", "head")
+        trainer = LocalTrainer(model, cfg, mask=models.updatable_mask(model))
+        w0 = trainer.model.get_weights()
+        for k in range(3):  # several clients, the anchor reassigned each time
+            res = client_update(trainer, w0, k, x, y, epochs=2, seed=(0, 1, 0))
+        sizes[mu] = np.sqrt(sum(float((d ** 2).sum()) for d in res.delta))
+        assert trainer._train_epoch.experimental_get_tracing_count() == 1
+        # the anchor holds the broadcast weights, not the trained ones
+        head = [v.numpy() for v in trainer._anchors]
+        if mu:
+            np.testing.assert_array_equal(head[0], model.get_layer("head").get_weights()[0] - res.delta[0])
+    assert sizes[0.0] > sizes[1.0] > sizes[100.0] > 0

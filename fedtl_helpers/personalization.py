@@ -1,0 +1,198 @@
+"""Personalised models: one global model is not the best model for every client.
+
+Chapter: "Non-IID data and personalisation" (the article's sections 4.2 and 7.2: personalised
+models that combine the global and the local model). Three ways, each evaluated on every
+client's own held-out data (``ExperimentConfig.holdout_fraction``):
+
+* **local fine-tuning** (``finetune_clients``): after federated training, each client trains
+  the global model for a few epochs on its own training data;
+* **interpolation** (``interpolate``, also in ``finetune_clients``): ``alpha * global +
+  (1 - alpha) * local``, with ``alpha`` chosen per client on a validation slice of its
+  training data (Mansour et al. 2020 / Deng et al. 2020, APFL);
+* **FedPer** (``run_fedper``, Arivazhagan et al. 2019): the shared layers are federated, the
+  personal layers (by default the final classifier, ``"logits"``) never leave the client.
+
+Memory stays flat: fine-tuning keeps one client's local model at a time, and FedPer stores
+only each client's personal tensors (1,290 floats for the built-in head), not a model per client.
+The round is the same as ``server.run_federated``'s (``client_update``, ``aggregate``, the
+server optimiser), so nothing special is added to the server loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from .aggregation import Weights
+from .client import client_update
+from .config import ExperimentConfig
+from .server import Dataset, Simulation, aggregate, sample_clients
+from .server_opt import make_server_optimizer
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation grid: 0 = local model, 1 = global model
+
+
+def interpolate(global_weights: Weights, local_weights: Weights, alpha: float) -> Weights:
+    """``alpha * global + (1 - alpha) * local``, tensor by tensor (alpha=1: the global model)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha!r} is invalid: allowed a number in [0, 1].")
+    return [(alpha * g + (1 - alpha) * w).astype(g.dtype) for g, w in zip(global_weights, local_weights)]
+
+
+def personal_mask(model: keras.Model, layers: Sequence[str] = ("logits",)) -> list[bool]:
+    """For each tensor of ``model.get_weights()``: does it belong to the personal ``layers`` of the head?"""
+    head = model.get_layer("head")
+    names = [layer.name for layer in head.layers]
+    unknown = [n for n in layers if n not in names]
+    if unknown or not layers:
+        raise ValueError(f"personal layers {list(layers)} are invalid: allowed a non-empty subset "
+                         f"of the head's layers {[n for n in names if head.get_layer(n).weights]}.")
+    ids = {id(v) for n in layers for v in head.get_layer(n).weights}
+    return [id(v) in ids for v in model.weights]
+
+
+def _inputs(sim: Simulation, x: np.ndarray) -> np.ndarray:
+    """What the trainer eats: the images, or their cached backbone features."""
+    return sim._extract(x) if sim.cached else x
+
+
+def _accuracy(sim: Simulation, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
+    sim.model.set_weights(weights)
+    return float(np.mean(sim.trainer.predict_logits(inputs).argmax(axis=1) == y))
+
+
+def _check_holdout(sim: Simulation) -> None:
+    if not sim.holdout:
+        raise ValueError("per-client evaluation needs held-out data: set "
+                         "ExperimentConfig.holdout_fraction, e.g. 0.2.")
+
+
+@dataclass
+class PersonalResult:
+    """Per-client held-out accuracies of the global, fine-tuned and interpolated models."""
+
+    global_acc: np.ndarray  # (clients,)
+    local_acc: np.ndarray  # fine-tuned on the client's data (alpha = 0)
+    mixed_acc: np.ndarray  # interpolated with the client's chosen alpha
+    chosen_alpha: np.ndarray  # (clients,), chosen on each client's validation slice
+    alphas: np.ndarray  # the grid
+    curve: np.ndarray  # (clients, alphas): held-out accuracy for every alpha
+
+
+def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
+                     alphas: Sequence[float] = ALPHAS, val_fraction: float = 0.2,
+                     seed: int = 0) -> PersonalResult:
+    """Fine-tune the global model on each client, interpolate, and evaluate per client.
+
+    Each client splits its training data into a fine-tuning part and a validation part
+    (``val_fraction``), trains ``epochs`` epochs from ``global_weights`` on the first, picks the
+    ``alpha`` of ``alphas`` with the best validation accuracy (ties: the larger alpha, closer
+    to the global model), and is evaluated on its held-out data.
+
+    Raises
+    ------
+    ValueError
+        No held-out data (``holdout_fraction=0``), ``epochs < 1``, a bad ``val_fraction`` or
+        ``alphas``, or a client too small to keep a validation example (the message names it).
+    """
+    _check_holdout(sim)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} is invalid: allowed an integer >= 1.")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} is invalid: allowed a number in (0, 1).")
+    grid = np.asarray(sorted(alphas), dtype=float)
+    if grid.size == 0 or grid[0] < 0 or grid[-1] > 1:
+        raise ValueError(f"alphas={list(alphas)} is invalid: allowed a non-empty list of numbers in [0, 1].")
+    sizes = [len(p) for p in sim.parts]
+    for k, n in enumerate(sizes):
+        n_val = int(round(val_fraction * n))
+        if n_val < 1 or n_val >= n:
+            raise ValueError(f"client {k} has {n} training examples: too few to keep "
+                             f"val_fraction={val_fraction} for choosing alpha and still fine-tune.")
+    global_acc, curve, chosen = [], [], []
+    for k in range(len(sim.parts)):
+        x, y = sim.client_data(k)
+        order = np.random.default_rng([seed, k]).permutation(len(y))
+        n_val = int(round(val_fraction * len(y)))
+        val, fit = order[:n_val], order[n_val:]
+        test_x = _inputs(sim, sim.x_train[sim.holdout[k]])
+        test_y = sim.y_train[sim.holdout[k]]
+        global_acc.append(_accuracy(sim, global_weights, test_x, test_y))
+        sim.model.set_weights(global_weights)
+        sim.trainer.fit(x[fit], y[fit], epochs, np.random.default_rng([seed, k, 1]))
+        local = sim.model.get_weights()
+        mixes = [interpolate(global_weights, local, a) for a in grid]
+        val_acc = np.array([_accuracy(sim, w, x[val], y[val]) for w in mixes])
+        best = len(grid) - 1 - int(np.argmax(val_acc[::-1]))  # ties: the larger alpha
+        chosen.append(grid[best])
+        curve.append([_accuracy(sim, w, test_x, test_y) for w in mixes])
+    curve_arr = np.array(curve)
+    idx = [int(np.flatnonzero(grid == a)[0]) for a in chosen]
+    return PersonalResult(
+        global_acc=np.array(global_acc), local_acc=curve_arr[:, 0] if grid[0] == 0 else
+        np.full(len(curve), np.nan), mixed_acc=curve_arr[np.arange(len(idx)), idx],
+        chosen_alpha=np.array(chosen), alphas=grid, curve=curve_arr)
+
+
+@dataclass
+class FedPerResult:
+    """Shared weights, each client's personal tensors, and the per-round training loss."""
+
+    weights: Weights  # the shared model (its personal tensors: the initial ones, never trained)
+    mask: list[bool]  # personal_mask: which tensors of ``weights`` are personal
+    heads: dict[int, Weights] = field(default_factory=dict)  # client -> its personal tensors only
+    train_loss: list[float] = field(default_factory=list)  # one per round
+
+    def client_weights(self, k: int) -> Weights:
+        """Client ``k``'s model: the shared tensors plus its own personal ones."""
+        own = iter(self.heads.get(k, [w for w, p in zip(self.weights, self.mask) if p]))
+        return [next(own) if p else w for w, p in zip(self.weights, self.mask)]
+
+
+def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
+               simulation: Simulation | None = None,
+               personal_layers: Sequence[str] = ("logits",)) -> FedPerResult:
+    """FedPer: federate every trained tensor except the personal layers, which stay on the client.
+
+    The round is ``run_federated``'s: sampled clients run ``client_update`` from the shared
+    weights with their own personal layers swapped in; the shared part of their deltas is
+    combined by ``server.aggregate`` and applied by the configured server optimiser; the new
+    personal tensors stay with the client (here: in ``heads``, only those tensors).
+    """
+    sim = simulation or Simulation(config, dataset)
+    personal = personal_mask(sim.model, personal_layers)
+    if not any(m and not p for m, p in zip(sim.mask, personal)):
+        raise ValueError(f"strategy={config.strategy!r} with personal layers {list(personal_layers)} "
+                         "leaves nothing to share: make fewer layers personal or train more of the model.")
+    shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
+    sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights
+    result = FedPerResult(sim.model.get_weights(), personal)
+    server_opt = make_server_optimizer(config)
+    for rnd in range(1, config.rounds + 1):
+        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
+        deltas, counts, losses = [], [], []
+        for k in chosen:
+            start = result.client_weights(k)
+            x, y = sim.client_data(k)
+            res = client_update(sim.trainer, start, k, x, y, epochs=config.local_epochs,
+                                seed=(config.seed, rnd, k))
+            full = dict(zip(sent, res.delta))
+            result.heads[k] = [start[i] + full[i] if i in full else start[i]
+                               for i, p in enumerate(personal) if p]
+            deltas.append([full[i] for i, m in enumerate(shared_mask) if m])
+            counts.append(res.num_examples)
+            losses.append(res.metrics["train_loss"])
+        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]))
+        result.weights = server_opt.step(result.weights, shared_mask, agg)
+        result.train_loss.append(float(np.mean(losses)))
+    return result
+
+
+def fedper_accuracy(sim: Simulation, result: FedPerResult) -> np.ndarray:
+    """Each client's held-out accuracy with the shared tensors and its own personal ones."""
+    _check_holdout(sim)
+    return np.array([_accuracy(sim, result.client_weights(k), _inputs(sim, sim.x_train[idx]),
+                               sim.y_train[idx]) for k, idx in enumerate(sim.holdout)])
