@@ -318,3 +318,17 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
     res.survivors, res.dropped = survivors, dropped
     res.server_seconds += time.perf_counter() - t_server
     return res
+
+
+def overhead_bytes(n: int) -> tuple[int, int]:
+    """Bytes (up, down) of one round's key, share and unmasking messages with ``n`` clients and
+    no dropouts: everything secure aggregation sends besides the masked updates themselves."""
+    share_msg = ID_BYTES + SHARE_PLAINTEXT + AEAD_OVERHEAD
+    up = n * (ID_BYTES + 2 * KEY_BYTES) + n * (n - 1) * share_msg + n * n * (ID_BYTES + shamir.SHARE_BYTES)
+    down = n * (n * (ID_BYTES + 2 * KEY_BYTES) + 8) + n * (n - 1) * share_msg + n * n * ID_BYTES
+    return up, down
+
+
+def round_overhead(config, num_clients: int) -> tuple[int, int]:
+    """``overhead_bytes`` when ``config.secure_aggregation`` is on, else ``(0, 0)`` (server loop)."""
+    return overhead_bytes(num_clients) if getattr(config, "secure_aggregation", False) else (0, 0)

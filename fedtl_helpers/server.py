@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, compression, data, evaluation, models, partitioning
+from . import aggregation, compression, data, evaluation, models, partitioning, robust, secure_agg
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
@@ -126,7 +126,13 @@ def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: lis
               rng: np.random.Generator) -> Weights:
     """Combine the decoded client deltas of one round into one update (``config.aggregator``)."""
     del rng  # for rules that draw randomness (DP noise); every draw comes from this generator
+    if config.aggregator in robust.RULES:  # robust to malicious clients; ignores the counts
+        return robust.aggregate(config.aggregator, deltas, trim_fraction=config.trim_fraction,
+                                byzantine=config.krum_byzantine, multi=config.krum_multi)
     counts = num_examples if config.aggregator == "fedavg" else [1] * len(deltas)
+    if config.secure_aggregation:  # the same weighted mean, computed from masked 32-bit integers
+        return secure_agg.secure_aggregate(deltas, counts, threshold=config.secagg_threshold,
+                                           clip=config.secagg_clip).mean
     return aggregation.fedavg(deltas, counts)
 
 
@@ -198,7 +204,8 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
             result = client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
                                    seed=(config.seed, rnd, k))
             # Client side: encode the update for the uplink; the server decodes what arrived.
-            received, nbytes = uplink.send(k, result.delta, np.random.default_rng([config.seed, rnd, k, 1]))
+            delta = robust.attack(config, k, result.delta)  # a malicious client's poisoned delta
+            received, nbytes = uplink.send(k, delta, np.random.default_rng([config.seed, rnd, k, 1]))
             deltas.append(received)
             counts.append(result.num_examples)
             losses.append(result.metrics["train_loss"])
@@ -208,6 +215,8 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
         ev = sim.evaluate(weights)
         # New clients download the whole model once; afterwards only what training changes.
         down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
+        extra_up, extra_down = secure_agg.round_overhead(config, len(chosen))  # keys, shares, unmasking
+        bytes_up, down = bytes_up + extra_up, down + extra_down
         seen.update(chosen)
         history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
                        train_loss=float(np.mean(losses)), clients=chosen, bytes_up=bytes_up,

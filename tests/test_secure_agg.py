@@ -123,3 +123,11 @@ def test_non_finite_values_and_a_single_client_are_refused():
         sa.secure_aggregate(ups)
     with pytest.raises(ValueError, match="at least 2 clients"):
         sa.secure_aggregate(_updates(1))
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_overhead_bytes_is_the_transcript_without_the_payload(n):
+    res = sa.secure_aggregate(_updates(n))
+    up, down = sa.overhead_bytes(n)
+    assert up == res.nbytes(direction="up") - res.nbytes("masked_input")
+    assert down == res.nbytes(direction="down")
