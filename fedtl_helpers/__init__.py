@@ -11,14 +11,17 @@ from .data import DATASETS, class_names, describe, load_cifar10, load_dataset
 from .history import History
 from .models import build_backbone, build_head, build_model, set_strategy, updatable_mask
 from .partitioning import SCHEMES, label_skew, partition, partition_stats
+from .robust import coordinate_median, krum, trimmed_mean
+from .secure_agg import secure_aggregate
 from .server import FederatedResult, Simulation, run_federated, sample_clients
 from .server_opt import server_update
 
 __all__ = [
     "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
     "LocalTrainer", "Simulation", "Weights", "add_scaled", "build_backbone", "build_head",
-    "build_model", "check", "class_names", "client_update", "describe", "fedavg", "label_skew",
+    "build_model", "check", "class_names", "client_update", "coordinate_median", "describe", "fedavg",
+    "krum", "label_skew",
     "load_cifar10", "load_dataset", "mean", "nbytes", "partition", "partition_stats",
-    "run_federated", "sample_clients", "server_update", "set_strategy", "subtract",
-    "updatable_mask",
+    "run_federated", "sample_clients", "secure_aggregate", "server_update", "set_strategy", "subtract",
+    "trimmed_mean", "updatable_mask",
 ]

@@ -184,6 +184,7 @@ class Result:
     survivors: list[int]
     dropped: list[int]
     transcript: list[Message] = field(default_factory=list)
+    received: dict[int, np.ndarray] = field(default_factory=dict)  # the masked inputs, as the server saw them
     client_seconds: dict[int, float] = field(default_factory=dict)
     server_seconds: float = 0.0
 
@@ -315,7 +316,7 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
     flat = res.total / res.weight_sum
     offsets = np.cumsum([0] + [int(np.prod(s, dtype=np.int64)) for s in shapes])
     res.mean = [flat[a:b].reshape(s).astype(np.float32) for a, b, s in zip(offsets, offsets[1:], shapes)]
-    res.survivors, res.dropped = survivors, dropped
+    res.survivors, res.dropped, res.received = survivors, dropped, inputs
     res.server_seconds += time.perf_counter() - t_server
     return res
 
