@@ -13,6 +13,8 @@ from .models import build_backbone, build_head, build_model, set_strategy, updat
 from .partitioning import SCHEMES, label_skew, partition, partition_stats
 from .personalization import finetune_clients, interpolate, run_fedper
 from .privacy import clip_update, dp_epsilon, noise_multiplier_for_epsilon
+from .robust import coordinate_median, krum, trimmed_mean
+from .secure_agg import secure_aggregate
 from .server import FederatedResult, Simulation, run_federated, sample_clients
 from .server_opt import ServerAdam, ServerMomentum, ServerSGD, make_server_optimizer, server_update
 
@@ -20,9 +22,10 @@ __all__ = [
     "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
     "LocalTrainer", "ServerAdam", "ServerMomentum", "ServerSGD", "Simulation", "Weights",
     "add_scaled", "build_backbone", "build_head", "build_model", "check", "class_names",
-    "client_update", "clip_update", "describe", "dp_epsilon", "fedavg", "finetune_clients",
-    "interpolate", "label_skew", "load_cifar10", "load_dataset", "make_server_optimizer", "mean",
-    "nbytes", "noise_multiplier_for_epsilon", "partition", "partition_stats", "privacy",
-    "run_federated", "run_fedper", "sample_clients", "server_update", "set_strategy", "subtract",
+    "client_update", "clip_update", "coordinate_median", "describe", "dp_epsilon", "fedavg",
+    "finetune_clients", "interpolate", "krum", "label_skew", "load_cifar10", "load_dataset",
+    "make_server_optimizer", "mean", "nbytes", "noise_multiplier_for_epsilon", "partition",
+    "partition_stats", "privacy", "run_federated", "run_fedper", "sample_clients",
+    "secure_aggregate", "server_update", "set_strategy", "subtract", "trimmed_mean",
     "updatable_mask",
 ]

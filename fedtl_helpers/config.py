@@ -22,6 +22,8 @@ NAMED_WEIGHTS = ("builtin", "imagenet")
 STRATEGIES = ("head", "partial", "full")
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
+AGGREGATORS += ("median", "trimmed_mean", "krum")  # robust rules, mirrors robust.RULES
+ATTACKS = ("none", "sign_flip", "scale")  # mirrors robust.ATTACKS
 COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
 CLIENT_SAMPLINGS = ("fixed", "poisson")  # mirrors privacy.SAMPLINGS
 DP_ACCOUNTANTS = ("rdp", "pld")  # mirrors privacy.ACCOUNTANTS
@@ -68,7 +70,8 @@ class ExperimentConfig:
     server_lr
         Server learning rate applied to the aggregated delta; 1.0 is plain FedAvg.
     aggregator
-        ``"fedavg"`` (weighted by example counts, the article's rule) or ``"mean"`` (unweighted).
+        ``"fedavg"`` (weighted by example counts, the article's rule), ``"mean"`` (unweighted), or
+        a robust rule against malicious clients: ``"median"``, ``"trimmed_mean"``, ``"krum"``.
     holdout_fraction
         Share of each client's data kept aside (never trained on) to evaluate the global model
         per client; 0 keeps none.
@@ -103,6 +106,18 @@ class ExperimentConfig:
         How the aggregate moves the global model (see ``server_opt``): ``"sgd"`` (FedAvg,
         ``server_lr``), ``"momentum"`` (FedAvgM) or ``"adam"`` (FedAdam, Reddi et al. 2021;
         ``server_tau`` is its epsilon; use a small ``server_lr`` such as 0.01 to 0.1).
+    secure_aggregation, secagg_threshold, secagg_clip
+        Aggregate through the secure aggregation protocol (``secure_agg``): the server learns
+        only the (weighted) sum, quantised to 32-bit fixed point after clipping every value to
+        ``[-secagg_clip, secagg_clip]``; ``secagg_threshold`` shares (default: a majority of the
+        clients per round) rebuild a dropped client's masks.
+    trim_fraction, krum_byzantine, krum_multi
+        Parameters of the robust aggregators ``"trimmed_mean"`` (fraction trimmed at each end)
+        and ``"krum"`` (assumed number of byzantine clients; ``krum_multi > 1`` is multi-Krum).
+    attack, malicious_fraction, attack_scale
+        The malicious-clients experiment: a fixed, seeded ``malicious_fraction`` of the clients
+        send ``-attack_scale * delta`` (``"sign_flip"``) or ``attack_scale * delta``
+        (``"scale"``) instead of their delta.
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -152,6 +167,16 @@ class ExperimentConfig:
     server_beta1: float = 0.9
     server_beta2: float = 0.99
     server_tau: float = 1e-3
+    # --- secure aggregation and robustness (chapter "Secure aggregation and robustness")
+    secure_aggregation: bool = False
+    secagg_threshold: int | None = None
+    secagg_clip: float = 1.0
+    trim_fraction: float = 0.2
+    krum_byzantine: int = 1
+    krum_multi: int = 1
+    attack: str = "none"
+    malicious_fraction: float = 0.0
+    attack_scale: float = 10.0
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -209,6 +234,8 @@ class ExperimentConfig:
         self._check_privacy()
         # --- non-IID data and personalisation
         self._check_noniid()
+        # --- secure aggregation and robustness
+        self._check_secure_and_robust()
         # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
 
@@ -260,6 +287,55 @@ class ExperimentConfig:
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
                 _fail(name, b, "a number in [0, 1)")
         _check_positive("server_tau", self.server_tau)
+
+    def _check_secure_and_robust(self) -> None:
+        m = self.clients_per_round
+        if not isinstance(self.secure_aggregation, bool):
+            _fail("secure_aggregation", self.secure_aggregation, "True or False")
+        if self.secure_aggregation:
+            if m < 2:
+                _fail("secure_aggregation", True, f"False with {m} client per round (the sum of one update "
+                      "is the update): raise num_clients or client_fraction")
+            if self.aggregator not in ("fedavg", "mean"):
+                _fail("aggregator", self.aggregator, "'fedavg' or 'mean' with secure_aggregation=True "
+                      "(the server sees only the sum, so it cannot take a median or pick by distance)")
+            if self.compression != "none":
+                _fail("compression", self.compression, "'none' with secure_aggregation=True "
+                      "(the masked updates are 32-bit integers)")
+            if self.dp_clip is not None:
+                _fail("secure_aggregation", True, "False when dp_clip is set (here the server adds "
+                      "the DP noise to the sum it sees; with secure aggregation the clients would have "
+                      "to add it, which is distributed DP, not implemented)")
+        t = self.secagg_threshold
+        if t is not None:
+            _check_int("secagg_threshold", t, 2)
+            if t > m:
+                _fail("secagg_threshold", t, f"None or an integer in [2, {m}] (the clients per round)")
+        _check_positive("secagg_clip", self.secagg_clip)
+        b = self.trim_fraction
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 0.5:
+            _fail("trim_fraction", b, "a number in [0, 0.5)")
+        # Below 0.5 something is always left to average; but trimming nothing is the plain mean.
+        if self.aggregator == "trimmed_mean" and int(b * m + 1e-9) == 0:
+            _fail("trim_fraction", b, f"a number in [{1 / m:.3g}, 0.5) with {m} clients per round "
+                  "(floor(trim_fraction * clients) values are trimmed at each end; 0 is the plain mean)")
+        _check_int("krum_byzantine", self.krum_byzantine, 0)
+        _check_int("krum_multi", self.krum_multi, 1)
+        if self.aggregator == "krum":
+            f = self.krum_byzantine
+            if m <= 2 * f + 2:
+                _fail("krum_byzantine", f, f"at most {(m - 3) // 2} with {m} clients per round "
+                      "(Krum needs clients per round > 2 * krum_byzantine + 2)")
+            if self.krum_multi > m:
+                _fail("krum_multi", self.krum_multi, f"an integer in [1, {m}] (the clients per round)")
+        _check_choice("attack", self.attack, ATTACKS)
+        mf = self.malicious_fraction
+        if isinstance(mf, bool) or not isinstance(mf, (int, float)) or not 0 <= mf < 1:
+            _fail("malicious_fraction", mf, "a number in [0, 1)")
+        if (self.attack == "none") != (round(mf * self.num_clients) == 0):
+            _fail("malicious_fraction", mf, f"0 when attack='none', and > 0 with at least one malicious "
+                  f"client (round(malicious_fraction * {self.num_clients}) >= 1) otherwise")
+        _check_positive("attack_scale", self.attack_scale)
 
     def _check_weights(self) -> None:
         w = self.weights

@@ -133,5 +133,29 @@ def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+
+
+def protocol_sequence(transcript: Sequence, title: str, ax=None):
+    """A sequence diagram of protocol messages (``secure_agg.Message``): one lane per party,
+    one arrow per message in the order sent, labelled with what it carries and its bytes."""
+    parties = ["server"] + sorted({m.sender for m in transcript} - {"server"},
+                                  key=lambda s: int(s.split()[-1]))
+    lane = {p: i for i, p in enumerate(parties)}
+    ax = _axes(ax, figsize=(1.9 * len(parties) + 2.5, 0.32 * len(transcript) + 1.5))
+    for p, x in lane.items():
+        ax.plot([x, x], [-0.5, len(transcript) - 0.5], color="0.6", lw=1)
+        ax.text(x, -1, p, ha="center", va="bottom", fontsize=9, fontweight="bold")
+    colours = dict(zip(("advertise_keys", "share_keys", "masked_input", "unmasking"),
+                       ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    for y, m in enumerate(transcript):
+        a, b = lane[m.sender], lane[m.receiver]
+        c = colours.get(m.step, "k")
+        ax.annotate("", xy=(b, y), xytext=(a, y), arrowprops=dict(arrowstyle="->", color=c, lw=1.2))
+        ax.text((a + b) / 2, y - 0.12, f"{m.what} ({m.nbytes:,} B)", ha="center", va="bottom", fontsize=7)
+        if y == 0 or transcript[y - 1].step != m.step:
+            ax.text(-0.6, y, m.step.replace("_", " "), ha="right", va="center", fontsize=9, color=c)
+    ax.set_xlim(-1.7, len(parties) - 0.4)
+    ax.set_ylim(len(transcript), -1.5)
+    ax.axis("off")
     ax.set_title(title, fontsize=10)
     return ax

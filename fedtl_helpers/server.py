@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, compression, data, evaluation, models, partitioning, privacy
+from . import aggregation, compression, data, evaluation, models, partitioning, privacy, robust, secure_agg
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
@@ -134,7 +134,13 @@ def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: lis
         return privacy.aggregate_config(config, deltas, like if like is not None else deltas[0], rng)
     if not deltas:
         return [np.zeros_like(t) for t in like]
+    if config.aggregator in robust.RULES:  # robust to malicious clients; ignores the counts
+        return robust.aggregate(config.aggregator, deltas, trim_fraction=config.trim_fraction,
+                                byzantine=config.krum_byzantine, multi=config.krum_multi)
     counts = num_examples if config.aggregator == "fedavg" else [1] * len(deltas)
+    if config.secure_aggregation:  # the same weighted mean, computed from masked 32-bit integers
+        return secure_agg.secure_aggregate(deltas, counts, threshold=config.secagg_threshold,
+                                           clip=config.secagg_clip).mean
     return aggregation.fedavg(deltas, counts)
 
 
@@ -215,7 +221,8 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
             if config.dp_clip is not None:  # client-level DP: the client clips its own update
                 result.delta = privacy.clip_update(result.delta, config.dp_clip)
             # Client side: encode the update for the uplink; the server decodes what arrived.
-            received, nbytes = uplink.send(k, result.delta, np.random.default_rng([config.seed, rnd, k, 1]))
+            delta = robust.attack(config, k, result.delta)  # a malicious client's poisoned delta
+            received, nbytes = uplink.send(k, delta, np.random.default_rng([config.seed, rnd, k, 1]))
             deltas.append(received)
             counts.append(result.num_examples)
             losses.append(result.metrics["train_loss"])
@@ -226,6 +233,8 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
         ev = sim.evaluate(weights)
         # New clients download the whole model once; afterwards only what training changes.
         down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
+        extra_up, extra_down = secure_agg.round_overhead(config, len(chosen))  # keys, shares, unmasking
+        bytes_up, down = bytes_up + extra_up, down + extra_down
         seen.update(chosen)
         history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
                        train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
