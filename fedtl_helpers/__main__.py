@@ -20,16 +20,18 @@ import sys
 from . import experiments
 from .config import ExperimentConfig
 
-# Fields whose default is None need their value type spelled out.
+# Fields that accept None (``--weights none``), with their value type spelled out. Other fields
+# keep "none" as a string: ``--compression none`` and ``--attack none`` are choices, not None.
 _TYPES = {"data_dir": str, "alpha": float, "input_size": int, "n_train": int, "n_test": int,
-          "weights": str}
+          "weights": str, "quantity_alpha": float, "dp_clip": float, "secagg_threshold": int}
 
 
 def _parser_for(field: dataclasses.Field):
     kind = _TYPES.get(field.name, type(field.default))
+    nullable = field.name in _TYPES
 
     def parse(text: str):
-        if text.lower() == "none":
+        if nullable and text.lower() == "none":
             return None
         if kind is bool:
             if text.lower() not in ("true", "false"):
