@@ -218,12 +218,16 @@ class LocalFederation:
 
     def _wait_nodes_online(self) -> None:
         deadline = time.monotonic() + self.connect_timeout + 30
+        online: list = []
         while True:
             self.check_alive()  # a SuperNode that cannot connect exits after connect_timeout
-            nodes = self.flwr("supernode", "ls")["nodes"]
-            online = [n for n in nodes if n.get("status") == "online"]
-            if len(online) >= self.num_nodes:
-                return
+            # While the SuperLink is unreachable the SuperNodes keep retrying (it may start
+            # late); they give up after connect_timeout and check_alive reports it.
+            if can_connect(self.address):
+                nodes = self.flwr("supernode", "ls")["nodes"]
+                online = [n for n in nodes if n.get("status") == "online"]
+                if len(online) >= self.num_nodes:
+                    return
             if time.monotonic() > deadline:
                 raise DeploymentError(f"only {len(online)} of {self.num_nodes} SuperNodes came "
                                       f"online at {self.address}; see the logs in "
