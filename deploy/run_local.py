@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,9 +82,13 @@ def can_connect(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)  # Flower colours its log lines
+
+
 def _tail(path: Path, lines: int = 12) -> str:
     try:
-        text = path.read_text(errors="replace").splitlines()
+        text = _plain(path.read_text(errors="replace")).splitlines()
     except OSError:
         return "(no log)"
     return "\n".join("    " + line for line in text[-lines:])
@@ -364,7 +369,7 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
         run_id = fed.submit({"experiment": run_config_for(config), "result-path": str(result_path),
                              "node-timeout": float(connect_timeout)})
         run = fed.wait(run_id, run_timeout, result_path)
-        log = fed.serverapp_log(run_id)
+        log = _plain(fed.serverapp_log(run_id))
         (out / "logs" / "serverapp.log").write_text(log)
         if run["status"] != "finished:completed" or not result_path.is_file():
             raise DeploymentError(
