@@ -4,7 +4,7 @@ The end-to-end test starts real Flower processes (a SuperLink and two SuperNodes
 and compares with ``run_federated`` on the same config. The tolerance is one test image per
 round (1/n_test): both runs use the same seeds and the same code, and the weights cross the
 network bit for bit, so only the summation order of multi-threaded CPU kernels could differ
-between processes; measured, the accuracies are identical.
+between processes; measured, accuracies and losses are identical.
 """
 
 import random
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ from fedtl_helpers.server import Simulation, run_federated
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 sys.path.insert(0, str(DEPLOY))
 
-import run_local  # noqa: E402
-from fedtl_deploy.server_app import private_keras_seeds  # noqa: E402
-from fedtl_deploy.task import check_partitions, experiment_config, run_config_for  # noqa: E402
+with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import run_local
+    from fedtl_deploy.server_app import private_keras_seeds
+    from fedtl_deploy.task import check_partitions, experiment_config, run_config_for
 
 CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300)
 
@@ -127,6 +130,21 @@ def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
     fed = feds[0]
     assert sorted(fed.procs) == ["supernode-0", "supernode-1"]
     assert running(fed._seen.values()) == []
+
+
+def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
+    """`flwr run` reports success when the run is submitted; the ServerApp fails afterwards."""
+    import fedtl_deploy.task
+
+    monkeypatch.setattr(fedtl_deploy.task, "run_config_for", lambda c: '{"nmu_clients": 1}')
+    base = free_ports(2)
+    feds = []
+    with pytest.raises(run_local.DeploymentError,
+                       match=r"(?s)ended as finished:failed.*result file missing.*nmu_clients"):
+        run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50), tmp_path,
+                            superlink_port=base, node_port=base + 1, federation=feds)
+    assert not (tmp_path / "result.json").exists()
+    assert running(feds[0]._seen.values()) == []
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
