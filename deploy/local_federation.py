@@ -76,10 +76,31 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
+def running(procs) -> list[psutil.Process]:
+    """The processes still running; a zombie has exited (only its table entry is left)."""
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_gone(procs, timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` s for ``procs`` to exit; those still running."""
+    deadline = time.monotonic() + timeout
+    while (alive := running(procs)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
 class LocalFederation:
     """A SuperLink and ``num_nodes`` SuperNodes on this machine, stopped on exit.
 
-    Use as a context manager: ``with LocalFederation(...) as fed: fed.start(); fed.run(...)``.
+    Use as a context manager: ``with LocalFederation(...) as fed:``, then ``fed.start()``,
+    ``run_id = fed.submit(run_config)`` and ``fed.wait(run_id, timeout)``.
 
     Parameters
     ----------
@@ -224,19 +245,18 @@ class LocalFederation:
     def stop(self) -> None:
         """Terminate every process started here and its children; kill what is left."""
         self._track()
-        procs = [p for p in self._seen.values() if p.is_running()]
+        procs = running(self._seen.values())
         for p in procs:
             try:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=self.stop_timeout)
-        for p in alive:
+        for p in _wait_gone(procs, self.stop_timeout):
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=5)
+        _wait_gone(procs, 5.0)
         for proc in self.procs.values():  # reap our direct children, close the groups
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -244,10 +264,10 @@ class LocalFederation:
                 pass
             proc.wait()
 
-    def pids(self) -> list[int]:
-        """Every process id started here, directly or by Flower (for tests: none may survive)."""
+    def processes(self) -> list[psutil.Process]:
+        """Every process started here, directly or by Flower (tests check none survives)."""
         self._track()
-        return sorted(self._seen)
+        return list(self._seen.values())
 
     # -- the flwr command line ----------------------------------------------------------------
 

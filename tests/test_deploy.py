@@ -32,6 +32,7 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
     import run_local
     from fedtl_deploy.server_app import private_keras_seeds
     from fedtl_deploy.task import check_partitions, experiment_config, run_config_for
+    from local_federation import running
 
 CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300)
 
@@ -58,18 +59,6 @@ def _free(port: int) -> bool:
             return False
 
 
-def running(procs) -> list:
-    """Processes still running (a zombie has exited: only its table entry is left)."""
-    alive = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def test_deployment_matches_simulation(tmp_path):
     base = free_ports(3)
     feds = []
@@ -93,8 +82,8 @@ def test_deployment_matches_simulation(tmp_path):
         assert d["bytes_up"] == s["bytes_up"] and (d["train_loss"] is None) == (s["train_loss"] is None)
     # Every process the launcher or Flower started is gone, and the ports are free again.
     fed = feds[0]
-    assert len(fed.pids()) >= 5  # SuperLink, 2 SuperNodes and their SuperExecs at least
-    assert running(fed._seen.values()) == []
+    assert len(fed.processes()) >= 5  # SuperLink, 2 SuperNodes and their SuperExecs at least
+    assert running(fed.processes()) == []
     assert all(_free(p) for p in (base, base + 1, base + 2))
 
 
@@ -129,7 +118,7 @@ def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
     assert time.monotonic() - t0 < 60
     fed = feds[0]
     assert sorted(fed.procs) == ["supernode-0", "supernode-1"]
-    assert running(fed._seen.values()) == []
+    assert running(fed.processes()) == []
 
 
 def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
@@ -144,7 +133,7 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
         run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50), tmp_path,
                             superlink_port=base, node_port=base + 1, federation=feds)
     assert not (tmp_path / "result.json").exists()
-    assert running(feds[0]._seen.values()) == []
+    assert running(feds[0].processes()) == []
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
