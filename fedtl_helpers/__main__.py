@@ -43,14 +43,19 @@ def _parser_for(field: dataclasses.Field):
     return parse
 
 
+def add_config_options(parser: argparse.ArgumentParser, **defaults) -> None:
+    """One option per ``ExperimentConfig`` field (``--num-clients``); ``defaults`` override."""
+    for field in dataclasses.fields(ExperimentConfig):
+        default = defaults.get(field.name, field.default)
+        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
+                            type=_parser_for(field), default=default, help=f"(default: {default!r})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedtl_helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one federated experiment")
-    for field in dataclasses.fields(ExperimentConfig):
-        run.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
-                         type=_parser_for(field), default=field.default,
-                         help=f"(default: {field.default!r})")
+    add_config_options(run)
     run.add_argument("--out", default="runs/cli", help="output folder (default: runs/cli)")
     run.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

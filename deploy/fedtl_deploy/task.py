@@ -1,0 +1,77 @@
+"""What the ServerApp and the ClientApp share: the config, weights on the wire, a node's data.
+
+Chapter: "From simulation to deployment". Nothing here re-implements the simulation: the
+experiment is the same frozen ``ExperimentConfig`` (sent as JSON in the run config), weights
+travel as Flower ``ArrayRecord`` (numpy arrays, bit for bit), and a node's data is its
+partition of the same dataset that ``Simulation`` builds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+if TYPE_CHECKING:
+    from fedtl_helpers.config import ExperimentConfig
+
+# Flower starts a fresh ClientApp process for every message, so this module imports
+# fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is needed.
+Weights = list[np.ndarray]
+
+
+def experiment_config(run_config: dict[str, Any]) -> ExperimentConfig:
+    """The ``ExperimentConfig`` named by the run config's ``experiment`` JSON (validated)."""
+    from fedtl_helpers.config import ExperimentConfig
+
+    text = run_config.get("experiment", "{}")
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"run config 'experiment' is not valid JSON ({e}): {text!r}") from None
+    return ExperimentConfig.from_dict(values)
+
+
+def run_config_for(config: ExperimentConfig) -> str:
+    """The ``experiment`` run-config value for ``config``: only fields that differ from defaults."""
+    from fedtl_helpers.config import ExperimentConfig
+
+    default = ExperimentConfig().to_dict()
+    return json.dumps({k: v for k, v in config.to_dict().items() if v != default[k]}, sort_keys=True)
+
+
+def to_record(weights: Weights) -> ArrayRecord:
+    return ArrayRecord(list(weights))
+
+
+def from_record(record: ArrayRecord) -> Weights:
+    return record.to_numpy_ndarrays()
+
+
+def node_partition(node_config: dict[str, Any]) -> tuple[int, int]:
+    """``(partition-id, num-partitions)`` from a SuperNode's node config: which data it holds.
+
+    Raises
+    ------
+    ValueError
+        The node was started without ``--node-config 'partition-id=K num-partitions=N'``.
+    """
+    try:
+        return int(node_config["partition-id"]), int(node_config["num-partitions"])
+    except KeyError as e:
+        raise ValueError(f"SuperNode started without node config {e.args[0]!r}: start it with "
+                         "--node-config 'partition-id=K num-partitions=N'") from None
+
+
+def check_partitions(held: dict[int, int], num_partitions: set[int], num_clients: int) -> None:
+    """Every partition ``0..num_clients-1`` is held by exactly one node, all of the same split.
+
+    ``held`` maps partition id to node id; ``num_partitions`` are the nodes' ``num-partitions``.
+    """
+    if num_partitions != {num_clients} or sorted(held) != list(range(num_clients)):
+        raise ValueError(
+            f"the SuperNodes hold partitions {sorted(held)} of {sorted(num_partitions)}, but the "
+            f"experiment has num_clients={num_clients}: start one SuperNode per client with "
+            f"--node-config 'partition-id=K num-partitions={num_clients}', K = 0..{num_clients - 1}.")

@@ -1,0 +1,338 @@
+"""A local federation: a SuperLink and N SuperNodes as real processes, and the flwr CLI.
+
+Chapter: "From simulation to deployment". ``LocalFederation`` starts Flower's processes on
+127.0.0.1 (insecure mode: a local rehearsal), checks its ports first, names the address and
+what to do when a process stops, follows a run through the ``flwr`` command line (JSON
+output) and stops every process it or Flower started: terminate, then kill after a timeout.
+``run_local.py`` uses it to deploy one experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+APP_DIR = Path(__file__).resolve().parent
+REPO = APP_DIR.parent
+HOST = "127.0.0.1"
+CONNECTION = "fedtl"  # name of the SuperLink connection in the launcher's Flower config
+
+
+class DeploymentError(RuntimeError):
+    """The local deployment could not start, lost a process, or the run did not complete."""
+
+
+def flower_executable(name: str) -> str:
+    """Path of a Flower command installed next to this Python (the project's venv)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise DeploymentError(f"{name} not found next to {sys.executable}: install Flower with "
+                              "`pip install -r requirements.txt` (it pins flwr).")
+    return str(path)
+
+
+def check_port_free(port: int, what: str, option: str) -> None:
+    """Raise ``DeploymentError`` if something already listens on ``HOST:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            raise DeploymentError(
+                f"port {port} on {HOST} is already in use ({e.strerror}), so the {what} cannot "
+                f"listen there. Stop the process using it (find it with `ss -ltnp 'sport = "
+                f":{port}'`) or choose another port with {option}.") from None
+
+
+def can_connect(address: str, timeout: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def strip_colours(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)  # Flower colours its log lines
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = strip_colours(path.read_text(errors="replace")).splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def running(procs) -> list[psutil.Process]:
+    """The processes still running; a zombie has exited (only its table entry is left)."""
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_gone(procs, timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` s for ``procs`` to exit; those still running."""
+    deadline = time.monotonic() + timeout
+    while (alive := running(procs)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+class LocalFederation:
+    """A SuperLink and ``num_nodes`` SuperNodes on this machine, stopped on exit.
+
+    Use as a context manager: ``with LocalFederation(...) as fed:``, then ``fed.start()``,
+    ``run_id = fed.submit(run_config)`` and ``fed.wait(run_id, timeout)``.
+
+    Parameters
+    ----------
+    workdir
+        Where logs, the processes' Flower homes and the run config go.
+    num_nodes
+        SuperNodes to start; node ``k`` holds partition ``k`` of ``num_nodes``.
+    superlink_port, node_port
+        Ports on 127.0.0.1: the SuperLink's (Fleet, Control and Runtime API share it) and the
+        first SuperNode's own Runtime API (node ``k`` uses ``node_port + k``).
+    superlink_address
+        ``host:port`` of a SuperLink that is already running; then none is started here.
+    connect_timeout
+        Seconds a SuperNode keeps trying to reach the SuperLink before it gives up.
+    stop_timeout
+        Seconds between terminate and kill when stopping.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, num_nodes: int, *, superlink_port: int = 9093,
+                 node_port: int = 9094, superlink_address: str | None = None,
+                 connect_timeout: float = 60.0, stop_timeout: float = 10.0):
+        self.workdir = Path(workdir).resolve()
+        self.num_nodes = num_nodes
+        self.superlink_port = superlink_port
+        self.node_port = node_port
+        self.external = superlink_address is not None
+        self.address = superlink_address or f"{HOST}:{superlink_port}"
+        self.connect_timeout = connect_timeout
+        self.stop_timeout = stop_timeout
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self._seen: dict[int, psutil.Process] = {}  # every descendant ever observed
+        self.cli_home = self.workdir / "flwr_home" / "cli"
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLWR_HOME"] = str(self.workdir / "flwr_home" / name)
+        # The ServerApp and ClientApps import fedtl_helpers from this checkout.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        # Flower starts flower-superexec, flwr-serverapp and flwr-clientapp by name.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        return env
+
+    def _spawn(self, name: str, args: Sequence[str]) -> None:
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.logs[name] = log
+        with open(log, "wb") as out:
+            # Own process group (session): Ctrl-C in the terminal reaches only the launcher,
+            # which then stops everything in order.
+            self.procs[name] = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env=self._env(name),
+                                                cwd=self.workdir, start_new_session=True)
+        self._track()
+
+    def _track(self) -> None:
+        """Remember every descendant (Flower starts SuperExec, ServerApp and ClientApps)."""
+        for proc in self.procs.values():
+            try:
+                root = psutil.Process(proc.pid)
+                for p in [root, *root.children(recursive=True)]:
+                    self._seen.setdefault(p.pid, p)
+            except psutil.NoSuchProcess:
+                pass
+
+    def check_alive(self) -> None:
+        """Raise ``DeploymentError`` naming the process, the address and what to do."""
+        self._track()
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is None:
+                continue
+            log = self.logs[name]
+            if name == "superlink":
+                raise DeploymentError(f"the SuperLink on {self.address} stopped (exit code {code}). "
+                                      f"Its log ({log}) ends with:\n{_tail(log)}")
+            raise DeploymentError(
+                f"{name} stopped (exit code {code}): it could not reach the SuperLink at "
+                f"{self.address} or lost it. Check that the SuperLink runs and listens on that "
+                f"address (--superlink-address / --superlink-port) and that no firewall blocks the "
+                f"port. Its log ({log}) ends with:\n{_tail(log)}")
+
+    def start(self) -> None:
+        """Check ports, start the SuperLink (unless external) and the SuperNodes, wait for them."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.external:
+            check_port_free(self.superlink_port, "SuperLink", "--superlink-port")
+        for k in range(self.num_nodes):
+            check_port_free(self.node_port + k, f"SuperNode {k}", "--node-port")
+        self._write_cli_config()
+        if not self.external:
+            self._spawn("superlink", [
+                flower_executable("flower-superlink"), "--insecure", "--host", HOST,
+                "--port", str(self.superlink_port),
+                # The app's code comes with this checkout; never `uv sync` at run time.
+                "--disable-runtime-dependency-installation"])
+            self._wait_listening()
+        for k in range(self.num_nodes):
+            self._spawn(f"supernode-{k}", [
+                flower_executable("flower-supernode"), "--insecure", "--superlink", self.address,
+                "--host", HOST, "--port", str(self.node_port + k),
+                "--max-wait-time", str(self.connect_timeout),
+                "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])
+        self._wait_nodes_online()
+
+    def _wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not can_connect(self.address):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"the SuperLink did not listen on {self.address} within "
+                                      f"{timeout:.0f} s; see {self.logs['superlink']}")
+            time.sleep(0.2)
+
+    def _wait_nodes_online(self) -> None:
+        deadline = time.monotonic() + self.connect_timeout + 30
+        online: list = []
+        while True:
+            self.check_alive()  # a SuperNode that cannot connect exits after connect_timeout
+            # While the SuperLink is unreachable the SuperNodes keep retrying (it may start
+            # late); they give up after connect_timeout and check_alive reports it.
+            if can_connect(self.address):
+                nodes = self.flwr("supernode", "ls")["nodes"]
+                online = [n for n in nodes if n.get("status") == "online"]
+                if len(online) >= self.num_nodes:
+                    return
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"only {len(online)} of {self.num_nodes} SuperNodes came "
+                                      f"online at {self.address}; see the logs in "
+                                      f"{self.workdir / 'logs'}")
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        """Terminate every process started here and its children; kill what is left."""
+        self._track()
+        procs = running(self._seen.values())
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        for p in _wait_gone(procs, self.stop_timeout):
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        _wait_gone(procs, 5.0)
+        for proc in self.procs.values():  # reap our direct children, close the groups
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process started here, directly or by Flower (tests check none survives)."""
+        self._track()
+        return list(self._seen.values())
+
+    # -- the flwr command line ----------------------------------------------------------------
+
+    def _write_cli_config(self) -> None:
+        self.cli_home.mkdir(parents=True, exist_ok=True)
+        (self.cli_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "{self.address}"\ninsecure = true\n')
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Run ``flwr <args> fedtl --format json``; its JSON, or ``DeploymentError``."""
+        cmd = [flower_executable("flwr"), *args, CONNECTION, "--format", "json"]
+        env = {**self._env("cli"), "FLWR_HOME": str(self.cli_home)}
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                                 cwd=self.workdir, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"`flwr {' '.join(args)}` did not answer within {timeout:.0f} s "
+                                  f"(SuperLink at {self.address})") from None
+        try:
+            reply = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            raise DeploymentError(f"`flwr {' '.join(args)}` exited {out.returncode} without a JSON "
+                                  f"answer:\n{out.stdout[-2000:]}{out.stderr[-2000:]}") from None
+        if not reply.get("success"):
+            raise DeploymentError(f"`flwr {' '.join(args)}` failed (SuperLink at {self.address}): "
+                                  f"{reply.get('error-message', reply)}")
+        return reply
+
+    def submit(self, run_config: dict[str, Any]) -> str:
+        """``flwr run`` the app with ``run_config`` overrides; the run id."""
+        path = self.workdir / "run_config.toml"
+        path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config.items()))
+        return self.flwr("run", str(APP_DIR), "--run-config", str(path))["run-id"]
+
+    def wait(self, run_id: str, timeout: float, result_path: Path | None = None,
+             poll: float = 5.0) -> dict[str, Any]:
+        """Follow the run until it is finished; its ``flwr ls`` record.
+
+        Every ``flwr ls`` starts a Python process, so the status is asked every ``poll``
+        seconds, and at once when ``result_path`` appears; the processes are checked twice a
+        second.
+        """
+        deadline = time.monotonic() + timeout
+        asked = float("-inf")
+        while True:
+            self.check_alive()
+            done = result_path is not None and result_path.exists()
+            if done or time.monotonic() - asked > poll:
+                asked = time.monotonic()
+                run = self.flwr("ls", "--run-id", run_id)["runs"][0]
+                if run["status"].startswith("finished"):
+                    return run
+                if time.monotonic() > deadline:
+                    self.flwr("stop", run_id)
+                    raise DeploymentError(f"run {run_id} did not finish within {timeout:.0f} s "
+                                          f"(status {run['status']}); it was stopped.")
+            time.sleep(0.5)
+
+    def serverapp_log(self, run_id: str) -> str:
+        """The ServerApp's output, as the SuperLink keeps it (``flwr log``)."""
+        cmd = [flower_executable("flwr"), "log", run_id, CONNECTION, "--show"]
+        env = {**self._env("cli"), "FLWR_HOME": str(self.cli_home)}
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60,
+                                  stdin=subprocess.DEVNULL).stdout
+        except subprocess.TimeoutExpired:
+            return "(flwr log did not answer)"

@@ -1,0 +1,194 @@
+"""The Flower deployment (deploy/): same numbers as the simulation, clear errors, no orphans.
+
+The end-to-end test starts real Flower processes (a SuperLink and two SuperNodes on 127.0.0.1)
+and compares with ``run_federated`` on the same config. The tolerance is one test image per
+round (1/n_test): both runs use the same seeds and the same code, and the weights cross the
+network bit for bit, so only the summation order of multi-threaded CPU kernels could differ
+between processes; measured, accuracies and losses are identical.
+"""
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.server import Simulation, run_federated
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+sys.path.insert(0, str(DEPLOY))
+
+with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import run_local
+    from fedtl_deploy.server_app import private_keras_seeds
+    from fedtl_deploy.task import check_partitions, experiment_config, run_config_for
+    from local_federation import running
+
+CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300)
+
+
+def free_ports(count: int) -> int:
+    """A port ``p`` such that ``p .. p + count - 1`` are free on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count < 65536 and all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def _free(port: int) -> bool:
+    """Nothing listens on the port (connections closing in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_deployment_matches_simulation(tmp_path):
+    base = free_ports(3)
+    feds = []
+    result = run_local.run_local(CONFIG, tmp_path / "deploy", superlink_port=base,
+                                 node_port=base + 1, connect_timeout=60, federation=feds)
+    rows = result["history"]["rows"]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert result["run_status"] == "finished:completed"
+    meta = result["history"]["meta"]
+    assert "shapes" in meta["dataset"] and meta["weights"] == "builtin" and meta["runtime"] == "flower"
+    assert sorted(meta["nodes"]) == ["0", "1"] and len(set(meta["nodes"].values())) == 2
+    assert rows[-1]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert all(r["clients"] == [0, 1] for r in rows[1:])
+
+    sim = run_federated(CONFIG, progress=False).history.rows
+    tolerance = 1 / CONFIG.n_test  # one test image
+    print("round, deployed, simulated:", [(d["round"], d["test_accuracy"], s["test_accuracy"])
+                                          for d, s in zip(rows, sim)])
+    for d, s in zip(rows, sim):
+        assert abs(d["test_accuracy"] - s["test_accuracy"]) <= tolerance, (d, s)
+        assert d["bytes_up"] == s["bytes_up"] and (d["train_loss"] is None) == (s["train_loss"] is None)
+    # Every process the launcher or Flower started is gone, and the ports are free again.
+    fed = feds[0]
+    assert len(fed.processes()) >= 5  # SuperLink, 2 SuperNodes and their SuperExecs at least
+    assert running(fed.processes()) == []
+    assert all(_free(p) for p in (base, base + 1, base + 2))
+
+
+def test_port_in_use_is_named_and_nothing_starts(tmp_path):
+    base = free_ports(4)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))
+        taken.listen()
+        feds = []
+        with pytest.raises(run_local.DeploymentError,
+                           match=rf"port {base} on 127\.0\.0\.1 is already in use.*--superlink-port"):
+            run_local.run_local(CONFIG, tmp_path, superlink_port=base, node_port=base + 1,
+                                federation=feds)
+        assert feds[0].procs == {}
+        taken2 = socket.socket()
+        taken2.bind(("127.0.0.1", base + 2))  # SuperNode 1's port
+        taken2.listen()
+        with taken2, pytest.raises(run_local.DeploymentError,
+                                   match=rf"port {base + 2} .* SuperNode 1 .*--node-port"):
+            run_local.run_local(CONFIG, tmp_path, superlink_port=base + 3, node_port=base + 1)
+
+
+def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
+    base = free_ports(3)  # nothing listens on base: the "SuperLink" is unreachable
+    feds = []
+    t0 = time.monotonic()
+    with pytest.raises(run_local.DeploymentError,
+                       match=rf"supernode-\d stopped .*could not reach the SuperLink at "
+                             rf"127\.0\.0\.1:{base}.*--superlink-address"):
+        run_local.run_local(CONFIG, tmp_path, superlink_address=f"127.0.0.1:{base}",
+                            node_port=base + 1, connect_timeout=3, federation=feds)
+    assert time.monotonic() - t0 < 60
+    fed = feds[0]
+    assert sorted(fed.procs) == ["supernode-0", "supernode-1"]
+    assert running(fed.processes()) == []
+
+
+def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
+    """`flwr run` reports success when the run is submitted; the ServerApp fails afterwards."""
+    import fedtl_deploy.task
+
+    monkeypatch.setattr(fedtl_deploy.task, "run_config_for", lambda c: '{"nmu_clients": 1}')
+    base = free_ports(2)
+    feds = []
+    with pytest.raises(run_local.DeploymentError,
+                       match=r"(?s)ended as finished:failed.*result file missing.*nmu_clients"):
+        run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50), tmp_path,
+                            superlink_port=base, node_port=base + 1, federation=feds)
+    assert not (tmp_path / "result.json").exists()
+    assert running(feds[0].processes()) == []
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    base = free_ports(3)
+    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "1",
+           "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
+           "--superlink-port", str(base), "--node-port", str(base + 1)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = psutil.Process(launcher.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and launcher.poll() is None:
+        for p in root.children(recursive=True):
+            seen.setdefault(p.pid, p)
+        names = [" ".join(p.cmdline()) for p in running(seen.values())]
+        if sum("flower-supernode" in n for n in names) == 2 and any("superexec" in n for n in names):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+    launcher.send_signal(signal.SIGINT)
+    out, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130, out[-3000:]
+    assert "interrupted: every Flower process was stopped" in out
+    assert running(seen.values()) == []
+
+
+def test_initial_model_does_not_depend_on_other_threads():
+    """Flower's heartbeat thread draws from Python's global random while the server builds."""
+    config = ExperimentConfig(num_clients=2, n_train=100, n_test=50)
+    plain = Simulation(config).model.get_weights()
+    stop = threading.Event()
+
+    def heartbeat():  # what flwr.supercore.heartbeat does, much more often
+        while not stop.is_set():
+            random.uniform(-0.1, 0.1)
+
+    thread = threading.Thread(target=heartbeat)
+    thread.start()
+    try:
+        with private_keras_seeds(config.seed):
+            guarded = Simulation(config).model.get_weights()
+    finally:
+        stop.set()
+        thread.join()
+    assert all(np.array_equal(a, b) for a, b in zip(plain, guarded))
+
+
+def test_run_config_round_trip_and_partition_check():
+    config = ExperimentConfig(num_clients=3, rounds=4, strategy="head")
+    assert experiment_config({"experiment": run_config_for(config)}) == config
+    with pytest.raises(ValueError, match="ExperimentConfig has no field"):
+        experiment_config({"experiment": '{"rounds": 2, "nmu_clients": 3}'})
+    check_partitions({0: 11, 1: 12, 2: 13}, {3}, 3)
+    with pytest.raises(ValueError, match=r"hold partitions \[0, 1\] of \[3\].*num_clients=3"):
+        check_partitions({0: 11, 1: 12}, {3}, 3)  # two nodes claimed partition 1
+    with pytest.raises(ValueError, match="num-partitions=2"):
+        check_partitions({0: 11, 1: 12}, {2, 3}, 2)
