@@ -133,6 +133,8 @@ def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return ax
 
 
 def protocol_sequence(transcript: Sequence, title: str, ax=None):
