@@ -27,7 +27,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedtl_deploy.task import check_partitions, experiment_config, from_record, to_record
 from fedtl_helpers import aggregation
 from fedtl_helpers.history import History
-from fedtl_helpers.server import Simulation, sample_clients, server_update
+from fedtl_helpers.server import Simulation, sample_clients
+from fedtl_helpers.server_opt import server_update
 from fedtl_helpers.storage import atomic_write_text
 
 app = ServerApp()
