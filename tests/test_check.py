@@ -83,7 +83,8 @@ def test_2_2():
         return [w + lr * a for w, a in zip(g, fl.fedavg(deltas, counts))]
 
     assert check("2_2")(right)
-    rejects("2_2", lambda g, d, c, lr: [w + lr * a for w, a in zip(g, fl.mean(d))], "unweighted mean", "n_k / n")
+    rejects("2_2", lambda g, d, c, lr: [w + lr * a for w, a in zip(g, fl.mean(d))],
+            "unweighted mean", "n_k / n")
     rejects("2_2", lambda g, d, c, lr: fl.fedavg(d, c), "add it to the global weights")
     rejects("2_2", lambda g, d, c, lr: right(g, d, c, 1.0), "server_lr=0.5", "11.25")
 
@@ -252,7 +253,8 @@ def test_13_3():
     rejects("13_3", {**right, "input_size": None}, "1x1 feature map", "input_size=96")
     rejects("13_3", {**right, "partition": "iid"}, "partition='iid'", "partition='strided'")
     rejects("13_3", {**right, "wieghts": "imagenet"}, "no field(s) ['wieghts']")
-    rejects("13_3", {**right, "weights": "builtin"}, "'builtin' weights exist only for backbone='builtin_cnn'")
+    rejects("13_3", {**right, "weights": "builtin"},
+            "'builtin' weights exist only for backbone='builtin_cnn'")
 
 
 # ------------------------------------------------------------------ chapter 14
@@ -269,7 +271,8 @@ grid:
 def test_14_1():
     assert check("14_1")(GRID)
     rejects("14_1", GRID.replace("seed: [0, 1]", "seed: [0]"), "expands to 3 run(s)")
-    rejects("14_1", GRID.replace("strategy:", "stratgy:"), "unknown parameter 'stratgy'", "did you mean 'strategy'")
+    rejects("14_1", GRID.replace("strategy:", "stratgy:"), "unknown parameter 'stratgy'",
+            "did you mean 'strategy'")
     rejects("14_1", GRID.replace("fixed: {", "fixed: {seed: [0, 1], ").replace("  seed: [0, 1]\n", ""),
             "put varied parameters under 'grid'")
     rejects("14_1", GRID.replace("dataset: shapes", "dataset: cifar10"), "use the embedded 'shapes'")
