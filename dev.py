@@ -126,8 +126,11 @@ def register_kernel(python: str | os.PathLike, prefix: str | os.PathLike) -> Pat
 
 
 def listed_kernels(python: str | os.PathLike, env: dict | None = None) -> dict:
-    """``jupyter kernelspec list --json`` as the given interpreter sees it: name -> spec."""
-    out = subprocess.run([str(python), "-m", "jupyter", "kernelspec", "list", "--json"], cwd=ROOT,
+    """``jupyter kernelspec list --json`` as the given interpreter sees it: name -> spec.
+
+    Runs the command's own module with ``python``, so no other Jupyter on the PATH answers.
+    """
+    out = subprocess.run([str(python), "-m", "jupyter_client.kernelspecapp", "list", "--json"], cwd=ROOT,
                          capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out)["kernelspecs"]
 
@@ -163,9 +166,11 @@ def lab(args: list[str]) -> None:
         sh(BIN / "jupyter-lab", "--version")
         print("lab ready: python3 dev.py lab starts it")
         return
+    # Containers and classroom images often run as root, which JupyterLab refuses without this.
+    root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
     try:
         sh(BIN / "jupyter-lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
-           f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}", *args)
+           f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}", *root, *args)
     except KeyboardInterrupt:  # Ctrl-C is how a lab session ends
         print("JupyterLab stopped")
 
