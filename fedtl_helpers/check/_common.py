@@ -67,14 +67,25 @@ def attempt(exercise: str, fn, *args, what: str = "", **kwargs):
 
 
 def show(value) -> str:
-    """A short, readable rendering of numbers, arrays and lists of arrays for messages."""
+    """A short, readable rendering of numbers, arrays and lists of arrays for messages.
+
+    ``[2.5, 3.5] | [[3]]`` for a list of two arrays; numbers with at most 4 significant digits.
+    """
     import numpy as np
 
     if isinstance(value, list | tuple) and value and all(hasattr(v, "shape") for v in value):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    if hasattr(value, "shape"):
-        arr = np.asarray(value)
-        return np.array2string(arr, precision=4, separator=", ", threshold=12) if arr.ndim else f"{arr:.4g}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
+        return " | ".join(show(v) for v in value)
+    if hasattr(value, "shape") or isinstance(value, list | tuple):
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged: not an array
+            return repr(value)
+        if arr.dtype == object:
+            return repr(value)
+        if arr.ndim == 0:
+            return show(arr.item())
+        items = [show(a) for a in (arr[:6] if len(arr) > 12 else arr)]
+        return "[" + ", ".join(items) + (", ...]" if len(arr) > 12 else "]")
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
     return repr(value)

@@ -19,7 +19,7 @@ def exercise_1_1(majority_baseline) -> bool:
     try:
         got = float(got)
     except (TypeError, ValueError):
-        fail("1.1", f"expected one number (an accuracy between 0 and 1), got {got!r}.")
+        fail("1.1", f"expected one number (an accuracy between 0 and 1), got {show(got)}.")
     if np.isclose(got, 25.0):
         fail("1.1", "you returned 25.0, a percentage; return the fraction 0.25 (the notebooks print "
                     "fractions and format them with :.1%).")

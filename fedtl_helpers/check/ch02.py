@@ -84,14 +84,17 @@ def exercise_2_3(local_steps) -> bool:
         if got == expect:
             continue
         if got == e * (n // b):
-            fail("2.3", f"for {n} examples, batch {b}, {e} epoch(s) you returned {got}, expected {expect}: "
+            fail("2.3", f"for {n} examples, batch {b}, {e} epoch(s) you returned {show(got)}, expected "
+                        f"{expect}: "
                         "the "
                         f"last, smaller batch counts too (range(0, n, batch) in local_train gives "
                         f"ceil(n / batch) = {math.ceil(n / b)} batches per epoch).")
         if got == math.ceil(n / b):
-            fail("2.3", f"for {e} epochs you returned {got}, the steps of one epoch: multiply by epochs "
+            fail("2.3", f"for {e} epochs you returned {show(got)}, the steps of one epoch: multiply by "
+                        "epochs "
                         f"(expected {expect}).")
-        fail("2.3", f"for n_examples={n}, batch_size={b}, epochs={e} you returned {got!r}, expected {expect} "
+        fail("2.3", f"for n_examples={n}, batch_size={b}, epochs={e} you returned {show(got)}, expected "
+                    f"{expect} "
                     "= epochs * ceil(n_examples / batch_size).")
     return passed("2.3", "epochs * ceil(n / batch): 32 steps for 1,000 examples in batches of 32, "
                          "and 1 step for a client with 10 examples.")

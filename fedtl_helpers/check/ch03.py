@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import attempt, checker, fail, passed
+from ._common import attempt, checker, fail, passed, show
 
 
 def _tiny_model():
@@ -62,13 +62,15 @@ def exercise_3_2(resnet50_feature_map) -> bool:
         if got == expect:
             continue
         if isinstance(got, float) and math.isclose(got, size / 32):
-            fail("3.2", f"for {size} you returned {got}, a fraction; a feature map has a whole number of "
+            fail("3.2", f"for {size} you returned {show(got)}, a fraction; a feature map has a whole number "
+                        "of "
                         f"cells: expected {expect}.")
         if got == size // 32:
-            fail("3.2", f"for input_size={size} you returned {got}, expected {expect}: each of the five "
+            fail("3.2", f"for input_size={size} you returned {show(got)}, expected {expect}: each of the "
+                        "five "
                         "stride-2 steps rounds *up* (padding keeps the border), so the side is "
                         "ceil(input_size / 32), not input_size // 32.")
-        fail("3.2", f"for input_size={size} you returned {got!r}, expected {expect}: ResNet50 halves the "
+        fail("3.2", f"for input_size={size} you returned {show(got)}, expected {expect}: ResNet50 halves the "
                     "side five times (32 -> 1, 96 -> 3, 224 -> 7).")
     return passed("3.2", "32 -> 1x1, 96 -> 3x3, 128 -> 4x4, 224 -> 7x7: at 32x32 the ImageNet features "
                          "collapse to one cell.")
@@ -83,13 +85,15 @@ def exercise_3_3(head_params) -> bool:
         if got == expect:
             continue
         if got == d * h + h * c:
-            fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {got}, expected "
+            fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {show(got)}, expected "
                         f"{expect}: "
                         f"the biases are missing (one per unit: {h} + {c}).")
         if got == 4 * expect:
-            fail("3.3", f"you returned {got}, the bytes in float32; the exercise asks for the number of "
+            fail("3.3", f"you returned {show(got)}, the bytes in float32; the exercise asks for the number "
+                        "of "
                         f"weights, {expect}.")
-        fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {got!r}, expected {expect} "
+        fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {show(got)}, expected "
+                    f"{expect} "
                     "= (d*h + h) + (h*c + c).")
     return passed("3.3", "A Dense layer has inputs x units weights plus one bias per unit; the article's "
                          "head on ResNet50's 2048 features has 263,562 of them.")

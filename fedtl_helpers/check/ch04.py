@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed
+from ._common import attempt, checker, fail, passed, show
 
 
 @checker("4.1", "Write copy_model(model).")
@@ -60,11 +60,12 @@ def exercise_4_2(rounds_to_reach) -> bool:
             fail("4.2", "for target 0.60 you returned round 8, expected 4: round 4 has exactly 0.60, which "
                         "reaches the target (use >=, not >).")
         if expect is not None and got == [r["round"] for r in h.rows].index(expect):
-            fail("4.2", f"for target {target} you returned {got}, the row's position, expected round "
+            fail("4.2", f"for target {target} you returned {show(got)}, the row's position, expected round "
                         f"{expect}: "
                         "return row['round'], since rows need not be numbered 0, 1, 2, ...")
         if expect is None:
-            fail("4.2", f"the target 0.9 is never reached and you returned {got!r}; return None (a number "
+            fail("4.2", f"the target 0.9 is never reached and you returned {show(got)}; return None (a "
+                        "number "
                         "such as -1 or the last round reads like a real result).")
-        fail("4.2", f"for target {target} ({why}) you returned {got!r}, expected {expect!r}.")
+        fail("4.2", f"for target {target} ({why}) you returned {show(got)}, expected {expect!r}.")
     return passed("4.2", "First round with accuracy >= target, by its round number, None when never reached.")

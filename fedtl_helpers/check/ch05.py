@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed
+from ._common import attempt, checker, fail, passed, show
 
 
 @checker("5.1", "Write upload_bytes(weights, mask).")
@@ -20,21 +20,22 @@ def exercise_5_1(upload_bytes) -> bool:
                   "Dense (8x10 + 10), float32")
     expect, everything = (80 + 10) * 4, (216 + 8 + 80 + 10) * 4
     if got == everything:
-        fail("5.1", f"you returned {got} bytes, every tensor; frozen tensors never change, so they are not "
+        fail("5.1", f"you returned {show(got)} bytes, every tensor; frozen tensors never change, so they "
+                    "are not "
                     f"sent: count only those where mask is True (expected {expect}).")
     if got == 90:
         fail("5.1", "you returned 90, the number of values; each float32 value is 4 bytes (use w.nbytes), "
                     f"so expected {expect}.")
     if got == (216 + 8) * 4:
-        fail("5.1", f"you returned {got}: the bytes of the *frozen* tensors. The mask is True for the "
+        fail("5.1", f"you returned {show(got)}: the bytes of the *frozen* tensors. The mask is True for the "
                     f"tensors that train and are sent (expected {expect}).")
     if got != expect:
-        fail("5.1", f"you returned {got!r} bytes, expected {expect} (the Dense kernel 8x10 and bias 10 "
+        fail("5.1", f"you returned {show(got)} bytes, expected {expect} (the Dense kernel 8x10 and bias 10 "
                     "in float32).")
     half = attempt("5.1", upload_bytes, [w.astype(np.float16) for w in weights], mask, what="the same in "
                                                                                             "float16")
     if half != expect // 2:
-        fail("5.1", f"in float16 you returned {half!r} bytes, expected {expect // 2}: use each array's "
+        fail("5.1", f"in float16 you returned {show(half)} bytes, expected {expect // 2}: use each array's "
                     "nbytes "
                     "rather than assuming 4 bytes per value.")
     return passed("5.1", f"{expect} bytes in float32 ({expect // 2} in float16): only the tensors that "
@@ -59,7 +60,7 @@ def exercise_5_2(partial_mask) -> bool:
         if got == expect:
             continue
         if not isinstance(got, list) or len(got) != len(BLOCKS):
-            fail("5.2", f"expected a list of {len(BLOCKS)} booleans (one per tensor), got {got!r}.")
+            fail("5.2", f"expected a list of {len(BLOCKS)} booleans (one per tensor), got {show(got)}.")
         trains = sorted({b for b, g in zip(BLOCKS, got) if g}, key=BLOCKS.index)
         want = sorted({b for b, g in zip(BLOCKS, expect) if g}, key=BLOCKS.index)
         if "head" not in trains:
@@ -87,7 +88,8 @@ def exercise_5_3(update_cosine) -> bool:
         try:
             got = float(got)
         except (TypeError, ValueError):
-            fail("5.3", f"expected one number, got {got!r}: flatten every tensor and concatenate them first.")
+            fail("5.3", f"expected one number, got {show(got)}: flatten every tensor and concatenate them "
+                        "first.")
         if np.isclose(got, expect):
             continue
         if why.startswith("[1, 0") and np.isclose(got, 1.0):

@@ -63,13 +63,14 @@ def exercise_6_2(upload_per_round) -> bool:
                         "samples at "
                         "least one client, max(1, round(0.1 * 3)) = 1 (expected 100).")
         if np.isclose(got, f * n * b):
-            fail("6.2", f"for {n} clients and fraction {f} you returned {got}: the number of clients is a "
+            fail("6.2", f"for {n} clients and fraction {f} you returned {show(got)}: the number of clients "
+                        "is a "
                         "whole "
                         f"number, max(1, round(fraction * num_clients)) = {k}, so expected {k * b}.")
         if got == n * b:
-            fail("6.2", f"you returned {got}, the upload of all {n} clients; only the sampled ones "
+            fail("6.2", f"you returned {show(got)}, the upload of all {n} clients; only the sampled ones "
                         f"({k} with fraction {f}) send an update: expected {k * b}.")
-        fail("6.2", f"for num_clients={n}, client_fraction={f}, update_bytes={b} you returned {got!r}, "
+        fail("6.2", f"for num_clients={n}, client_fraction={f}, update_bytes={b} you returned {show(got)}, "
                     f"expected {k * b} ({k} clients x {b} bytes).")
     return passed("6.2", "Clients per round = max(1, round(fraction x num_clients)), as in "
                          "ExperimentConfig.clients_per_round; each sends one update.")

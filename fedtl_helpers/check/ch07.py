@@ -22,7 +22,7 @@ def exercise_7_1(per_class_accuracy) -> bool:
     expect = np.diag(CM) / CM.sum(axis=1)
     got_arr = np.asarray(got, dtype=float) if np.ndim(got) == 1 else None
     if got_arr is None or got_arr.shape != expect.shape:
-        fail("7.1", f"expected one accuracy per class (3 numbers), got {got!r}.")
+        fail("7.1", f"expected one accuracy per class (3 numbers), got {show(got)}.")
     if np.allclose(got_arr, np.diag(CM) / CM.sum(axis=0)):
         fail("7.1", f"you returned {show(got_arr)}, expected {show(expect)}: you divided by the column sums "
                     "(images *predicted* as the class: that is precision). Divide by the row sums, the "
@@ -45,7 +45,7 @@ def exercise_7_2(accuracy_over_images) -> bool:
     try:
         got = float(got)
     except (TypeError, ValueError):
-        fail("7.2", f"expected one number, got {got!r}.")
+        fail("7.2", f"expected one number, got {show(got)}.")
     expect = float(np.average(acc, weights=sizes))
     if np.isclose(got, np.mean(acc)):
         fail("7.2", f"you returned {got:.3f}, the mean over clients (every client counts once). Over images "

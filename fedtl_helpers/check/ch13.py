@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed
+from ._common import attempt, checker, fail, passed, show
 
 
 @checker("13.1", "Write strided_split(n, num_clients).")
@@ -19,7 +19,7 @@ def exercise_13_1(strided_split) -> bool:
         try:
             got_l = [np.asarray(p).astype(int).tolist() for p in got]
         except (TypeError, ValueError):
-            fail("13.1", f"expected a list of index arrays, one per client, got {got!r}.")
+            fail("13.1", f"expected a list of index arrays, one per client, got {show(got)}.")
         if got_l == expect:
             continue
         if got_l == [p.tolist() for p in np.array_split(np.arange(n), k)]:
@@ -46,7 +46,7 @@ def exercise_13_2(total_upload_mb) -> bool:
     try:
         got = float(got)
     except (TypeError, ValueError):
-        fail("13.2", f"expected one number (megabytes), got {got!r}.")
+        fail("13.2", f"expected one number (megabytes), got {show(got)}.")
     if np.isclose(got, 6.0):
         return passed("13.2", "6.0 MB: the sum of bytes_up over every round, divided by 10**6 (the unit "
                               "History.table() prints).")

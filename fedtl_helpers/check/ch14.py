@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed
+from ._common import attempt, checker, fail, passed, show
 
 CASE_STUDY = "notebooks/13_case_study.ipynb"
 
@@ -82,7 +82,8 @@ def exercise_14_2(mean_by) -> bool:
     try:
         vals = {k: float(v) for k, v in got.items()}
     except (TypeError, ValueError):
-        fail("14.2", f"the means should be numbers, got {got!r}: csv gives strings, convert with float().")
+        fail("14.2", f"the means should be numbers, got {show(got)}: csv gives strings, convert with "
+                     "float().")
     if np.isclose(vals["full"], 0.9) or np.isclose(vals["head"], 0.84):
         fail("14.2", f"you returned {vals}: that looks like the best run per setting; the exercise asks for "
                      "the mean over seeds (head 0.82, full 0.80).")
