@@ -31,8 +31,8 @@ def exercise_1_1(majority_baseline) -> bool:
         fail("1.1", "you returned 1.0 but the expected accuracy is 0.25: did you return the count of "
                     "correct predictions (1) instead of the fraction (1 of 4)?")
     if not np.isclose(got, 0.25):
-        fail("1.1", f"for y_train=[0, 2, 2, 1, 2] and y_test=[2, 0, 1, 1] you returned {show(got)}, expected "
-                    "0.25: the majority class of y_train is 2 and one test label in four is 2.")
+        fail("1.1", f"for y_train=[0, 2, 2, 1, 2] and y_test=[2, 0, 1, 1] you returned {show(got)}, "
+                    "expected 0.25: the majority class of y_train is 2 and one test label in four is 2.")
     y_big = np.random.default_rng(0).integers(0, 10, 1000)
     expect = float(np.mean(y_big == np.bincount(y_big).argmax()))
     got = float(attempt("1.1", majority_baseline, y_big, y_big, what="1,000 random labels"))
@@ -52,8 +52,8 @@ def exercise_1_2(to_unit_float) -> bool:
         fail("1.2", f"the result has shape {got.shape}, expected {x.shape}: scale every pixel, keep the "
                     "shape.")
     if got.dtype != np.float32:
-        hint = ("integer division (//) or no division at all keeps integers; divide by 255 and convert with "
-                ".astype(np.float32)" if np.issubdtype(got.dtype, np.integer) else
+        hint = ("integer division (//) or no division at all keeps integers; divide by 255 and convert "
+                "with .astype(np.float32)" if np.issubdtype(got.dtype, np.integer) else
                 "float64 takes twice the memory and Keras computes in float32: convert with "
                 ".astype(np.float32)")
         fail("1.2", f"the result has dtype {got.dtype}, expected float32: {hint}.")

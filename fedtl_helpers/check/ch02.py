@@ -59,8 +59,8 @@ def exercise_2_2(server_step) -> bool:
         fail("2.2", "you returned the average delta [2.5, 3.5] itself; the server must add it to the "
                     "global weights: [10, 10] + [2.5, 3.5] = [12.5, 13.5].")
     if _close(got, [np.array([20.0, 24.0])]):
-        fail("2.2", "you returned [20, 24]: the weights n_k were not divided by n. The coefficients "
-                    "n_k / n must sum to 1.")
+        fail("2.2", "you returned [20, 24]: the weights n_k were not divided by n. The coefficients n_k / "
+                    "n must sum to 1.")
     if not _close(got, expect):
         fail("2.2", f"you returned {show(got)}, expected {show(expect)} = global + FedAvg of the deltas.")
     got = attempt("2.2", server_step, [a.copy() for a in g], deltas, counts, 0.5, what="the same with "
@@ -85,16 +85,12 @@ def exercise_2_3(local_steps) -> bool:
             continue
         if got == e * (n // b):
             fail("2.3", f"for {n} examples, batch {b}, {e} epoch(s) you returned {show(got)}, expected "
-                        f"{expect}: "
-                        "the "
-                        f"last, smaller batch counts too (range(0, n, batch) in local_train gives "
-                        f"ceil(n / batch) = {math.ceil(n / b)} batches per epoch).")
+                        f"{expect}: the last, smaller batch counts too (range(0, n, batch) in local_train "
+                        f"gives ceil(n / batch) = {math.ceil(n / b)} batches per epoch).")
         if got == math.ceil(n / b):
             fail("2.3", f"for {e} epochs you returned {show(got)}, the steps of one epoch: multiply by "
-                        "epochs "
-                        f"(expected {expect}).")
+                        f"epochs (expected {expect}).")
         fail("2.3", f"for n_examples={n}, batch_size={b}, epochs={e} you returned {show(got)}, expected "
-                    f"{expect} "
-                    "= epochs * ceil(n_examples / batch_size).")
-    return passed("2.3", "epochs * ceil(n / batch): 32 steps for 1,000 examples in batches of 32, "
-                         "and 1 step for a client with 10 examples.")
+                    f"{expect} = epochs * ceil(n_examples / batch_size).")
+    return passed("2.3", "epochs * ceil(n / batch): 32 steps for 1,000 examples in batches of 32, and 1 "
+                         "step for a client with 10 examples.")

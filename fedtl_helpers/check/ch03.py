@@ -35,15 +35,15 @@ def exercise_3_1(freeze_backbone) -> bool:
         fail("3.1", "it is the wrong way round: the head is frozen and the backbone still trains. Freeze "
                     "model.get_layer('backbone') and leave model.get_layer('head') trainable.")
     if n_body == 4:
-        fail("3.1", "nothing was frozen: all 4 backbone tensors (2 kernels, 2 biases) are still trainable. "
-                    "Set model.get_layer('backbone').trainable = False.")
+        fail("3.1", "nothing was frozen: all 4 backbone tensors (2 kernels, 2 biases) are still "
+                    "trainable. Set model.get_layer('backbone').trainable = False.")
     if n_body > 0:
         fail("3.1", f"{n_body} of the backbone's 4 tensors are still trainable: you froze only some of its "
                     "layers. Setting trainable = False on the backbone model freezes all of them at once.")
     if n_head != 2:
         fail("3.1", f"the head has {n_head} trainable tensors, expected 2 (its kernel and bias).")
-    return passed("3.1", "Backbone frozen (0 of 4 tensors trainable), head trainable (2 tensors): "
-                         "this is strategy='head'.")
+    return passed("3.1", "Backbone frozen (0 of 4 tensors trainable), head trainable (2 tensors): this is "
+                         "strategy='head'.")
 
 
 def _resnet_side(size: int) -> int:
@@ -62,16 +62,14 @@ def exercise_3_2(resnet50_feature_map) -> bool:
         if got == expect:
             continue
         if isinstance(got, float) and math.isclose(got, size / 32):
-            fail("3.2", f"for {size} you returned {show(got)}, a fraction; a feature map has a whole number "
-                        "of "
-                        f"cells: expected {expect}.")
+            fail("3.2", f"for {size} you returned {show(got)}, a fraction; a feature map has a whole "
+                        f"number of cells: expected {expect}.")
         if got == size // 32:
             fail("3.2", f"for input_size={size} you returned {show(got)}, expected {expect}: each of the "
-                        "five "
-                        "stride-2 steps rounds *up* (padding keeps the border), so the side is "
+                        "five stride-2 steps rounds *up* (padding keeps the border), so the side is "
                         "ceil(input_size / 32), not input_size // 32.")
-        fail("3.2", f"for input_size={size} you returned {show(got)}, expected {expect}: ResNet50 halves the "
-                    "side five times (32 -> 1, 96 -> 3, 224 -> 7).")
+        fail("3.2", f"for input_size={size} you returned {show(got)}, expected {expect}: ResNet50 halves "
+                    "the side five times (32 -> 1, 96 -> 3, 224 -> 7).")
     return passed("3.2", "32 -> 1x1, 96 -> 3x3, 128 -> 4x4, 224 -> 7x7: at 32x32 the ImageNet features "
                          "collapse to one cell.")
 
@@ -86,14 +84,11 @@ def exercise_3_3(head_params) -> bool:
             continue
         if got == d * h + h * c:
             fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {show(got)}, expected "
-                        f"{expect}: "
-                        f"the biases are missing (one per unit: {h} + {c}).")
+                        f"{expect}: the biases are missing (one per unit: {h} + {c}).")
         if got == 4 * expect:
             fail("3.3", f"you returned {show(got)}, the bytes in float32; the exercise asks for the number "
-                        "of "
-                        f"weights, {expect}.")
+                        f"of weights, {expect}.")
         fail("3.3", f"for feature_dim={d}, hidden={h}, classes={c} you returned {show(got)}, expected "
-                    f"{expect} "
-                    "= (d*h + h) + (h*c + c).")
+                    f"{expect} = (d*h + h) + (h*c + c).")
     return passed("3.3", "A Dense layer has inputs x units weights plus one bias per unit; the article's "
                          "head on ResNet50's 2048 features has 263,562 of them.")

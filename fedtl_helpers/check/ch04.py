@@ -31,15 +31,15 @@ def exercise_4_1(copy_model) -> bool:
                     "model, not a part of it (the article cloned only the backbone, losing the head).")
     differ = sum(not np.array_equal(a, b) for a, b in zip(got, before))
     if differ:
-        fail("4.1", f"{differ} of {len(before)} weight tensors differ from the original: clone_model copies "
-                    "the architecture and draws fresh random weights. Follow it with "
+        fail("4.1", f"{differ} of {len(before)} weight tensors differ from the original: clone_model "
+                    "copies the architecture and draws fresh random weights. Follow it with "
                     "copy.set_weights(model.get_weights()).")
     copy.set_weights([w + 1 for w in got])
     if not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before)):
         fail("4.1", "changing the copy changed the original too: the two share their variables. Use "
                     "keras.models.clone_model(model), which makes new variables.")
-    return passed("4.1", "A separate model with equal weights (4 of 4 tensors), and training it leaves the "
-                         "original untouched.")
+    return passed("4.1", "A separate model with equal weights (4 of 4 tensors), and training it leaves "
+                         "the original untouched.")
 
 
 @checker("4.2", "Write rounds_to_reach(history, target).")
@@ -53,19 +53,18 @@ def exercise_4_2(rounds_to_reach) -> bool:
              (0.05, 0, "round 0 already above"), (0.9, None, "never reached")]
     for target, expect, why in cases:
         got = attempt("4.2", rounds_to_reach, h, target, what=f"target={target} on a History evaluated "
-                      "every second round (rounds 0, 2, 4, 6, 8; accuracies 0.10, 0.45, 0.60, 0.58, 0.72)")
+                                                              "every second round (rounds 0, 2, 4, 6, 8; "
+                                                              "accuracies 0.10, 0.45, 0.60, 0.58, 0.72)")
         if got == expect and (got is None) == (expect is None):
             continue
         if target == 0.6 and got == 8:
-            fail("4.2", "for target 0.60 you returned round 8, expected 4: round 4 has exactly 0.60, which "
-                        "reaches the target (use >=, not >).")
+            fail("4.2", "for target 0.60 you returned round 8, expected 4: round 4 has exactly 0.60, "
+                        "which reaches the target (use >=, not >).")
         if expect is not None and got == [r["round"] for r in h.rows].index(expect):
             fail("4.2", f"for target {target} you returned {show(got)}, the row's position, expected round "
-                        f"{expect}: "
-                        "return row['round'], since rows need not be numbered 0, 1, 2, ...")
+                        f"{expect}: return row['round'], since rows need not be numbered 0, 1, 2, ...")
         if expect is None:
             fail("4.2", f"the target 0.9 is never reached and you returned {show(got)}; return None (a "
-                        "number "
-                        "such as -1 or the last round reads like a real result).")
+                        "number such as -1 or the last round reads like a real result).")
         fail("4.2", f"for target {target} ({why}) you returned {show(got)}, expected {expect!r}.")
     return passed("4.2", "First round with accuracy >= target, by its round number, None when never reached.")

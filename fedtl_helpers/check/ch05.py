@@ -17,18 +17,17 @@ def exercise_5_1(upload_bytes) -> bool:
                np.zeros(10, np.float32)]
     mask = [False, False, True, True]
     got = attempt("5.1", upload_bytes, weights, mask, what="a frozen conv (3x3x3x8 + 8) and a trainable "
-                  "Dense (8x10 + 10), float32")
+                                                           "Dense (8x10 + 10), float32")
     expect, everything = (80 + 10) * 4, (216 + 8 + 80 + 10) * 4
     if got == everything:
         fail("5.1", f"you returned {show(got)} bytes, every tensor; frozen tensors never change, so they "
-                    "are not "
-                    f"sent: count only those where mask is True (expected {expect}).")
+                    f"are not sent: count only those where mask is True (expected {expect}).")
     if got == 90:
         fail("5.1", "you returned 90, the number of values; each float32 value is 4 bytes (use w.nbytes), "
                     f"so expected {expect}.")
     if got == (216 + 8) * 4:
-        fail("5.1", f"you returned {show(got)}: the bytes of the *frozen* tensors. The mask is True for the "
-                    f"tensors that train and are sent (expected {expect}).")
+        fail("5.1", f"you returned {show(got)}: the bytes of the *frozen* tensors. The mask is True for "
+                    f"the tensors that train and are sent (expected {expect}).")
     if got != expect:
         fail("5.1", f"you returned {show(got)} bytes, expected {expect} (the Dense kernel 8x10 and bias 10 "
                     "in float32).")
@@ -36,8 +35,7 @@ def exercise_5_1(upload_bytes) -> bool:
                                                                                             "float16")
     if half != expect // 2:
         fail("5.1", f"in float16 you returned {show(half)} bytes, expected {expect // 2}: use each array's "
-                    "nbytes "
-                    "rather than assuming 4 bytes per value.")
+                    "nbytes rather than assuming 4 bytes per value.")
     return passed("5.1", f"{expect} bytes in float32 ({expect // 2} in float16): only the tensors that "
                          "train are uploaded.")
 
@@ -64,12 +62,13 @@ def exercise_5_2(partial_mask) -> bool:
         trains = sorted({b for b, g in zip(BLOCKS, got) if g}, key=BLOCKS.index)
         want = sorted({b for b, g in zip(BLOCKS, expect) if g}, key=BLOCKS.index)
         if "head" not in trains:
-            fail("5.2", f"with unfreeze_blocks={k} your mask trains {trains} but not the head: the new head "
-                        f"always trains (expected {want}).")
+            fail("5.2", f"with unfreeze_blocks={k} your mask trains {trains} but not the head: the new "
+                        f"head always trains (expected {want}).")
         if "stem" in trains or (k == 1 and "block1" in trains):
-            fail("5.2", f"with unfreeze_blocks={k} your mask trains {trains}, expected {want}: unfreeze the "
-                        "*top* blocks, next to the head. The bottom layers hold generic features (edges, "
-                        "colours) that transfer as they are; the top ones are the most task-specific.")
+            fail("5.2", f"with unfreeze_blocks={k} your mask trains {trains}, expected {want}: unfreeze "
+                        "the *top* blocks, next to the head. The bottom layers hold generic features "
+                        "(edges, colours) that transfer as they are; the top ones are the most "
+                        "task-specific.")
         fail("5.2", f"with unfreeze_blocks={k} your mask trains {trains}, expected {want}.")
     return passed("5.2", "The head plus the top unfreeze_blocks backbone blocks train; stem and lower "
                          "blocks stay frozen.")
@@ -93,11 +92,11 @@ def exercise_5_3(update_cosine) -> bool:
         if np.isclose(got, expect):
             continue
         if why.startswith("[1, 0") and np.isclose(got, 1.0):
-            fail("5.3", "for [1, 0 | 0] and [3, 0 | 4] you returned 1.0, expected 0.6: did you compare only "
-                        "the first tensor? Concatenate all tensors (np.concatenate([d.ravel() for d in "
-                        "delta])).")
+            fail("5.3", "for [1, 0 | 0] and [3, 0 | 4] you returned 1.0, expected 0.6: did you compare "
+                        "only the first tensor? Concatenate all tensors (np.concatenate([d.ravel() for d "
+                        "in delta])).")
         if why.startswith("[1, 0") and np.isclose(got, 3.0):
             fail("5.3", "you returned 3.0, the dot product; divide by both norms to get a cosine in [-1, 1].")
         fail("5.3", f"for {why} you returned {got:.4g}, expected {expect}.")
-    return passed("5.3", "Cosine over all tensors flattened: 1 for the same direction, 0 orthogonal, "
-                         "0.6 for [1,0,0]·[3,0,4], -1 opposite.")
+    return passed("5.3", "Cosine over all tensors flattened: 1 for the same direction, 0 orthogonal, 0.6 "
+                         "for [1,0,0]·[3,0,4], -1 opposite.")

@@ -32,7 +32,8 @@ def exercise_6_1(my_fedavg) -> bool:
         fail("6.1", f"expected a list of arrays (one per tensor), got {type(got).__name__}.")
     if _same(got, [np.array([2.0, 3.0]), np.array([[2.0]])]):
         fail("6.1", "you returned [2, 3] | [[2]], the unweighted mean; weighted by examples it should be "
-                    "[2.5, 3.5] | [[3]]: did you weight each client by num_examples[k] / sum(num_examples)?")
+                    "[2.5, 3.5] | [[3]]: did you weight each client by num_examples[k] / "
+                    "sum(num_examples)?")
     if _same(got, [np.array([10.0, 14.0]), np.array([[12.0]])]):
         fail("6.1", "you returned [10, 14] | [[12]], the weighted *sum*: divide by the total number of "
                     "examples (4) so that the coefficients sum to 1.")
@@ -60,13 +61,11 @@ def exercise_6_2(upload_per_round) -> bool:
             continue
         if n == 3 and got == 0:
             fail("6.2", "with 3 clients and client_fraction=0.1 you returned 0 bytes: a round always "
-                        "samples at "
-                        "least one client, max(1, round(0.1 * 3)) = 1 (expected 100).")
+                        "samples at least one client, max(1, round(0.1 * 3)) = 1 (expected 100).")
         if np.isclose(got, f * n * b):
             fail("6.2", f"for {n} clients and fraction {f} you returned {show(got)}: the number of clients "
-                        "is a "
-                        "whole "
-                        f"number, max(1, round(fraction * num_clients)) = {k}, so expected {k * b}.")
+                        f"is a whole number, max(1, round(fraction * num_clients)) = {k}, so expected "
+                        f"{k * b}.")
         if got == n * b:
             fail("6.2", f"you returned {show(got)}, the upload of all {n} clients; only the sampled ones "
                         f"({k} with fraction {f}) send an update: expected {k * b}.")
@@ -91,9 +90,8 @@ def exercise_6_3(my_alpha) -> bool:
     skew = label_skew(partition_stats(labels, parts))
     if skew < 0.6:
         fail("6.3", f"with alpha={my_alpha} the label skew of 10 clients is {skew:.2f}, expected at least "
-                    "0.60: "
-                    "the label mixes are still close to the global mix. Smaller alpha means more skew "
-                    "(alpha=100 is nearly IID, alpha=0.1 gives most clients two or three classes).")
-    return passed("6.3", f"alpha={my_alpha} gives label skew {skew:.2f} over 10 clients (1,000 labels, seed "
-                         "0): "
-                         f"now run the notebook's weighting comparison with uneven_alpha={my_alpha}.")
+                    "0.60: the label mixes are still close to the global mix. Smaller alpha means more "
+                    "skew (alpha=100 is nearly IID, alpha=0.1 gives most clients two or three classes).")
+    return passed("6.3", f"alpha={my_alpha} gives label skew {skew:.2f} over 10 clients (1,000 labels, "
+                         "seed 0): now run the notebook's weighting comparison with "
+                         f"uneven_alpha={my_alpha}.")

@@ -23,16 +23,15 @@ def exercise_13_1(strided_split) -> bool:
         if got_l == expect:
             continue
         if got_l == [p.tolist() for p in np.array_split(np.arange(n), k)]:
-            fail("13.1", f"for n={n}, {k} clients you returned contiguous blocks {got_l}; the article deals "
-                         "the "
-                         f"examples out like cards, x_train[i::{k}]: expected {expect}. With sorted labels, "
-                         "blocks would give each client only some classes.")
+            fail("13.1", f"for n={n}, {k} clients you returned contiguous blocks {got_l}; the article "
+                         f"deals the examples out like cards, x_train[i::{k}]: expected {expect}. With "
+                         "sorted labels, blocks would give each client only some classes.")
         if len(got_l) != k:
             fail("13.1", f"for {k} clients you returned {len(got_l)} parts: one index array per client.")
-        fail("13.1", f"for n={n}, num_clients={k} you returned {got_l}, expected {expect} "
-                     "(client i gets i, i+k, i+2k, ...).")
-    return passed("13.1", "Client i gets examples i, i+k, i+2k, ...: the same as "
-                          "fl.partition(y, k, 'strided').")
+        fail("13.1", f"for n={n}, num_clients={k} you returned {got_l}, expected {expect} (client i gets "
+                     "i, i+k, i+2k, ...).")
+    return passed("13.1", "Client i gets examples i, i+k, i+2k, ...: the same as fl.partition(y, k, "
+                          "'strided').")
 
 
 @checker("13.2", "Write total_upload_mb(history).")
@@ -88,8 +87,7 @@ def exercise_13_3(full_size) -> bool:
                      "more.")
     if config.rounds < 10 or config.local_epochs < 5:
         fail("13.3", f"rounds={config.rounds}, local_epochs={config.local_epochs}: the article runs 10 "
-                     "rounds "
-                     "of 5 local epochs (the classroom defaults are smaller).")
-    return passed("13.3", f"The article's setting, corrected: {config.describe()}, input_size="
-                          f"{config.input_size}, {config.rounds} rounds x {config.local_epochs} local "
-                          "epochs.")
+                     "rounds of 5 local epochs (the classroom defaults are smaller).")
+    return passed("13.3", f"The article's setting, corrected: {config.describe()}, "
+                          f"input_size={config.input_size}, {config.rounds} rounds x {config.local_epochs} "
+                          "local epochs.")

@@ -36,8 +36,7 @@ def exercise_14_1(my_grid) -> bool:
         fail("14.1", f"unknown top-level key(s) {unknown}; allowed: {sorted(experiments.ALLOWED_KEYS)}.")
     if spec.get("notebook") != CASE_STUDY:
         fail("14.1", f"notebook={spec.get('notebook')!r}: the grid should run {CASE_STUDY!r} (relative to "
-                     "the "
-                     "repository root).")
+                     "the repository root).")
     try:
         runs = experiments.expand(spec)
         experiments.GridSpec(spec.get("name"), repo_root() / CASE_STUDY, runs)
@@ -49,16 +48,16 @@ def exercise_14_1(my_grid) -> bool:
     want = set(itertools.product(("head", "partial", "full"), (0, 1)))
     have = [(r.get("strategy"), r.get("seed")) for r in runs]
     if set(have) != want or len(have) != 6:
-        fail("14.1", f"the grid expands to {len(have)} run(s) with (strategy, seed) = {have}; expected the 6 "
-                     "combinations of strategy head/partial/full and seed 0/1. Under 'grid', every key "
+        fail("14.1", f"the grid expands to {len(have)} run(s) with (strategy, seed) = {have}; expected the "
+                     "6 combinations of strategy head/partial/full and seed 0/1. Under 'grid', every key "
                      "lists its values and the runner takes all combinations.")
     not_shapes = [r for r in runs if r.get("dataset", "shapes") != "shapes"]
     if not_shapes:
         fail("14.1", f"{len(not_shapes)} run(s) use dataset={not_shapes[0].get('dataset')!r}; use the "
-                     "embedded "
-                     "'shapes' (fixed: {dataset: shapes}) so the grid runs anywhere.")
-    return passed("14.1", "6 runs (3 strategies x 2 seeds), every name and type accepted by the case study's "
-                          "parameters cell; run it with python -m fedtl_helpers experiments run <file>.")
+                     f"embedded 'shapes' (fixed: {{dataset: shapes}}) so the grid runs anywhere.")
+    return passed("14.1", "6 runs (3 strategies x 2 seeds), every name and type accepted by the case "
+                          "study's parameters cell; run it with python -m fedtl_helpers experiments run "
+                          "<file>.")
 
 
 ROWS = [{"run_id": "a", "strategy": "head", "seed": "0", "test_accuracy": "0.80"},
@@ -76,17 +75,16 @@ def exercise_14_2(mean_by) -> bool:
     if not isinstance(got, dict):
         fail("14.2", f"expected a dict {{value of key: mean accuracy}}, got {type(got).__name__}.")
     if set(got) != set(expect):
-        fail("14.2", f"the keys are {sorted(map(str, got))}, expected {sorted(expect)}: one entry per value "
-                     "of "
-                     "the column named by key.")
+        fail("14.2", f"the keys are {sorted(map(str, got))}, expected {sorted(expect)}: one entry per "
+                     "value of the column named by key.")
     try:
         vals = {k: float(v) for k, v in got.items()}
     except (TypeError, ValueError):
         fail("14.2", f"the means should be numbers, got {show(got)}: csv gives strings, convert with "
                      "float().")
     if np.isclose(vals["full"], 0.9) or np.isclose(vals["head"], 0.84):
-        fail("14.2", f"you returned {vals}: that looks like the best run per setting; the exercise asks for "
-                     "the mean over seeds (head 0.82, full 0.80).")
+        fail("14.2", f"you returned {vals}: that looks like the best run per setting; the exercise asks "
+                     "for the mean over seeds (head 0.82, full 0.80).")
     if not all(np.isclose(vals[k], v) for k, v in expect.items()):
         fail("14.2", f"you returned {vals}, expected {expect} (mean of float(test_accuracy) per strategy).")
     return passed("14.2", "head 0.82, full 0.80 averaged over two seeds: the best single run (full, 0.90) "
