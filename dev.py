@@ -4,6 +4,8 @@
     python3 dev.py main     # build the book, executing every notebook (embedded default, offline)
     python3 dev.py test     # the whole test suite (extra arguments go to pytest)
     python3 dev.py run      # one federated run from the command line (args go to the CLI)
+    python3 dev.py lab      # JupyterLab on notebooks/ with the "Python (fedtl)" kernel
+                            # (--no-browser; --check sets everything up and starts no server)
 
 Each task first creates or updates the virtual environment ``.venv`` from the pinned
 ``requirements.txt`` / ``requirements-lock.txt`` (only when they changed since last time).
@@ -12,6 +14,7 @@ Each task first creates or updates the virtual environment ``.venv`` from the pi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +26,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 PINS = ("requirements.txt", "requirements-lock.txt", "pyproject.toml")
+LAB_PINS = ("requirements-lab.txt", "requirements-lock.txt")
+KERNEL_NAME, KERNEL_DISPLAY = "fedtl", "Python (fedtl)"
 
 
 def sh(*cmd: str | os.PathLike) -> None:
@@ -108,7 +113,69 @@ def run(args: list[str]) -> None:
     sh(PY, "-m", "fedtl_helpers", "run", "--out", "runs/default", *args)
 
 
-TASKS = {"main": book, "test": test, "run": run}
+def register_kernel(python: str | os.PathLike, prefix: str | os.PathLike) -> Path:
+    """Register ``python`` as the Jupyter kernel "fedtl" ("Python (fedtl)") under ``prefix``.
+
+    ``prefix`` is the environment (``.venv``): the kernelspec lands in
+    ``<prefix>/share/jupyter/kernels/fedtl`` and runs exactly this interpreter, so it needs no
+    activation and disappears with the environment. Returns the kernelspec folder.
+    """
+    sh(python, "-m", "ipykernel", "install", "--prefix", prefix, "--name", KERNEL_NAME,
+       "--display-name", KERNEL_DISPLAY)
+    return Path(prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
+
+
+def listed_kernels(python: str | os.PathLike, env: dict | None = None) -> dict:
+    """``jupyter kernelspec list --json`` as the given interpreter sees it: name -> spec.
+
+    Runs the command's own module with ``python``, so no other Jupyter on the PATH answers.
+    """
+    out = subprocess.run([str(python), "-m", "jupyter_client.kernelspecapp", "list", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out)["kernelspecs"]
+
+
+def check_kernel(python: str | os.PathLike, env: dict | None = None) -> str:
+    """Raise unless Jupyter lists the "fedtl" kernel and it runs ``python``; return its folder."""
+    spec = listed_kernels(python, env).get(KERNEL_NAME)
+    if spec is None:
+        raise RuntimeError(f"`jupyter kernelspec list` does not show the {KERNEL_NAME!r} kernel")
+    argv = spec["spec"]["argv"]
+    if Path(argv[0]).absolute() != Path(python).absolute():
+        raise RuntimeError(f"the {KERNEL_NAME!r} kernel runs {argv[0]}, not {python}")
+    return spec["resource_dir"]
+
+
+def lab(args: list[str]) -> None:
+    """JupyterLab on ``notebooks/``: installs requirements-lab.txt once, registers the kernel.
+
+    The notebooks' own kernelspec stays the generic ``python3``: in a JupyterLab started here
+    that *is* this environment's Python, the book build and papermill need no registration, and
+    new notebooks default to "Python (fedtl)" (the same interpreter, under a name that other
+    front ends, e.g. an editor's notebook view, list with this environment).
+    """
+    digest = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in LAB_PINS)).hexdigest()
+    stamp = VENV / ".fedtl-lab-installed"
+    if not stamp.exists() or stamp.read_text() != digest:
+        sh(PY, "-m", "pip", "install", "--quiet", "-r", "requirements-lab.txt", "-c", "requirements-lock.txt")
+        stamp.write_text(digest)
+    register_kernel(PY, VENV)
+    where = check_kernel(PY)
+    print(f"kernel {KERNEL_NAME!r} ({KERNEL_DISPLAY}) registered at {where}")
+    if "--check" in args:
+        sh(BIN / "jupyter-lab", "--version")
+        print("lab ready: python3 dev.py lab starts it")
+        return
+    # Containers and classroom images often run as root, which JupyterLab refuses without this.
+    root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    try:
+        sh(BIN / "jupyter-lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+           f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}", *root, *args)
+    except KeyboardInterrupt:  # Ctrl-C is how a lab session ends
+        print("JupyterLab stopped")
+
+
+TASKS = {"main": book, "test": test, "run": run, "lab": lab}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

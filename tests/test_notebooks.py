@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TINY = {"n_train": 800, "n_test": 300, "rounds": 1, "epochs": 1, "local_epochs": 1,
         "drift_epochs": [1, 2], "fractions": [0.5, 1.0], "server_lrs": [1.0]}
-
-
+# Chapters whose "## Exercises" section is checked (all of them once chapters 08-12 have theirs).
 def test_notebooks_found():
     assert len(NOTEBOOKS) >= 7
 
@@ -43,6 +42,8 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for heading in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
         assert heading in text, f"{path.name} lacks {heading!r}"
+    at = [text.find(h) for h in ("## Summary", "## Exercises", "## What's next")]
+    assert at[1] >= 0 and at[0] < at[1] < at[2], f"{path.name}: '## Exercises' goes after Summary"
     assert "fedtl_helpers" in "\n".join(c.source for c in code)
 
 

@@ -22,3 +22,70 @@ def not_attempted(exercise: str, hint: str = "") -> bool:
 def fail(exercise: str, message: str) -> None:
     """Raise ``ExerciseError`` with a plain-language message."""
     raise ExerciseError(f"Exercise {exercise}: {message}")
+
+
+class NotAttempted(Exception):
+    """The answer is still the notebook's placeholder (it raised ``NotImplementedError``)."""
+
+
+def checker(exercise: str, hint: str = ""):
+    """Decorate ``exercise_N_M``: a ``None`` answer or a placeholder is "not attempted".
+
+    The decorated body calls the student's code through :func:`attempt`, so a placeholder that
+    raises ``NotImplementedError`` prints the not-attempted line (the book still builds) and
+    any other exception becomes a plain-language ``ExerciseError`` naming the input.
+    """
+    def wrap(check):
+        def run(answer):
+            if answer is None:
+                return not_attempted(exercise, hint)
+            try:
+                return check(answer)
+            except NotAttempted:
+                return not_attempted(exercise, hint)
+        run.__name__, run.__qualname__ = check.__name__, check.__qualname__
+        run.__doc__ = check.__doc__
+        return run
+    return wrap
+
+
+def attempt(exercise: str, fn, *args, what: str = "", **kwargs):
+    """Call the student's ``fn``; a placeholder raises :class:`NotAttempted`, an error fails clearly."""
+    if not callable(fn):
+        fail(exercise, f"expected a function, got {type(fn).__name__} {fn!r}: pass the function itself "
+                       "(my_function, not my_function(...)).")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise NotAttempted from None
+    except ExerciseError:
+        raise
+    except Exception as e:  # any bug in the student's code becomes a readable message
+        where = f" on {what}" if what else ""
+        fail(exercise, f"your function raised {type(e).__name__}: {e}{where}. Run it on that input "
+                       "yourself to see where it goes wrong.")
+
+
+def show(value) -> str:
+    """A short, readable rendering of numbers, arrays and lists of arrays for messages.
+
+    ``[2.5, 3.5] | [[3]]`` for a list of two arrays; numbers with at most 4 significant digits.
+    """
+    import numpy as np
+
+    if isinstance(value, list | tuple) and value and all(hasattr(v, "shape") for v in value):
+        return " | ".join(show(v) for v in value)
+    if hasattr(value, "shape") or isinstance(value, list | tuple):
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged: not an array
+            return repr(value)
+        if arr.dtype == object:
+            return repr(value)
+        if arr.ndim == 0:
+            return show(arr.item())
+        items = [show(a) for a in (arr[:6] if len(arr) > 12 else arr)]
+        return "[" + ", ".join(items) + (", ...]" if len(arr) > 12 else "]")
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return repr(value)
