@@ -24,6 +24,26 @@ def fail(exercise: str, message: str) -> None:
     raise ExerciseError(f"Exercise {exercise}: {message}")
 
 
+def call_or_none(fn, *args):
+    """``fn(*args)``, or ``None`` when ``fn`` is still the placeholder (raises ``NotImplementedError``)."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        return None
+
+
+def is_placeholder(answer, *args) -> bool:
+    """``True`` for ``None``, or a function that still raises ``NotImplementedError`` on ``args``."""
+    if answer is None:
+        return True
+    if callable(answer):
+        try:
+            answer(*args)
+        except NotImplementedError:
+            return True
+    return False
+
+
 class NotAttempted(Exception):
     """The answer is still the notebook's placeholder (it raised ``NotImplementedError``)."""
 

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import fail, not_attempted, passed
-
-
-def _attempt(fn, *args):
-    """Call the student's function; ``None`` when it is still the placeholder."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        return None
+from ._common import call_or_none, fail, not_attempted, passed
 
 
 def exercise_8_1(quantize, dequantize) -> bool:
     """8-bit quantisation: levels in 0..255, decoded error at most half a step."""
     x = np.array([-1.0, -0.25, 0.0, 0.1, 0.5, 2.0], np.float32)
-    out = _attempt(quantize, x)
+    out = call_or_none(quantize, x)
     if out is None:
         return not_attempted("8.1", "Hint: scale = (max - min) / 255, levels = round((x - min) / scale).")
     try:
@@ -35,7 +27,7 @@ def exercise_8_1(quantize, dequantize) -> bool:
     if not np.isclose(float(scale), expected_scale, rtol=1e-3):
         fail("8.1", f"scale is {float(scale):.6f} but (max - min) / 255 = {expected_scale:.6f}: "
              "with 8 bits there are 256 levels, so 255 steps between the minimum and the maximum.")
-    back = _attempt(dequantize, levels, lo, scale)
+    back = call_or_none(dequantize, levels, lo, scale)
     if back is None:
         return not_attempted("8.1", "my_quantize works; now write my_dequantize: lo + levels * scale.")
     err = np.abs(np.asarray(back, np.float64) - x)
@@ -52,7 +44,7 @@ def exercise_8_2(topk_ef) -> bool:
     """Top-k with error feedback: sent + new residual == update + old residual; sent keeps the k largest."""
     update = np.array([0.5, -3.0, 0.1, 2.0, -0.2], np.float32)
     residual = np.array([0.0, 0.0, 1.95, 0.0, 0.0], np.float32)
-    out = _attempt(topk_ef, update, residual, 2)
+    out = call_or_none(topk_ef, update, residual, 2)
     if out is None:
         return not_attempted("8.2", "Hint: corrected = update + residual; keep the k largest |corrected|.")
     sent, new_residual = (np.asarray(a, np.float64) for a in out)

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import fail, not_attempted, passed
+from ._common import fail, is_placeholder, not_attempted, passed
 
 # The label skew at which FedAvg on the embedded data clearly breaks (chapter 10 measures it).
 _BROKEN_SKEW = 0.5
 
-
-def _placeholder(answer, *args) -> bool:
-    if answer is None:
-        return True
-    if callable(answer):
-        try:
-            answer(*args)
-        except NotImplementedError:
-            return True
-    return False
 
 
 def exercise_10_1(alpha) -> bool:
@@ -43,7 +33,7 @@ def exercise_10_2(interpolate) -> bool:
     """``interpolate(global_weights, local_weights, alpha)`` = ``alpha*global + (1-alpha)*local``."""
     g = [np.array([0.0, 4.0]), np.array([[2.0]])]
     w = [np.array([2.0, 0.0]), np.array([[6.0]])]
-    if _placeholder(interpolate, g, w, 0.5):
+    if is_placeholder(interpolate, g, w, 0.5):
         return not_attempted("10.2", "Return [alpha * g + (1 - alpha) * w for g, w in ...].")
     got = interpolate(g, w, 0.25)
     want = [np.array([1.5, 1.0]), np.array([[5.0]])]
@@ -66,7 +56,7 @@ def exercise_10_2(interpolate) -> bool:
 def exercise_10_3(prox_grad) -> bool:
     """``prox_grad(w, w_global, mu)``: the gradient of ``mu/2 * ||w - w_global||^2`` with respect to w."""
     w, wg = np.array([1.0, -2.0, 3.0]), np.array([0.0, 1.0, 3.0])
-    if _placeholder(prox_grad, w, wg, 0.1):
+    if is_placeholder(prox_grad, w, wg, 0.1):
         return not_attempted("10.3", "Differentiate mu/2 * sum((w - w_global)**2) with respect to w.")
     got = np.asarray(prox_grad(w, wg, 0.5), dtype=float)
     want = 0.5 * (w - wg)

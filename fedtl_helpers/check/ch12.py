@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import fail, not_attempted, passed
-
-
-def _placeholder(answer, *args) -> bool:
-    if answer is None:
-        return True
-    if callable(answer):
-        try:
-            answer(*args)
-        except NotImplementedError:
-            return True
-    return False
+from ._common import fail, is_placeholder, not_attempted, passed
 
 
 def _as_lists(weights) -> list:
@@ -26,7 +15,7 @@ def exercise_12_1(my_median) -> bool:
     """``my_median(deltas)``: the coordinate-wise median of a list of client deltas."""
     deltas = [[np.array([2.0, 0.0]), np.array([[1.0]])], [np.array([3.0, 1.0]), np.array([[5.0]])],
               [np.array([-50.0, 9.0]), np.array([[2.0]])]]
-    if _placeholder(my_median, deltas):
+    if is_placeholder(my_median, deltas):
         return not_attempted("12.1", "For each tensor i, stack [d[i] for d in deltas] and take "
                              "np.median over axis 0.")
     got = my_median(deltas)
@@ -64,7 +53,7 @@ def _sum_mod(vectors) -> np.ndarray:
 def exercise_12_2(mask_inputs) -> bool:
     """``mask_inputs(xs, masks)``: pairwise-masked inputs whose sum mod 2**32 is the inputs' sum."""
     xs, masks = _instance()
-    if _placeholder(mask_inputs, [x.copy() for x in xs], dict(masks)):
+    if is_placeholder(mask_inputs, [x.copy() for x in xs], dict(masks)):
         return not_attempted("12.2", "y_i = x_i + sum of masks[(i, j)] for j > i - sum of masks[(j, i)] "
                              "for j < i; uint32 arithmetic wraps mod 2**32 by itself.")
     ys = mask_inputs([x.copy() for x in xs], dict(masks))
@@ -91,7 +80,7 @@ def exercise_12_2(mask_inputs) -> bool:
 
 def exercise_12_3(smallest_trim_fraction) -> bool:
     """``smallest_trim_fraction(n, f)``: the smallest beta in [0, 0.5) with floor(beta * n) >= f, or None."""
-    if _placeholder(smallest_trim_fraction, 10, 2):
+    if is_placeholder(smallest_trim_fraction, 10, 2):
         return not_attempted("12.3", "floor(beta * n) >= f first holds at beta = f / n; it must stay < 0.5.")
     cases = [(10, 2, 0.2), (7, 2, 2 / 7), (10, 0, 0.0), (9, 4, 4 / 9), (10, 5, None), (3, 2, None)]
     for n, f, want in cases:
