@@ -36,7 +36,7 @@ def rejects(name, answer, *fragments):
 @pytest.mark.parametrize("name", MINE)
 def test_placeholder_is_not_attempted_and_does_not_raise(name, capsys):
     answer = None if name in ("6_3", "13_3", "14_1") else placeholder
-    assert check(name)(answer) is False
+    assert not check(name)(answer)
     assert f"Exercise {name.replace('_', '.')}: not attempted yet" in capsys.readouterr().out
 
 
@@ -60,7 +60,7 @@ def test_1_1(capsys):
     def right(y_train, y_test):
         return float(np.mean(y_test == np.bincount(y_train).argmax()))
 
-    assert check("1_1")(right) is True and "correct" in capsys.readouterr().out
+    assert check("1_1")(right) and "correct" in capsys.readouterr().out
     rejects("1_1", lambda a, b: float(np.mean(b == np.bincount(b).argmax())), "from y_train", "0.25")
     rejects("1_1", lambda a, b: 100 * right(a, b), "a percentage")
 

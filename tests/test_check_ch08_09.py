@@ -30,9 +30,9 @@ def _todo(*_):
 
 
 def test_8_1(capsys):
-    assert fl.check.exercise_8_1(_q, _dq) is True
+    assert fl.check.exercise_8_1(_q, _dq)
     assert "correct" in capsys.readouterr().out
-    assert fl.check.exercise_8_1(_todo, _todo) is False
+    assert not fl.check.exercise_8_1(_todo, _todo)
     assert "not attempted" in capsys.readouterr().out
     def steps(x, n, rounding):
         scale = (x.max() - x.min()) / n
@@ -47,7 +47,7 @@ def test_8_1(capsys):
 
 
 def test_8_2():
-    assert fl.check.exercise_8_2(_topk_ef) is True
+    assert fl.check.exercise_8_2(_topk_ef)
 
     def residual_ignored(update, residual, k):  # chooses before adding the residual
         sent = np.zeros_like(update)
@@ -67,8 +67,8 @@ def test_8_2():
 
 
 def test_8_3():
-    assert fl.check.exercise_8_3(0.01, 8) is True
-    assert fl.check.exercise_8_3(None, None) is False
+    assert fl.check.exercise_8_3(0.01, 8)
+    assert not fl.check.exercise_8_3(None, None)
     with pytest.raises(ExerciseError, match="Keep fewer values or use fewer bits"):
         fl.check.exercise_8_3(0.05, 32)
 
@@ -80,7 +80,7 @@ def test_9_1():
         m[np.argsort(np.abs(w).ravel())[:k]] = False
         return m.reshape(w.shape)
 
-    assert fl.check.exercise_9_1(mask) is True
+    assert fl.check.exercise_9_1(mask)
 
     def signed(w, s):  # ranks by value instead of magnitude
         k = int(round(s * w.size))
@@ -96,7 +96,7 @@ def test_9_1():
 
 def test_9_2():
     assert fl.check.exercise_9_2(lambda w: (np.round(w / (np.abs(w).max() / 127)).astype(np.int8),
-                                            np.abs(w).max() / 127)) is True
+                                            np.abs(w).max() / 127))
     with pytest.raises(ExerciseError, match="do not truncate"):
         fl.check.exercise_9_2(lambda w: ((w / 0.01).astype(np.int8), np.abs(w).max() / 127))
     with pytest.raises(ExerciseError, match="np.int8"):

@@ -10,9 +10,9 @@ def _todo(*args):
 
 
 def test_placeholders_are_not_attempted(capsys):
-    assert fl.check.exercise_10_1(None) is False
-    assert fl.check.exercise_10_2(_todo) is False
-    assert fl.check.exercise_10_3(_todo) is False
+    assert not fl.check.exercise_10_1(None)
+    assert not fl.check.exercise_10_2(_todo)
+    assert not fl.check.exercise_10_3(_todo)
     assert capsys.readouterr().out.count("not attempted") == 3
 
 

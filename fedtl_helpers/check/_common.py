@@ -7,16 +7,36 @@ class ExerciseError(AssertionError):
     """An answer is wrong; the message says what was wrong and what was expected."""
 
 
-def passed(exercise: str, verified: str) -> bool:
-    """Print the success line (``exercise`` like ``"6.1"``) and return ``True``."""
+class Verdict:
+    """A checker's result: true when the answer passed, false when not attempted yet.
+
+    It shows nothing when it is the last value of a notebook cell (the printed line already
+    says everything), so exercise cells don't end in a stray ``True`` or ``False``.
+    """
+
+    def __init__(self, ok: bool):
+        self.ok = ok
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.ok})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def passed(exercise: str, verified: str) -> Verdict:
+    """Print the success line (``exercise`` like ``"6.1"``); the result is true."""
     print(f"Exercise {exercise}: correct. {verified}")
-    return True
+    return Verdict(True)
 
 
-def not_attempted(exercise: str, hint: str = "") -> bool:
-    """Print that the exercise still holds the notebook's placeholder; return ``False``."""
+def not_attempted(exercise: str, hint: str = "") -> Verdict:
+    """Print that the exercise still holds the notebook's placeholder; the result is false."""
     print(f"Exercise {exercise}: not attempted yet (the placeholder is still there). {hint}".rstrip())
-    return False
+    return Verdict(False)
 
 
 def fail(exercise: str, message: str) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 @checker("1.1", "Write majority_baseline(y_train, y_test).")
-def exercise_1_1(majority_baseline) -> bool:
+def exercise_1_1(majority_baseline) -> Verdict:
     """``majority_baseline(y_train, y_test)``: accuracy of always predicting the majority label."""
     y_train, y_test = np.array([0, 2, 2, 1, 2]), np.array([2, 0, 1, 1])
     got = attempt("1.1", majority_baseline, y_train, y_test, what="y_train=[0, 2, 2, 1, 2], y_test=[2, 0, "
@@ -43,7 +43,7 @@ def exercise_1_1(majority_baseline) -> bool:
 
 
 @checker("1.2", "Write to_unit_float(x).")
-def exercise_1_2(to_unit_float) -> bool:
+def exercise_1_2(to_unit_float) -> Verdict:
     """``to_unit_float(x)``: uint8 images to float32 in [0, 1]."""
     x = np.array([[[[0, 51, 255]]], [[[128, 1, 254]]]], dtype=np.uint8)  # 2 images of 1x1x3
     got = attempt("1.2", to_unit_float, x.copy(), what="a uint8 array of shape (2, 1, 1, 3)")

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 def _close(got, expect) -> bool:
@@ -21,7 +21,7 @@ def _close(got, expect) -> bool:
 
 
 @checker("2.1", "Write client_delta(new_weights, global_weights).")
-def exercise_2_1(client_delta) -> bool:
+def exercise_2_1(client_delta) -> Verdict:
     """``client_delta(new_weights, global_weights)``: what a client sends back, tensor by tensor."""
     new = [np.array([[1.5, 2.0], [3.0, 4.0]]), np.array([0.5, -1.0])]
     old = [np.array([[1.0, 2.0], [2.0, 5.0]]), np.array([0.0, 0.0])]
@@ -43,7 +43,7 @@ def exercise_2_1(client_delta) -> bool:
 
 
 @checker("2.2", "Write server_step(global_weights, deltas, counts, server_lr).")
-def exercise_2_2(server_step) -> bool:
+def exercise_2_2(server_step) -> Verdict:
     """``server_step(global_weights, deltas, counts, server_lr)``: global + server_lr * FedAvg(deltas)."""
     g = [np.array([10.0, 10.0])]
     deltas = [[np.array([1.0, 2.0])], [np.array([3.0, 4.0])]]
@@ -75,7 +75,7 @@ def exercise_2_2(server_step) -> bool:
 
 
 @checker("2.3", "Write local_steps(n_examples, batch_size, epochs).")
-def exercise_2_3(local_steps) -> bool:
+def exercise_2_3(local_steps) -> Verdict:
     """``local_steps(n_examples, batch_size, epochs)``: gradient steps one client takes in a round."""
     cases = [(1000, 32, 1), (1000, 32, 3), (64, 32, 2), (10, 32, 1)]
     for n, b, e in cases:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 def _tiny_model():
@@ -21,7 +21,7 @@ def _tiny_model():
 
 
 @checker("3.1", "Write freeze_backbone(model).")
-def exercise_3_1(freeze_backbone) -> bool:
+def exercise_3_1(freeze_backbone) -> Verdict:
     """``freeze_backbone(model)``: backbone frozen, head trainable (in place), like strategy "head"."""
     model = _tiny_model()
     attempt("3.1", freeze_backbone, model, what="a small model with a 'backbone' (2 Dense layers) and a "
@@ -54,7 +54,7 @@ def _resnet_side(size: int) -> int:
 
 
 @checker("3.2", "Write resnet50_feature_map(input_size).")
-def exercise_3_2(resnet50_feature_map) -> bool:
+def exercise_3_2(resnet50_feature_map) -> Verdict:
     """``resnet50_feature_map(input_size)``: side of ResNet50's last feature map."""
     for size in (32, 96, 128, 224, 100, 40):
         expect = _resnet_side(size)
@@ -75,7 +75,7 @@ def exercise_3_2(resnet50_feature_map) -> bool:
 
 
 @checker("3.3", "Write head_params(feature_dim, hidden, classes).")
-def exercise_3_3(head_params) -> bool:
+def exercise_3_3(head_params) -> Verdict:
     """``head_params(feature_dim, hidden, classes)``: weights in Dense(hidden, relu) -> Dense(classes)."""
     for d, h, c in ((128, 128, 10), (2048, 128, 10), (3, 2, 4)):
         expect = d * h + h + h * c + c

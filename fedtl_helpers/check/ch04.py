@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 @checker("4.1", "Write copy_model(model).")
-def exercise_4_1(copy_model) -> bool:
+def exercise_4_1(copy_model) -> Verdict:
     """``copy_model(model)``: a separate model with the same architecture *and* weights."""
     import keras
 
@@ -43,7 +43,7 @@ def exercise_4_1(copy_model) -> bool:
 
 
 @checker("4.2", "Write rounds_to_reach(history, target).")
-def exercise_4_2(rounds_to_reach) -> bool:
+def exercise_4_2(rounds_to_reach) -> Verdict:
     """``rounds_to_reach(history, target)``: first round with test accuracy >= target, else None."""
     from ..history import History
 

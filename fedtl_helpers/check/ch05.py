@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 @checker("5.1", "Write upload_bytes(weights, mask).")
-def exercise_5_1(upload_bytes) -> bool:
+def exercise_5_1(upload_bytes) -> Verdict:
     """``upload_bytes(weights, mask)``: bytes a client sends, only the tensors local training changes."""
     weights = [np.zeros((3, 3, 3, 8), np.float32), np.zeros(8, np.float32), np.zeros((8, 10), np.float32),
                np.zeros(10, np.float32)]
@@ -44,7 +44,7 @@ BLOCKS = ["stem", "stem", "block1", "block1", "block2", "block2", "block3", "blo
 
 
 @checker("5.2", "Write partial_mask(blocks, unfreeze_blocks).")
-def exercise_5_2(partial_mask) -> bool:
+def exercise_5_2(partial_mask) -> Verdict:
     """``partial_mask(blocks, unfreeze_blocks)``: which tensors train with strategy "partial"."""
     def expected(k):
         order = list(dict.fromkeys(b for b in BLOCKS if b != "head"))
@@ -75,7 +75,7 @@ def exercise_5_2(partial_mask) -> bool:
 
 
 @checker("5.3", "Write update_cosine(delta_a, delta_b).")
-def exercise_5_3(update_cosine) -> bool:
+def exercise_5_3(update_cosine) -> Verdict:
     """``update_cosine(delta_a, delta_b)``: cosine similarity of two updates (lists of arrays)."""
     a = [np.array([[1.0, 0.0]]), np.array([0.0])]
     b = [np.array([[0.0, 0.0]]), np.array([2.0])]

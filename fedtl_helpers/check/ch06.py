@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 def _same(got, expect) -> bool:
@@ -19,7 +19,7 @@ def _same(got, expect) -> bool:
 
 
 @checker("6.1", "Write my_fedavg(client_weights, num_examples).")
-def exercise_6_1(my_fedavg) -> bool:
+def exercise_6_1(my_fedavg) -> Verdict:
     """``my_fedavg(client_weights, num_examples)``: weighted mean of lists of arrays."""
     clients = [[np.array([1.0, 2.0]), np.array([[0.0]])], [np.array([3.0, 4.0]), np.array([[4.0]])]]
     frozen = [[w.copy() for w in c] for c in clients]
@@ -51,7 +51,7 @@ def exercise_6_1(my_fedavg) -> bool:
 
 
 @checker("6.2", "Write upload_per_round(num_clients, client_fraction, update_bytes).")
-def exercise_6_2(upload_per_round) -> bool:
+def exercise_6_2(upload_per_round) -> Verdict:
     """``upload_per_round(num_clients, client_fraction, update_bytes)``: bytes received per round."""
     for n, f, b in ((10, 0.5, 1000), (10, 0.2, 1000), (10, 1.0, 40), (3, 0.1, 100), (10, 0.25, 8)):
         k = max(1, round(f * n))
@@ -76,7 +76,7 @@ def exercise_6_2(upload_per_round) -> bool:
 
 
 @checker("6.3", "Set my_alpha to a Dirichlet concentration.")
-def exercise_6_3(my_alpha) -> bool:
+def exercise_6_3(my_alpha) -> Verdict:
     """``my_alpha``: a Dirichlet alpha whose 10-client split has label skew >= 0.6."""
     from ..partitioning import label_skew, partition, partition_stats
 

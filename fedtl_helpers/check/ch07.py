@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 CM = np.array([[8, 2, 0],
                [1, 3, 6],
@@ -15,7 +15,7 @@ CM = np.array([[8, 2, 0],
 
 
 @checker("7.1", "Write per_class_accuracy(cm).")
-def exercise_7_1(per_class_accuracy) -> bool:
+def exercise_7_1(per_class_accuracy) -> Verdict:
     """``per_class_accuracy(cm)``: for each true class, the share of its images predicted correctly."""
     got = attempt("7.1", per_class_accuracy, CM.copy(), what=f"the confusion matrix {CM.tolist()} (rows: "
                                                              "true class, columns: predicted)")
@@ -37,7 +37,7 @@ def exercise_7_1(per_class_accuracy) -> bool:
 
 
 @checker("7.2", "Write accuracy_over_images(client_accuracy, client_sizes).")
-def exercise_7_2(accuracy_over_images) -> bool:
+def exercise_7_2(accuracy_over_images) -> Verdict:
     """``accuracy_over_images(client_accuracy, client_sizes)``: the accuracy an average *image* sees."""
     acc, sizes = [0.9, 0.5, 0.6], [800, 100, 100]
     got = attempt("7.2", accuracy_over_images, list(acc), list(sizes),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import call_or_none, fail, not_attempted, passed
+from ._common import Verdict, call_or_none, fail, not_attempted, passed
 
 
-def exercise_8_1(quantize, dequantize) -> bool:
+def exercise_8_1(quantize, dequantize) -> Verdict:
     """8-bit quantisation: levels in 0..255, decoded error at most half a step."""
     x = np.array([-1.0, -0.25, 0.0, 0.1, 0.5, 2.0], np.float32)
     out = call_or_none(quantize, x)
@@ -40,7 +40,7 @@ def exercise_8_1(quantize, dequantize) -> bool:
                   "(at most half a step).")
 
 
-def exercise_8_2(topk_ef) -> bool:
+def exercise_8_2(topk_ef) -> Verdict:
     """Top-k with error feedback: sent + new residual == update + old residual; sent keeps the k largest."""
     update = np.array([0.5, -3.0, 0.1, 2.0, -0.2], np.float32)
     residual = np.array([0.0, 0.0, 1.95, 0.0, 0.0], np.float32)
@@ -65,7 +65,7 @@ def exercise_8_2(topk_ef) -> bool:
     return passed("8.2", "the two largest corrected values were sent and the rest kept as residual.")
 
 
-def exercise_8_3(sparsity, value_bits) -> bool:
+def exercise_8_3(sparsity, value_bits) -> Verdict:
     """Choose top-k settings for a 100x smaller upload of 10,000 values."""
     if sparsity is None or value_bits is None:
         return not_attempted("8.3", "Hint: each kept value costs value_bits / 8 bytes plus a 2-byte index.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import call_or_none, fail, not_attempted, passed
+from ._common import Verdict, call_or_none, fail, not_attempted, passed
 
 
-def exercise_9_1(prune_mask) -> bool:
+def exercise_9_1(prune_mask) -> Verdict:
     """Magnitude pruning mask: exactly round(s * n) smallest |w| are False."""
     w = np.array([[0.5, -0.05, 2.0], [-1.5, 0.2, -0.01]], np.float32)
     mask = call_or_none(prune_mask, w, 0.5)
@@ -29,7 +29,7 @@ def exercise_9_1(prune_mask) -> bool:
     return passed("9.1", "the three smallest magnitudes (-0.05, 0.2, -0.01) are pruned.")
 
 
-def exercise_9_2(int8) -> bool:
+def exercise_9_2(int8) -> Verdict:
     """Symmetric int8 quantisation: q int8 in [-127, 127], |w - q*scale| <= scale/2."""
     w = np.array([0.02, -0.635, 0.3175, 1.27, -1.0], np.float32)
     out = call_or_none(int8, w)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import fail, is_placeholder, not_attempted, passed
+from ._common import Verdict, fail, is_placeholder, not_attempted, passed
 
 # The label skew at which FedAvg on the embedded data clearly breaks (chapter 10 measures it).
 _BROKEN_SKEW = 0.5
 
 
 
-def exercise_10_1(alpha) -> bool:
+def exercise_10_1(alpha) -> Verdict:
     """An ``alpha`` that makes the Dirichlet split skewed enough to break FedAvg."""
     from ..partitioning import label_skew, partition, partition_stats
 
@@ -29,7 +29,7 @@ def exercise_10_1(alpha) -> bool:
                   "most clients hold a few dominant classes.")
 
 
-def exercise_10_2(interpolate) -> bool:
+def exercise_10_2(interpolate) -> Verdict:
     """``interpolate(global_weights, local_weights, alpha)`` = ``alpha*global + (1-alpha)*local``."""
     g = [np.array([0.0, 4.0]), np.array([[2.0]])]
     w = [np.array([2.0, 0.0]), np.array([[6.0]])]
@@ -53,7 +53,7 @@ def exercise_10_2(interpolate) -> bool:
                   "global and the local model.")
 
 
-def exercise_10_3(prox_grad) -> bool:
+def exercise_10_3(prox_grad) -> Verdict:
     """``prox_grad(w, w_global, mu)``: the gradient of ``mu/2 * ||w - w_global||^2`` with respect to w."""
     w, wg = np.array([1.0, -2.0, 3.0]), np.array([0.0, 1.0, 3.0])
     if is_placeholder(prox_grad, w, wg, 0.1):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import privacy
-from ._common import call_or_none, fail, not_attempted, passed
+from ._common import Verdict, call_or_none, fail, not_attempted, passed
 
 # Exercise 11.3's setting (the notebook states the same numbers).
 TARGET_EPSILON, SAMPLING_RATE, ROUNDS, DELTA = 4.0, 0.1, 50, 1e-5
 
 
 
-def exercise_11_1(clip_to_norm) -> bool:
+def exercise_11_1(clip_to_norm) -> Verdict:
     """``clip_to_norm(update, clip)`` scales a list of arrays to global L2 norm <= ``clip``."""
     hint = "scale every tensor by min(1, clip / norm), with norm taken over all tensors together."
     if clip_to_norm is None:
@@ -42,7 +42,7 @@ def exercise_11_1(clip_to_norm) -> bool:
     return passed("11.1", "small updates are unchanged, large ones scaled to the clip norm over all tensors.")
 
 
-def exercise_11_2(noise_std_on_mean) -> bool:
+def exercise_11_2(noise_std_on_mean) -> Verdict:
     """``noise_std_on_mean(z, clip, expected_clients)``: the std of the noise in the averaged update."""
     hint = "the server adds N(0, (z*C)^2) to the *sum*, then divides by the expected number of clients."
     if noise_std_on_mean is None:
@@ -63,7 +63,7 @@ def exercise_11_2(noise_std_on_mean) -> bool:
     return passed("11.2", f"z=1.5, C=0.2, 30 clients: std {want:.4f} per coordinate of the average.")
 
 
-def exercise_11_3(noise_multiplier) -> bool:
+def exercise_11_3(noise_multiplier) -> Verdict:
     """A noise multiplier reaching epsilon <= 4 (delta 1e-5) for q=0.1, 50 rounds, Poisson, RDP."""
     setting = (f"target epsilon {TARGET_EPSILON}, q={SAMPLING_RATE}, {ROUNDS} rounds, delta={DELTA}, "
                "Poisson sampling, RDP accountant")

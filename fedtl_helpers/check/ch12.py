@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import fail, is_placeholder, not_attempted, passed
+from ._common import Verdict, fail, is_placeholder, not_attempted, passed
 
 
 def _as_lists(weights) -> list:
     return [np.asarray(t, dtype=float).tolist() for t in weights]
 
 
-def exercise_12_1(my_median) -> bool:
+def exercise_12_1(my_median) -> Verdict:
     """``my_median(deltas)``: the coordinate-wise median of a list of client deltas."""
     deltas = [[np.array([2.0, 0.0]), np.array([[1.0]])], [np.array([3.0, 1.0]), np.array([[5.0]])],
               [np.array([-50.0, 9.0]), np.array([[2.0]])]]
@@ -50,7 +50,7 @@ def _sum_mod(vectors) -> np.ndarray:
     return np.sum([np.asarray(v).astype(np.int64) % 2**32 for v in vectors], axis=0) % 2**32
 
 
-def exercise_12_2(mask_inputs) -> bool:
+def exercise_12_2(mask_inputs) -> Verdict:
     """``mask_inputs(xs, masks)``: pairwise-masked inputs whose sum mod 2**32 is the inputs' sum."""
     xs, masks = _instance()
     if is_placeholder(mask_inputs, [x.copy() for x in xs], dict(masks)):
@@ -78,7 +78,7 @@ def exercise_12_2(mask_inputs) -> bool:
                   "masks cancel exactly in the sum mod 2**32.")
 
 
-def exercise_12_3(smallest_trim_fraction) -> bool:
+def exercise_12_3(smallest_trim_fraction) -> Verdict:
     """``smallest_trim_fraction(n, f)``: the smallest beta in [0, 0.5) with floor(beta * n) >= f, or None."""
     if is_placeholder(smallest_trim_fraction, 10, 2):
         return not_attempted("12.3", "floor(beta * n) >= f first holds at beta = f / n; it must stay < 0.5.")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 
 @checker("13.1", "Write strided_split(n, num_clients).")
-def exercise_13_1(strided_split) -> bool:
+def exercise_13_1(strided_split) -> Verdict:
     """``strided_split(n, num_clients)``: the article's ``x_train[i::num_clients]`` as index arrays."""
     for n, k in ((10, 3), (12, 4), (5, 5)):
         got = attempt("13.1", strided_split, n, k, what=f"n={n}, num_clients={k}")
@@ -35,7 +35,7 @@ def exercise_13_1(strided_split) -> bool:
 
 
 @checker("13.2", "Write total_upload_mb(history).")
-def exercise_13_2(total_upload_mb) -> bool:
+def exercise_13_2(total_upload_mb) -> Verdict:
     """``total_upload_mb(history)``: megabytes (10**6 bytes) uploaded over a whole run."""
     from ..history import History
 
@@ -64,7 +64,7 @@ _ARTICLE = {"dataset": "cifar10", "n_train": None, "num_clients": 5, "partition"
 
 
 @checker("13.3", "Fill in full_size, the parameters of the article's experiment.")
-def exercise_13_3(full_size) -> bool:
+def exercise_13_3(full_size) -> Verdict:
     """``full_size``: parameter overrides for the article's setting, corrected (a dict)."""
     from ..config import ExperimentConfig
 

@@ -9,13 +9,13 @@ import itertools
 
 import numpy as np
 
-from ._common import attempt, checker, fail, passed, show
+from ._common import Verdict, attempt, checker, fail, passed, show
 
 CASE_STUDY = "notebooks/13_case_study.ipynb"
 
 
 @checker("14.1", "Write my_grid, a YAML grid for the case study.")
-def exercise_14_1(my_grid) -> bool:
+def exercise_14_1(my_grid) -> Verdict:
     """``my_grid`` (YAML text): the case study on shapes, strategies head/partial/full x seeds 0 and 1."""
     import yaml
 
@@ -67,7 +67,7 @@ ROWS = [{"run_id": "a", "strategy": "head", "seed": "0", "test_accuracy": "0.80"
 
 
 @checker("14.2", "Write mean_by(rows, key).")
-def exercise_14_2(mean_by) -> bool:
+def exercise_14_2(mean_by) -> Verdict:
     """``mean_by(rows, key)``: mean test accuracy per value of ``key`` over summary.csv rows (strings)."""
     got = attempt("14.2", mean_by, [dict(r) for r in ROWS], "strategy",
                   what="4 summary.csv rows (values are strings, as csv.DictReader returns them)")
