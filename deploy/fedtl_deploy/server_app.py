@@ -25,7 +25,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedtl_deploy.task import check_partitions, experiment_config, from_record, to_record
-from fedtl_helpers import aggregation
+from fedtl_helpers import aggregation, compression
 from fedtl_helpers.history import History
 from fedtl_helpers.server import Simulation, sample_clients
 from fedtl_helpers.server_opt import server_update
@@ -126,8 +126,8 @@ def main(grid: Grid, context: Context) -> None:
         ev = sim.evaluate(weights)
         history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
                        train_loss=float(np.mean([r.content["metrics"]["train-loss"] for r in replies])),
-                       clients=chosen, bytes_up=sum(aggregation.nbytes(d) for d in deltas),
-                       bytes_down=aggregation.nbytes(weights) * len(chosen),
+                       clients=chosen, bytes_up=sum(compression.dense_nbytes(d) for d in deltas),
+                       bytes_down=compression.dense_nbytes(weights) * len(chosen),
                        seconds=time.perf_counter() - t0)
         print(f"round {rnd}: test accuracy {ev['accuracy']:.4f} ({sim.describe()})", flush=True)
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
