@@ -138,7 +138,8 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_every_process(tmp_path):
     base = free_ports(3)
-    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "1",
+    # Enough rounds that the run is still going when Ctrl-C arrives (one round can finish first).
+    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "100",
            "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
            "--superlink-port", str(base), "--node-port", str(base + 1)]
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
