@@ -166,13 +166,24 @@ class LocalFederation:
         self._track()
 
     def _track(self) -> None:
-        """Remember every descendant (Flower starts SuperExec, ServerApp and ClientApps)."""
+        """Remember every descendant (Flower starts SuperExec, ServerApp and ClientApps).
+
+        Also every process in the sessions we started (each spawned process leads its own): a
+        child whose parent died first is no longer a descendant, but it keeps the session.
+        """
+        sessions = {proc.pid for proc in self.procs.values()}
         for proc in self.procs.values():
             try:
                 root = psutil.Process(proc.pid)
                 for p in [root, *root.children(recursive=True)]:
                     self._seen.setdefault(p.pid, p)
             except psutil.NoSuchProcess:
+                pass
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) in sessions:
+                    self._seen.setdefault(p.pid, p)
+            except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
                 pass
 
     def check_alive(self) -> None:
@@ -243,20 +254,26 @@ class LocalFederation:
             time.sleep(1.0)
 
     def stop(self) -> None:
-        """Terminate every process started here and its children; kill what is left."""
-        self._track()
-        procs = running(self._seen.values())
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        for p in _wait_gone(procs, self.stop_timeout):
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _wait_gone(procs, 5.0)
+        """Terminate every process started here and its children; kill what is left.
+
+        Repeated until nothing is left: a process may start another while it is being stopped.
+        """
+        for _ in range(5):
+            self._track()
+            procs = running(self._seen.values())
+            if not procs:
+                break
+            for p in procs:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            for p in _wait_gone(procs, self.stop_timeout):
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            _wait_gone(procs, 5.0)
         for proc in self.procs.values():  # reap our direct children, close the groups
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
