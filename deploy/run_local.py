@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the federation like Ctrl-C
+    # Installed explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt on Ctrl-C.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         result = run_local(config, options.pop("out"), **options)
     except DeploymentError as e:
