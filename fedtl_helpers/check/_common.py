@@ -44,6 +44,17 @@ def fail(exercise: str, message: str) -> None:
     raise ExerciseError(f"Exercise {exercise}: {message}")
 
 
+def same_arrays(got, expect) -> bool:
+    """Whether ``got`` is a list of arrays with ``expect``'s shapes and (close) values."""
+    import numpy as np
+
+    try:
+        return len(got) == len(expect) and all(
+            np.shape(g) == np.shape(e) and np.allclose(g, e) for g, e in zip(got, expect))
+    except TypeError:
+        return False
+
+
 def call_or_none(fn, *args):
     """``fn(*args)``, or ``None`` when ``fn`` is still the placeholder (raises ``NotImplementedError``)."""
     try:

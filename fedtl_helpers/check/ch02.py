@@ -9,15 +9,7 @@ import math
 
 import numpy as np
 
-from ._common import Verdict, attempt, checker, fail, passed, show
-
-
-def _close(got, expect) -> bool:
-    try:
-        return len(got) == len(expect) and all(
-            np.shape(g) == np.shape(e) and np.allclose(g, e) for g, e in zip(got, expect))
-    except TypeError:
-        return False
+from ._common import Verdict, attempt, checker, fail, passed, same_arrays, show
 
 
 @checker("2.1", "Write client_delta(new_weights, global_weights).")
@@ -30,13 +22,13 @@ def exercise_2_1(client_delta) -> Verdict:
                   what="two tensors (a 2x2 kernel and a bias)")
     if not isinstance(got, list | tuple):
         fail("2.1", f"expected a list with one array per tensor, got {type(got).__name__}.")
-    if _close(got, [-e for e in expect]):
+    if same_arrays(got, [-e for e in expect]):
         fail("2.1", "the sign is flipped: you returned global - new. The delta is new - global, so that "
                     "the server can add it: global + delta = new.")
     if len(got) != 2:
         fail("2.1", f"you returned {len(got)} arrays for 2 tensors: the delta has one array per tensor "
                     "(loop over zip(new_weights, global_weights)).")
-    if not _close(got, expect):
+    if not same_arrays(got, expect):
         fail("2.1", f"you returned {show(list(got))}, expected {show(expect)} (new - global, per tensor).")
     return passed("2.1", "The delta is new - global for every tensor; global + delta gives the client's "
                          "model.")
@@ -51,24 +43,24 @@ def exercise_2_2(server_step) -> Verdict:
     got = attempt("2.2", server_step, [a.copy() for a in g], deltas, counts, 1.0,
                   what="global [10, 10], deltas [1, 2] (n=1) and [3, 4] (n=3), server_lr=1")
     expect = [np.array([12.5, 13.5])]
-    if _close(got, [np.array([12.0, 13.0])]):
+    if same_arrays(got, [np.array([12.0, 13.0])]):
         fail("2.2", "you returned [12, 13] but expected [12.5, 13.5]: that is the unweighted mean of the "
                     "deltas. Weight each delta by its client's share of the examples, n_k / n (here 1/4 "
                     "and 3/4), e.g. with fl.fedavg(deltas, counts).")
-    if _close(got, [np.array([2.5, 3.5])]):
+    if same_arrays(got, [np.array([2.5, 3.5])]):
         fail("2.2", "you returned the average delta [2.5, 3.5] itself; the server must add it to the "
                     "global weights: [10, 10] + [2.5, 3.5] = [12.5, 13.5].")
-    if _close(got, [np.array([20.0, 24.0])]):
+    if same_arrays(got, [np.array([20.0, 24.0])]):
         fail("2.2", "you returned [20, 24]: the weights n_k were not divided by n. The coefficients n_k / "
                     "n must sum to 1.")
-    if not _close(got, expect):
+    if not same_arrays(got, expect):
         fail("2.2", f"you returned {show(got)}, expected {show(expect)} = global + FedAvg of the deltas.")
     got = attempt("2.2", server_step, [a.copy() for a in g], deltas, counts, 0.5, what="the same with "
                                                                                        "server_lr=0.5")
-    if _close(got, expect):
+    if same_arrays(got, expect):
         fail("2.2", "with server_lr=0.5 you still returned [12.5, 13.5]: multiply the averaged delta by "
                     "server_lr before adding it (expected [11.25, 11.75]).")
-    if not _close(got, [np.array([11.25, 11.75])]):
+    if not same_arrays(got, [np.array([11.25, 11.75])]):
         fail("2.2", f"with server_lr=0.5 you returned {show(got)}, expected [11.25, 11.75].")
     return passed("2.2", "global + server_lr * sum_k (n_k / n) delta_k: [12.5, 13.5] with server_lr=1, "
                          "[11.25, 11.75] with 0.5.")

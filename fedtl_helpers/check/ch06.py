@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Verdict, attempt, checker, fail, passed, show
-
-
-def _same(got, expect) -> bool:
-    try:
-        return len(got) == len(expect) and all(
-            np.shape(g) == np.shape(e) and np.allclose(g, e) for g, e in zip(got, expect))
-    except TypeError:
-        return False
+from ._common import Verdict, attempt, checker, fail, passed, same_arrays, show
 
 
 @checker("6.1", "Write my_fedavg(client_weights, num_examples).")
@@ -30,20 +22,20 @@ def exercise_6_1(my_fedavg) -> Verdict:
                     "arrays and leave the inputs as they were.")
     if not isinstance(got, list | tuple):
         fail("6.1", f"expected a list of arrays (one per tensor), got {type(got).__name__}.")
-    if _same(got, [np.array([2.0, 3.0]), np.array([[2.0]])]):
+    if same_arrays(got, [np.array([2.0, 3.0]), np.array([[2.0]])]):
         fail("6.1", "you returned [2, 3] | [[2]], the unweighted mean; weighted by examples it should be "
                     "[2.5, 3.5] | [[3]]: did you weight each client by num_examples[k] / "
                     "sum(num_examples)?")
-    if _same(got, [np.array([10.0, 14.0]), np.array([[12.0]])]):
+    if same_arrays(got, [np.array([10.0, 14.0]), np.array([[12.0]])]):
         fail("6.1", "you returned [10, 14] | [[12]], the weighted *sum*: divide by the total number of "
                     "examples (4) so that the coefficients sum to 1.")
-    if len(got) == 1 and _same(got, expect[:1]):
+    if len(got) == 1 and same_arrays(got, expect[:1]):
         fail("6.1", "you returned only the first tensor: average every tensor of the list (a model has "
                     "kernels and biases), giving [2.5, 3.5] | [[3]].")
-    if not _same(got, expect):
+    if not same_arrays(got, expect):
         fail("6.1", f"you returned {show(list(got))}, expected {show(expect)}.")
     got = attempt("6.1", my_fedavg, [[np.array([5.0])]], [7], what="a single client")
-    if not _same(got, [np.array([5.0])]):
+    if not same_arrays(got, [np.array([5.0])]):
         fail("6.1", "with a single client the average is that client's weights [5.0]; you returned "
                     f"{show(got)}.")
     return passed("6.1", "FedAvg of [1, 2] (n=1) and [3, 4] (n=3) is [2.5, 3.5], every tensor averaged, "
