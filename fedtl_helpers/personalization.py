@@ -54,11 +54,6 @@ def personal_mask(model: keras.Model, layers: Sequence[str] = ("logits",)) -> li
     return [id(v) in ids for v in model.weights]
 
 
-def _inputs(sim: Simulation, x: np.ndarray) -> np.ndarray:
-    """What the trainer eats: the images, or their cached backbone features."""
-    return sim._extract(x) if sim.cached else x
-
-
 def _accuracy(sim: Simulation, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
     sim.model.set_weights(weights)
     return float(np.mean(sim.trainer.predict_logits(inputs).argmax(axis=1) == y))
@@ -118,7 +113,7 @@ def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
         order = np.random.default_rng([seed, k]).permutation(len(y))
         n_val = int(round(val_fraction * len(y)))
         val, fit = order[:n_val], order[n_val:]
-        test_x = _inputs(sim, sim.x_train[sim.holdout[k]])
+        test_x = sim.model_inputs(sim.x_train[sim.holdout[k]])
         test_y = sim.y_train[sim.holdout[k]]
         global_acc.append(_accuracy(sim, global_weights, test_x, test_y))
         sim.model.set_weights(global_weights)
@@ -194,5 +189,5 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
 def fedper_accuracy(sim: Simulation, result: FedPerResult) -> np.ndarray:
     """Each client's held-out accuracy with the shared tensors and its own personal ones."""
     _check_holdout(sim)
-    return np.array([_accuracy(sim, result.client_weights(k), _inputs(sim, sim.x_train[idx]),
+    return np.array([_accuracy(sim, result.client_weights(k), sim.model_inputs(sim.x_train[idx]),
                                sim.y_train[idx]) for k, idx in enumerate(sim.holdout)])

@@ -100,6 +100,10 @@ class Simulation:
             self._features[k] = self._extract(self.x_train[idx])
         return self._features[k], self.y_train[idx]
 
+    def model_inputs(self, x: np.ndarray) -> np.ndarray:
+        """What the trainer eats for images ``x``: the images, or their cached backbone features."""
+        return self._extract(x) if self.cached else x
+
     def evaluate(self, weights: Weights) -> dict[str, float]:
         self.model.set_weights(weights)
         return self.trainer.evaluate(self.test_inputs, self.y_test)
@@ -107,8 +111,7 @@ class Simulation:
     def predict(self, weights: Weights, x: np.ndarray) -> np.ndarray:
         """Predicted labels of the model with ``weights`` for images ``x``."""
         self.model.set_weights(weights)
-        inputs = self._extract(x) if self.cached else x
-        return self.trainer.predict_logits(inputs).argmax(axis=1)
+        return self.trainer.predict_logits(self.model_inputs(x)).argmax(axis=1)
 
     def per_client_accuracy(self, weights: Weights) -> np.ndarray:
         """Accuracy of ``weights`` on each client's held-out data (needs ``holdout_fraction``)."""
