@@ -8,8 +8,12 @@ Chapter: "Non-IID data and personalisation". Embedded data (``shapes``), one see
 2. FedAvg vs FedProx vs FedAvgM vs FedAdam at alpha = 0.1 (same setting, global test accuracy);
 3. full fine-tuning from the built-in pretrained backbone vs random init, IID vs alpha = 0.1:
    how much global test accuracy each start loses to label skew (Nguyen et al., ICLR 2023).
+   Accuracy is the mean over the last ``--gap-tail`` rounds (the skewed runs swing by several
+   points from round to round), the final round is reported beside it, and ``--gap-seeds``
+   repeats the comparison on other partitions and initialisations.
 
-Usage: ``python benchmarks/bench_noniid.py [--rounds 10] [--gap-rounds 10]``. Last line: JSON.
+Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 60]
+[--gap-seeds 0 1 2]``. Last line: JSON with the figures of the parts that ran.
 """
 
 from __future__ import annotations
@@ -27,28 +31,8 @@ import fedtl_helpers as fl  # noqa: E402
 from fedtl_helpers import evaluation, personalization  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-train", type=int, default=3000)
-    ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--alpha", type=float, default=0.1)
-    ap.add_argument("--rounds", type=int, default=10, help="head-only rounds (parts 1 and 2)")
-    ap.add_argument("--finetune-epochs", type=int, default=5)
-    ap.add_argument("--gap-rounds", type=int, default=20, help="full fine-tuning rounds (part 3)")
-    ap.add_argument("--gap-n-train", type=int, default=5000,
-                    help="part 3 uses more data per client, so random init learns at all")
-    ap.add_argument("--gap-clients", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    t_all = time.perf_counter()
-    data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=args.seed)
-    common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=args.seed)
-    skew = dict(partition="dirichlet", alpha=args.alpha)
-    print(f"data: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} clients, "
-          f"Dirichlet alpha={args.alpha}, seed={args.seed}")
-
-    # 1. Personalisation, per client.
+def personal_part(args, data, common, skew) -> dict:
+    """Part 1: personalisation, per client, on each client's held-out split."""
     cfg = fl.ExperimentConfig(**common, **skew, rounds=args.rounds, strategy="head", holdout_fraction=0.2)
     sim = fl.Simulation(cfg, data)
     fed = fl.run_federated(cfg, simulation=sim, progress=False)
@@ -65,8 +49,23 @@ def main() -> None:
     print("chosen alpha per client:", pers.chosen_alpha.tolist())
     g, loc = evaluation.spread(pers.global_acc), evaluation.spread(pers.local_acc)
     worst = int(np.argmin(pers.global_acc))
+    return {
+        "clients": args.clients, "seed": args.seed, "rounds": args.rounds,
+        "global_mean": round(g["mean"], 4), "personal_mean": round(loc["mean"], 4),
+        "personal_gain_points": round(100 * (loc["mean"] - g["mean"]), 1),
+        # the worst client's accuracy, before vs after (possibly a different client), and the gain
+        # of the very client the global model served worst
+        "worst_client_gain_points": round(100 * (loc["worst"] - g["worst"]), 1),
+        "worst_client": worst,
+        "that_client_gain_points": round(100 * (pers.local_acc[worst] - pers.global_acc[worst]), 1),
+        "worst_global": round(g["worst"], 4), "worst_personal": round(loc["worst"], 4),
+        "interpolation_mean": round(float(pers.mixed_acc.mean()), 4),
+        "fedper_mean": round(float(fedper.mean()), 4),
+    }
 
-    # 2. Client and server optimisers under the same skew.
+
+def algorithm_part(args, data, common, skew) -> dict:
+    """Part 2: client and server optimisers under the same skew (global test accuracy)."""
     algos = {"FedAvg": {}, "FedProx mu=0.1": {"prox_mu": 0.1},
              "FedAvgM beta=0.9": {"server_optimizer": "momentum", "server_lr": 1.0},
              "FedAdam lr=0.03": {"server_optimizer": "adam", "server_lr": 0.03}}
@@ -78,48 +77,88 @@ def main() -> None:
           f"{args.rounds} rounds")
     for name, acc in algo_acc.items():
         print(f"{name:20s} {acc:.3f}")
+    return {"algorithms": {k: round(v, 4) for k, v in algo_acc.items()}}
 
-    # 3. Pretrained vs random start, IID vs skewed, full fine-tuning.
-    acc = {}
-    gap_data = fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=args.seed)
-    gap_common = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients)
-    for weights in ("builtin", None):
-        for part in ("iid", "skew"):
-            c = fl.ExperimentConfig(**gap_common, **(skew if part == "skew" else {}), rounds=args.gap_rounds,
-                                    strategy="full", weights=weights)
-            acc[(weights, part)] = fl.run_federated(c, dataset=gap_data, progress=False).history.column(
-                "test_accuracy")[-1]
+
+def gap_part(args, common, skew) -> dict:
+    """Part 3: pretrained vs random start, IID vs skewed, full fine-tuning, over seeds."""
+    starts = {"builtin": "pretrained (builtin)", None: "random init"}
+    res = {w: {"iid": [], "skew": [], "iid_final": [], "skew_final": []} for w in starts}
+    for seed in args.gap_seeds:
+        gap_data = fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
+        gap_common = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients, seed=seed)
+        for weights in starts:
+            for part in ("iid", "skew"):
+                c = fl.ExperimentConfig(**gap_common, **(skew if part == "skew" else {}),
+                                        rounds=args.gap_rounds, strategy="full", weights=weights)
+                h = fl.run_federated(c, dataset=gap_data, progress=False).history
+                res[weights][part].append(h.tail_accuracy(args.gap_tail))
+                res[weights][part + "_final"].append(h.final_accuracy)
+            r = res[weights]
+            print(f"seed {seed} {starts[weights]:22s} IID {r['iid'][-1]:.3f} alpha={args.alpha} "
+                  f"{r['skew'][-1]:.3f} (final round {r['iid_final'][-1]:.3f} / {r['skew_final'][-1]:.3f})",
+                  flush=True)
     print(f"\n3. global test accuracy, strategy=full, {args.gap_rounds} rounds, {args.gap_clients} clients, "
-          f"{args.gap_n_train} train")
-    print(f"{'start':22s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} {'gap':>6s} {'relative':>9s}")
-    gaps = {}
-    for weights, label in (("builtin", "pretrained (builtin)"), (None, "random init")):
-        iid, sk = acc[(weights, "iid")], acc[(weights, "skew")]
-        gaps[label] = (iid - sk, (iid - sk) / iid)
-        print(f"{label:22s} {iid:6.3f} {sk:10.3f} {iid - sk:6.3f} {gaps[label][1]:9.1%}")
+          f"{args.gap_n_train} train, mean of the last {args.gap_tail} rounds, seeds {args.gap_seeds}")
+    print(f"{'start':22s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} {'lost':>6s} {'relative':>9s} "
+          f"{'lost (final round)':>19s}")
+    out: dict = {"gap_rounds": args.gap_rounds, "gap_tail": args.gap_tail, "gap_seeds": args.gap_seeds,
+                 "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train}
+    for weights, label in starts.items():
+        r = {k: np.asarray(v) for k, v in res[weights].items()}
+        lost, lost_final = r["iid"] - r["skew"], r["iid_final"] - r["skew_final"]
+        print(f"{label:22s} {r['iid'].mean():6.3f} {r['skew'].mean():10.3f} {lost.mean():6.3f} "
+              f"{(lost / r['iid']).mean():9.1%} {lost_final.mean():19.3f}")
+        key = "pretrained" if weights else "random"
+        out.update({f"iid_{key}": round(float(r["iid"].mean()), 4),
+                    f"skew_{key}": round(float(r["skew"].mean()), 4),
+                    f"gap_{key}": round(float(lost.mean()), 4),
+                    f"gap_{key}_per_seed": [round(float(x), 4) for x in lost],
+                    f"relative_gap_{key}": round(float((lost / r["iid"]).mean()), 4),
+                    f"gap_{key}_final_round": round(float(lost_final.mean()), 4)})
+    out["seeds_where_pretrained_loses_less"] = int(np.sum(
+        np.asarray(out["gap_pretrained_per_seed"]) < np.asarray(out["gap_random_per_seed"])))
+    return out
 
-    out = {
-        "dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
-        "clients": args.clients,
-        "seed": args.seed, "rounds": args.rounds, "gap_rounds": args.gap_rounds,
-        "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train,
-        "global_mean": round(g["mean"], 4), "personal_mean": round(loc["mean"], 4),
-        "personal_gain_points": round(100 * (loc["mean"] - g["mean"]), 1),
-        # the worst client's accuracy, before vs after (possibly a different client), and the gain
-        # of the very client the global model served worst
-        "worst_client_gain_points": round(100 * (loc["worst"] - g["worst"]), 1),
-        "worst_client": worst,
-        "that_client_gain_points": round(100 * (pers.local_acc[worst] - pers.global_acc[worst]), 1),
-        "worst_global": round(g["worst"], 4), "worst_personal": round(loc["worst"], 4),
-        "interpolation_mean": round(float(pers.mixed_acc.mean()), 4),
-        "fedper_mean": round(float(fedper.mean()), 4),
-        "algorithms": {k: round(v, 4) for k, v in algo_acc.items()},
-        "gap_pretrained": round(gaps["pretrained (builtin)"][0], 4),
-        "gap_random": round(gaps["random init"][0], 4),
-        "relative_gap_pretrained": round(gaps["pretrained (builtin)"][1], 4),
-        "relative_gap_random": round(gaps["random init"][1], 4),
-        "seconds": round(time.perf_counter() - t_all, 1),
-    }
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--rounds", type=int, default=10, help="head-only rounds (parts 1 and 2)")
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3],
+                    help="which parts to run (3 is the long one: about 25 min per seed on 2 cores)")
+    ap.add_argument("--gap-rounds", type=int, default=60, help="full fine-tuning rounds (part 3)")
+    ap.add_argument("--gap-tail", type=int, default=10,
+                    help="part 3 accuracy = mean over this many last rounds")
+    ap.add_argument("--gap-seeds", type=int, nargs="+", default=[0],
+                    help="part 3 seeds (partition, initialisation, client order)")
+    ap.add_argument("--gap-n-train", type=int, default=5000,
+                    help="part 3 uses more data per client, so random init learns at all")
+    ap.add_argument("--gap-clients", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if not 1 <= args.gap_tail <= args.gap_rounds:
+        ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
+    t_all = time.perf_counter()
+    data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=args.seed)
+    skew = dict(partition="dirichlet", alpha=args.alpha)
+    print(f"data: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} clients, "
+          f"Dirichlet alpha={args.alpha}, seed={args.seed}")
+
+    out: dict = {"dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
+                 "parts": args.parts}
+    if 1 in args.parts:
+        out.update(personal_part(args, data, common, skew))
+    if 2 in args.parts:
+        out.update(algorithm_part(args, data, common, skew))
+    if 3 in args.parts:
+        out.update(gap_part(args, common, skew))
+    out["seconds"] = round(time.perf_counter() - t_all, 1)
     print(json.dumps(out))
 
 

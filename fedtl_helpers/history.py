@@ -41,6 +41,16 @@ class History:
     def final_accuracy(self) -> float:
         return self.rows[-1]["test_accuracy"] if self.rows else float("nan")
 
+    def tail_accuracy(self, last: int) -> float:
+        """Mean test accuracy over the last ``last`` training rounds (round 0, the starting model,
+        never counts). Under label skew the global model's accuracy swings by several points from
+        round to round, so one final round is a noisy summary; this is the steadier one."""
+        trained = [r["test_accuracy"] for r in self.rows if r["round"] > 0]
+        if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= len(trained):
+            raise ValueError(f"last={last!r} is invalid: allowed an int from 1 to the {len(trained)} "
+                             f"training rounds recorded.")
+        return float(sum(trained[-last:]) / last)
+
     def rounds_to_reach(self, accuracy: float) -> int | None:
         """First round whose test accuracy is >= ``accuracy`` (None if never)."""
         return next((r["round"] for r in self.rows if r["test_accuracy"] >= accuracy), None)

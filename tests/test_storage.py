@@ -85,3 +85,16 @@ def test_bytes_to_reach_sums_until_the_target_round():
     assert h.bytes_to_reach(0.95) is None
     with pytest.raises(ValueError, match="direction='sideways' is invalid"):
         h.bytes_to_reach(0.5, "sideways")
+
+
+def test_tail_accuracy_averages_the_last_training_rounds():
+    h = History()
+    for rnd, acc in enumerate([0.9, 0.2, 0.6, 0.4, 0.8]):
+        h.append(round=rnd, test_accuracy=acc, test_loss=1.0, train_loss=None, clients=[],
+                 bytes_up=0, bytes_down=0, seconds=0.0)
+    assert h.tail_accuracy(1) == pytest.approx(0.8)
+    assert h.tail_accuracy(3) == pytest.approx((0.6 + 0.4 + 0.8) / 3)
+    assert h.tail_accuracy(4) == pytest.approx(0.5)  # round 0 (0.9) never counts
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match=r"last=.* is invalid: allowed an int from 1 to the 4"):
+            h.tail_accuracy(bad)
