@@ -49,7 +49,10 @@ def ensure_venv() -> None:
     sh(PY, "-m", "pip", "install", "--quiet", "-r", "requirements.txt",
        "-c", "requirements-lock.txt")
     sh(PY, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ".")
-    if (ROOT / ".git").exists():  # strip notebook outputs on commit (.gitattributes names the filter)
+    # Strip notebook outputs on commit (.gitattributes names the filter). Only in a main checkout:
+    # a `git worktree` shares .git/config, and its own venv's path there breaks every other tree
+    # once that worktree is removed.
+    if (ROOT / ".git").is_dir():
         sh(BIN / "nbstripout", "--install")
     stamp.write_text(digest)
 

@@ -98,8 +98,9 @@ def gap_part(args, common, skew) -> dict:
             print(f"seed {seed} {starts[weights]:22s} IID {r['iid'][-1]:.3f} alpha={args.alpha} "
                   f"{r['skew'][-1]:.3f} (final round {r['iid_final'][-1]:.3f} / {r['skew_final'][-1]:.3f})",
                   flush=True)
-    print(f"\n3. global test accuracy, strategy=full, {args.gap_rounds} rounds, {args.gap_clients} clients, "
-          f"{args.gap_n_train} train, mean of the last {args.gap_tail} rounds, seeds {args.gap_seeds}")
+    print(f"\n3. global test accuracy, data: shapes (embedded), strategy=full, {args.gap_rounds} rounds, "
+          f"{args.gap_clients} clients, {args.gap_n_train} train, mean of the last {args.gap_tail} rounds, "
+          f"seeds {args.gap_seeds}")
     print(f"{'start':22s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} {'lost':>6s} {'relative':>9s} "
           f"{'lost (final round)':>19s}")
     out: dict = {"gap_rounds": args.gap_rounds, "gap_tail": args.gap_tail, "gap_seeds": args.gap_seeds,
@@ -130,7 +131,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="head-only rounds (parts 1 and 2)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3],
-                    help="which parts to run (3 is the long one: about 25 min per seed on 2 cores)")
+                    help="which parts to run (3 is the long one: about 35 min per seed on 2 cores)")
     ap.add_argument("--gap-rounds", type=int, default=60, help="full fine-tuning rounds (part 3)")
     ap.add_argument("--gap-tail", type=int, default=10,
                     help="part 3 accuracy = mean over this many last rounds")
@@ -147,8 +148,9 @@ def main() -> None:
     data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=args.seed)
     skew = dict(partition="dirichlet", alpha=args.alpha)
-    print(f"data: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} clients, "
-          f"Dirichlet alpha={args.alpha}, seed={args.seed}")
+    if {1, 2} & set(args.parts):
+        print(f"data: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} clients, "
+              f"Dirichlet alpha={args.alpha}, seed={args.seed}")
 
     out: dict = {"dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
                  "parts": args.parts}
