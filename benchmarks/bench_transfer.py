@@ -1,15 +1,24 @@
 """Federated training from the built-in pretrained backbone vs from random initialisation.
 
-Same clients, data, rounds and seed; only the initial backbone weights differ. The
-pretrained backbone was trained on 20 *other* shapes (``scripts/pretrain_backbone.py``), so
-this is a real transfer experiment, offline.
+Same clients, data, rounds and seeds; only the initial backbone weights differ. The pretrained
+backbone was trained on 20 *other* shapes (``scripts/pretrain_backbone.py``), so this is a real
+transfer experiment, offline. The comparison is made fair:
 
-    python benchmarks/bench_transfer.py [--rounds 30] [--target 0.6]
+* each arm gets its own client learning rate, chosen among ``--lrs`` on a validation split of
+  the training data (seed ``--seeds[0]``; never the test set), printed with the results;
+* the random start runs until it has clearly learned (``--rounds``), with BatchNormalization's
+  moving statistics matched to federated training (``models.FEDERATED_BN_MOMENTUM``), so its
+  test accuracy shows what it has learned;
+* every seed (a new partition, initialisation and shuffling) is reported, and the JSON names
+  the worst seed.
 
-Last line: one JSON object with ``acc_round1_pretrained``, ``acc_round1_random`` and
-``rounds_ratio`` (rounds random init needs to reach ``--target`` / rounds pretrained needs; if
-random never reaches it, the ratio is a lower bound computed with ``rounds + 1`` and
-``random_reached_target`` is false).
+    python benchmarks/bench_transfer.py [--rounds 30] [--target 0.6] [--seeds 0 1 2]
+
+Last line: one JSON object with ``seeds``, ``rounds_ratio_min`` (rounds the tuned random start
+needs to reach ``--target`` divided by the pretrained start's, worst seed; a lower bound computed
+with ``rounds + 1`` where random never reaches it), ``rounds_ratio_mean``,
+``acc_round1_pretrained``, ``acc_round1_random``, ``random_final_acc`` (means over seeds),
+``lr_pretrained``, ``lr_random`` and the per-seed figures.
 """
 
 from __future__ import annotations
@@ -17,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,39 +39,96 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--per-client", type=int, default=1000)
+    p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--target", type=float, default=0.6, help="test accuracy to reach")
     p.add_argument("--strategy", default="full")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
+                   help="client learning rates tried for each arm on the validation split")
+    p.add_argument("--tune-rounds", type=int, default=8, help="rounds per tuning trial")
+    p.add_argument("--out", type=Path, help="also write the JSON (with per-round curves and its "
+                   "provenance: command, commit, date, machine, seconds) to this file, atomically")
     args = p.parse_args()
+    if args.rounds < 1 or args.tune_rounds < 1 or not args.seeds:
+        p.error("--rounds and --tune-rounds must be >= 1, --seeds non-empty")
 
+    from fedtl_helpers import data
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.server import run_federated
+    from fedtl_helpers.tuning import tune_federated
 
-    hist = {}
-    for weights in ("builtin", None):
-        cfg = ExperimentConfig(num_clients=args.clients, n_train=args.clients * args.per_client,
-                               n_test=2000, rounds=args.rounds, strategy=args.strategy,
-                               weights=weights, seed=args.seed)
-        hist[weights] = run_federated(cfg, progress=False).history
-    print(f"# {hist['builtin'].meta['describe']} vs weights=None (random init)")
-    print(f"{'round':>5} {'pretrained':>10} {'random':>8}")
-    for a, b in zip(hist["builtin"].rows, hist[None].rows):
-        print(f"{a['round']:>5} {a['test_accuracy']:>10.4f} {b['test_accuracy']:>8.4f}")
-    r_pre = hist["builtin"].rounds_to_reach(args.target)
-    r_rnd = hist[None].rounds_to_reach(args.target)
+    arms = {"pretrained": "builtin", "random": None}
+    n_train = args.clients * args.per_client
+    t0 = time.perf_counter()
+
+    def config(weights, seed, lr=1e-3):
+        return ExperimentConfig(num_clients=args.clients, n_train=n_train, n_test=args.n_test,
+                                rounds=args.rounds, strategy=args.strategy, weights=weights,
+                                learning_rate=lr, seed=seed)
+
+    tuned = {}
+    ds0 = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=args.seeds[0])
+    for arm, weights in arms.items():
+        tuned[arm] = tune_federated(config(weights, args.seeds[0]), args.lrs, dataset=ds0,
+                                    rounds=args.tune_rounds)
+        print(f"# {arm}: learning rate chosen on a 20% validation split of the training data, "
+              f"{args.tune_rounds} rounds, seed {args.seeds[0]}\n{tuned[arm].table()}", flush=True)
+
+    per_seed = []
+    for seed in args.seeds:
+        ds = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=seed)
+        hist = {arm: run_federated(config(w, seed, tuned[arm].best), dataset=ds, progress=False).history
+                for arm, w in arms.items()}
+        print(f"# seed {seed}: {hist['pretrained'].meta['describe']} vs random init")
+        print(f"{'round':>5} {'pretrained':>10} {'random':>8}")
+        for a, b in zip(hist["pretrained"].rows, hist["random"].rows):
+            print(f"{a['round']:>5} {a['test_accuracy']:>10.4f} {b['test_accuracy']:>8.4f}", flush=True)
+        r_pre = hist["pretrained"].rounds_to_reach(args.target)
+        r_rnd = hist["random"].rounds_to_reach(args.target)
+        per_seed.append({
+            "seed": seed,
+            "acc_round1_pretrained": hist["pretrained"].rows[1]["test_accuracy"],
+            "acc_round1_random": hist["random"].rows[1]["test_accuracy"],
+            "final_acc_pretrained": hist["pretrained"].final_accuracy,
+            "final_acc_random": hist["random"].final_accuracy,
+            "rounds_to_target_pretrained": r_pre,
+            "rounds_to_target_random": r_rnd,
+            "rounds_ratio": (None if r_pre is None
+                             else round((r_rnd or args.rounds + 1) / max(r_pre, 1), 2)),
+            "curves": {arm: h.column("test_accuracy") for arm, h in hist.items()},
+        })
+    ratios = [s["rounds_ratio"] for s in per_seed]
+
+    def mean(key):
+        return round(float(np.mean([s[key] for s in per_seed])), 4)
+
     summary = {
-        "acc_round1_pretrained": hist["builtin"].rows[1]["test_accuracy"],
-        "acc_round1_random": hist[None].rows[1]["test_accuracy"],
-        "final_acc_pretrained": hist["builtin"].final_accuracy,
-        "final_acc_random": hist[None].final_accuracy,
+        "seeds": args.seeds,
         "target": args.target,
-        "rounds_to_target_pretrained": r_pre,
-        "rounds_to_target_random": r_rnd,
-        "random_reached_target": r_rnd is not None,
-        "rounds_ratio": (None if r_pre is None
-                         else round((r_rnd or args.rounds + 1) / max(r_pre, 1), 2)),
+        "rounds": args.rounds,
+        "lr_pretrained": tuned["pretrained"].best,
+        "lr_random": tuned["random"].best,
+        "rounds_ratio_min": None if None in ratios else min(ratios),
+        "rounds_ratio_mean": None if None in ratios else round(float(np.mean(ratios)), 2),
+        "random_reached_target_every_seed": all(s["rounds_to_target_random"] is not None
+                                                for s in per_seed),
+        "acc_round1_pretrained": mean("acc_round1_pretrained"),
+        "acc_round1_random": mean("acc_round1_random"),
+        "pretrained_final_acc": mean("final_acc_pretrained"),
+        "random_final_acc": mean("final_acc_random"),
+        "per_seed": per_seed,
+        "tuning_scores": {arm: {str(k): round(v, 4) for k, v in t.scores.items()}
+                          for arm, t in tuned.items()},
+        "seconds": round(time.perf_counter() - t0, 1),
     }
-    print(json.dumps(summary))
+    if args.out:
+        from fedtl_helpers.provenance import provenance
+        from fedtl_helpers.storage import atomic_write_text
+
+        record = {**summary, "provenance": provenance(sys.argv, summary["seconds"])}
+        atomic_write_text(args.out, json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}
+                     | {"per_seed": [{k: v for k, v in s.items() if k != "curves"} for s in per_seed]}))
 
 
 if __name__ == "__main__":

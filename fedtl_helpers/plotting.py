@@ -42,6 +42,31 @@ def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
     return ax
 
 
+def accuracy_bands(curves: Mapping[str, Sequence[Sequence[float]]], title: str, ax=None) -> plt.Axes:
+    """Test accuracy per round over several seeds: the mean as a line, min to max as a band.
+
+    ``curves`` maps a label to one accuracy curve per seed (index = round, equal lengths).
+    """
+    ax = _axes(ax)
+    for label, runs in curves.items():
+        a = np.asarray(runs, dtype=float)
+        if a.ndim != 2 or not a.size:
+            raise ValueError(f"curves[{label!r}] is invalid: allowed a non-empty list of equal-length "
+                             "curves, one per seed.")
+        rounds = np.arange(a.shape[1])
+        (line,) = ax.plot(rounds, a.mean(0), marker="o", ms=3,
+                          label=f"{label} (mean of {len(a)} seeds; band: min to max)")
+        ax.fill_between(rounds, a.min(0), a.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("round")
+    ax.set_ylabel("global test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
 def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: str,
                per_class: int = 6):
     """A grid of example images, one row per class."""
