@@ -46,16 +46,21 @@ def main() -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
                    help="client learning rates tried for each arm on the validation split")
     p.add_argument("--tune-rounds", type=int, default=8, help="rounds per tuning trial")
+    p.add_argument("--lr-pretrained", type=float, help="skip tuning: use this rate (with --lr-random), "
+                   "e.g. the one an earlier run chose, to run more seeds in parallel processes")
+    p.add_argument("--lr-random", type=float)
     p.add_argument("--out", type=Path, help="also write the JSON (with per-round curves and its "
                    "provenance: command, commit, date, machine, seconds) to this file, atomically")
     args = p.parse_args()
     if args.rounds < 1 or args.tune_rounds < 1 or not args.seeds:
         p.error("--rounds and --tune-rounds must be >= 1, --seeds non-empty")
+    if (args.lr_pretrained is None) != (args.lr_random is None):
+        p.error("--lr-pretrained and --lr-random go together (both skip tuning)")
 
     from fedtl_helpers import data
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.server import run_federated
-    from fedtl_helpers.tuning import tune_federated
+    from fedtl_helpers.tuning import Tuned, tune_federated
 
     arms = {"pretrained": "builtin", "random": None}
     n_train = args.clients * args.per_client
@@ -67,18 +72,23 @@ def main() -> None:
                                 learning_rate=lr, seed=seed)
 
     tuned = {}
-    ds0 = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=args.seeds[0])
-    for arm, weights in arms.items():
+    if args.lr_pretrained is not None:  # chosen by an earlier run: no tuning here
+        tuned = {"pretrained": Tuned("learning_rate", args.lr_pretrained, {}),
+                 "random": Tuned("learning_rate", args.lr_random, {})}
+    ds0 = None if tuned else data.load_dataset("shapes", n_train=n_train, n_test=args.n_test,
+                                               seed=args.seeds[0])
+    for arm, weights in ({} if tuned else arms).items():
         tuned[arm] = tune_federated(config(weights, args.seeds[0]), args.lrs, dataset=ds0,
                                     rounds=args.tune_rounds)
         print(f"# {arm}: learning rate chosen on a 20% validation split of the training data, "
               f"{args.tune_rounds} rounds, seed {args.seeds[0]}\n{tuned[arm].table()}", flush=True)
 
-    per_seed = []
+    per_seed, described = [], ""
     for seed in args.seeds:
         ds = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=seed)
         hist = {arm: run_federated(config(w, seed, tuned[arm].best), dataset=ds, progress=False).history
                 for arm, w in arms.items()}
+        described = hist["pretrained"].meta["dataset"]
         print(f"# seed {seed}: {hist['pretrained'].meta['describe']} vs random init")
         print(f"{'round':>5} {'pretrained':>10} {'random':>8}")
         for a, b in zip(hist["pretrained"].rows, hist["random"].rows):
@@ -103,6 +113,9 @@ def main() -> None:
         return round(float(np.mean([s[key] for s in per_seed])), 4)
 
     summary = {
+        "data": f"{described}; {args.clients} IID clients x {args.per_client} images, "
+                f"{args.n_test} test images, strategy={args.strategy}, 1 local epoch",
+        "weights": "builtin",
         "seeds": args.seeds,
         "target": args.target,
         "rounds": args.rounds,
@@ -117,6 +130,7 @@ def main() -> None:
         "pretrained_final_acc": mean("final_acc_pretrained"),
         "random_final_acc": mean("final_acc_random"),
         "per_seed": per_seed,
+        "configs": {arm: config(w, args.seeds[0], tuned[arm].best).to_dict() for arm, w in arms.items()},
         "tuning_scores": {arm: {str(k): round(v, 4) for k, v in t.scores.items()}
                           for arm, t in tuned.items()},
         "seconds": round(time.perf_counter() - t0, 1),
