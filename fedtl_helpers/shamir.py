@@ -13,7 +13,7 @@ interpolation at 0 of any ``t`` points gives ``f(0) = s`` back.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PRIME = 2**521 - 1  # a Mersenne prime: every 32-byte key (< 2**256) is a field element
 SHARE_BYTES = 66  # one field element, 521 bits rounded up to bytes
@@ -46,36 +46,77 @@ def split(secret: int, n: int, t: int) -> list[Share]:
     return shares
 
 
-def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
-    """The coefficients ``l_i`` with ``f(0) = sum_i l_i f(x_i)`` (mod ``PRIME``) for distinct ``xs``.
+def lagrange_at(xs: Sequence[int], x: int) -> list[int]:
+    """The coefficients ``l_i`` with ``f(x) = sum_i l_i f(x_i)`` (mod ``PRIME``) for distinct ``xs``.
 
     They depend only on which points are used, so the server computes them once per set of
-    responding clients and reuses them for every secret it reconstructs.
+    responding clients and reuses them for every secret it reconstructs (or checks).
     """
-    if len(set(xs)) != len(xs) or any(x % PRIME == 0 for x in xs):
+    if len(set(xs)) != len(xs) or any(xi % PRIME == 0 for xi in xs):
         raise ValueError(f"share points must be distinct and non-zero, got {list(xs)}.")
     coeffs = []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if j != i:
-                num = num * (-xj) % PRIME
+                num = num * (x - xj) % PRIME
                 den = den * (xi - xj) % PRIME
         coeffs.append(num * pow(den, -1, PRIME) % PRIME)
     return coeffs
 
 
+def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
+    """``lagrange_at(xs, 0)``: the coefficients that give the secret ``f(0)``."""
+    return lagrange_at(xs, 0)
+
+
 def reconstruct(shares: Sequence[Share], t: int) -> int:
-    """The secret from at least ``t`` shares (uses the first ``t``).
+    """The secret from at least ``t`` shares, checking every share beyond the first ``t``.
+
+    The first ``t`` shares fix the polynomial; each further share must lie on it. A forged or
+    corrupted share is then detected (it raises) instead of silently changing the secret.
+    With exactly ``t`` shares nothing can be checked: an honest-but-curious model is assumed,
+    and an active adversary needs verifiable secret sharing (Feldman, 1987), not done here.
 
     Raises
     ------
     ValueError
-        Fewer than ``t`` shares: the secret is information-theoretically hidden.
+        Fewer than ``t`` shares (the secret is information-theoretically hidden, and
+        interpolating them would return a wrong value), ``t < 2``, repeated points, or shares
+        that do not lie on one polynomial of degree ``t - 1``.
     """
-    if len(shares) < t:
-        raise ValueError(f"{len(shares)} shares cannot reconstruct a secret with threshold t={t}: "
+    return interpolator([x for x, _ in shares], t)([y for _, y in shares])
+
+
+def interpolator(xs: Sequence[int], t: int) -> Callable[[Sequence[int]], int]:
+    """``reconstruct`` for many secrets shared at the same points ``xs``: the Lagrange
+    coefficients are computed once, then each call takes the share values ``ys`` (one per
+    point, in the order of ``xs``), checks those beyond the first ``t`` and returns ``f(0)``.
+
+    Raises
+    ------
+    ValueError
+        ``t < 2``, fewer than ``t`` points or repeated points (here); inconsistent shares (in
+        the call).
+    """
+    if isinstance(t, bool) or not isinstance(t, int) or t < 2:
+        raise ValueError(f"threshold t={t!r} is invalid: allowed an integer >= 2.")
+    if len(xs) < t:
+        raise ValueError(f"{len(xs)} shares cannot reconstruct a secret with threshold t={t}: "
                          f"need at least {t}.")
-    used = list(shares)[:t]
-    lam = lagrange_at_zero([x for x, _ in used])
-    return sum(c * y for c, (_, y) in zip(lam, used)) % PRIME
+    if len(set(xs)) != len(xs):
+        raise ValueError(f"share points must be distinct, got {list(xs)}.")
+    base = list(xs[:t])
+    at_zero = lagrange_at_zero(base)
+    checks = [lagrange_at(base, x) for x in xs[t:]]
+
+    def secret(ys: Sequence[int]) -> int:
+        head = ys[:t]
+        bad = [x for x, co, y in zip(xs[t:], checks, ys[t:])
+               if sum(c * yi for c, yi in zip(co, head)) % PRIME != y % PRIME]
+        if bad:
+            raise ValueError(f"inconsistent shares: the points x={bad} do not lie on the polynomial "
+                             f"the first {t} shares define (a forged or corrupted share).")
+        return sum(c * y for c, y in zip(at_zero, head)) % PRIME
+
+    return secret
