@@ -65,3 +65,18 @@ def test_interpolator_reuses_coefficients_for_many_secrets_and_lagrange_at_evalu
     split = [shamir.split(s, n=5, t=3) for s in secrets_]
     rebuild = shamir.interpolator([1, 2, 3, 4, 5], t=3)
     assert [rebuild([y for _, y in sh]) for sh in split] == secrets_
+
+
+def test_the_one_multiplication_check_catches_a_forged_share_at_every_position():
+    # The parity check is a random combination of n - t constraints: it must accept every honest
+    # set of shares and reject a single changed share wherever it sits (base or extra).
+    xs = list(range(1, 8))
+    rebuild = shamir.interpolator(xs, t=4)
+    for secret in (0, 1, 2**255 + 7):
+        ys = [y for _, y in shamir.split(secret, n=7, t=4)]
+        assert rebuild(ys) == secret
+        for pos in range(7):
+            forged = list(ys)
+            forged[pos] = (forged[pos] + 3) % shamir.PRIME
+            with pytest.raises(ValueError, match="inconsistent shares"):
+                rebuild(forged)
