@@ -328,8 +328,9 @@ class ExperimentConfig:
         t = self.secagg_threshold
         if t is not None:
             _check_int("secagg_threshold", t, 2)
-            # A majority: two disjoint groups of t "survivors" could otherwise each be unmasked,
-            # and the difference of their sums reveals a small subtotal.
+            # A majority: below it the server can name t survivors, call the rest dropped, and
+            # unmask a small subtotal (t=2 of 10: two clients' sum); above it, with each client
+            # answering once, a round allows a single unmasking of a majority.
             if not m // 2 + 1 <= t <= m:
                 _fail("secagg_threshold", t, f"None or an integer in [2, {m}] (the clients per round) "
                       f"that is a majority, > {m} / 2, i.e. in [{max(2, m // 2 + 1)}, {m}]")

@@ -26,9 +26,10 @@ the sum. The clients do not trust the server to ask only once: each answers at m
 unmasking request per round, and only one that names at least ``t`` survivors and splits the
 round's roster exactly into survivors and dropped clients (asking twice, calling a client
 "survived" and then "dropped", would otherwise rebuild both of its secrets and reveal its
-input). ``t`` must be a majority (``t > n / 2``), so two disjoint groups can never both
-reconstruct. Key derivation binds the purpose, the round and both public keys (HKDF ``info``),
-so even a reused key pair never repeats a mask or an encryption key.
+input). ``t`` must be a majority (``t > n / 2``): an unmasking needs ``t`` answers and each
+client answers once, so a round allows one unmasking, of at least a majority of the clients.
+Key derivation binds the purpose, the round and both public keys (HKDF ``info``), so even a
+reused key pair never repeats a mask or an encryption key.
 
 The mask generator is the ChaCha20 keystream (a cryptographic PRG, as in production systems),
 keyed with 32 bytes from HKDF (or the fresh self-mask seed ``b_u``); its zero nonce is safe
@@ -272,9 +273,10 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
         server learns the counts, not the updates.
     threshold
         Shares needed to reconstruct a secret: a majority, ``n // 2 + 1 <= t <= n`` (the
-        default is ``n // 2 + 1``). Below a majority, two disjoint groups of ``t`` could each
-        be declared "the survivors", and the difference of their sums is one group's
-        subtotal: with ``t=2`` of 10, a two-client sum.
+        default is ``n // 2 + 1``). Below a majority the server could name ``t`` survivors,
+        call everyone else dropped, and unmask their small subtotal: with ``t=2`` of 10, a
+        two-client sum. With a majority, and each client answering once, a round allows one
+        unmasking only.
     clip
         Values are clipped to ``[-clip, clip]`` before quantisation.
     drop_before_upload, drop_before_unmask
