@@ -69,3 +69,11 @@ def test_bad_arguments_are_refused(args, match):
 
 def test_config_modes_mirror_the_module():
     assert RANDOMNESS_MODES == randomness.MODES
+
+
+def test_fixed_size_sampling_follows_the_mode():
+    from fedtl_helpers.server import sample_clients
+
+    assert sample_clients(50, 10, seed=1, round_=3) == sample_clients(50, 10, seed=1, round_=3)
+    draws = {tuple(sample_clients(50, 10, seed=1, round_=3, mode="secure")) for _ in range(3)}
+    assert len(draws) == 3 and all(len(d) == 10 for d in draws)
