@@ -328,9 +328,8 @@ def test_two_releases_at_different_noise_cannot_be_solved_for_the_sum_in_secure_
         assert np.std(2 * r1 - r2 - truth) > 2.0  # independent noise: std sqrt(4*4 + 16) ~ 5.7
 
 
-def test_secure_mode_runs_are_not_reproducible_simulation_runs_are(small_shapes):
+def test_secure_mode_runs_are_not_reproducible(small_shapes):
+    # (Simulation mode is: the resume test above checks it bit for bit.)
     a, b = (run_federated(_dp_cfg(rounds=1, randomness="secure"), dataset=small_shapes, progress=False)
             for _ in range(2))
     assert any(not np.array_equal(x, y) for x, y in zip(a.weights, b.weights))
-    c, d = (run_federated(_dp_cfg(rounds=1), dataset=small_shapes, progress=False) for _ in range(2))
-    assert all(np.array_equal(x, y) for x, y in zip(c.weights, d.weights))
