@@ -28,6 +28,7 @@ COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compr
 CLIENT_SAMPLINGS = ("fixed", "poisson")  # mirrors privacy.SAMPLINGS
 DP_ACCOUNTANTS = ("rdp", "pld")  # mirrors privacy.ACCOUNTANTS
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")  # mirrors server_opt.make_server_optimizer
+RANDOMNESS_MODES = ("simulation", "secure")  # mirrors randomness.MODES
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -96,6 +97,13 @@ class ExperimentConfig:
         ``dp_delta`` is reported per round by ``dp_accountant`` (``"rdp"`` or ``"pld"``).
         ``client_sampling``: ``"fixed"`` (``clients_per_round`` without replacement) or
         ``"poisson"`` (each client independently with probability ``client_fraction``).
+        ``dp_delta`` must be below ``1 / num_clients`` (else "release one client's data
+        outright" would satisfy the guarantee).
+    randomness
+        Where DP noise, client sampling, shuffling and stochastic rounding come from (see
+        ``randomness``): ``"simulation"`` (derived from ``seed``: reproducible, and **no
+        privacy**, since the seed is published with the results) or ``"secure"`` (fresh OS
+        randomness: not reproducible; the only mode a deployment accepts).
     quantity_alpha
         Quantity skew for ``partition="iid"``: client sizes drawn from ``Dirichlet(quantity_alpha)``
         (small: a few large clients and many small ones); ``None`` gives near-equal sizes.
@@ -159,6 +167,7 @@ class ExperimentConfig:
     dp_delta: float = 1e-5
     client_sampling: str = "fixed"
     dp_accountant: str = "rdp"
+    randomness: str = "simulation"  # "secure": OS randomness for noise and sampling (no seed)
     # --- non-IID data and personalisation (chapter "Non-IID data and personalisation")
     quantity_alpha: float | None = None  # Dirichlet concentration of client sizes (partition="iid")
     prox_mu: float = 0.0  # FedProx: mu/2 * ||w - w_global||^2 added to every client's loss
@@ -250,8 +259,14 @@ class ExperimentConfig:
             _fail("dp_delta", d, "a number in (0, 1), e.g. 1e-5 (well below 1 / num_clients)")
         _check_choice("client_sampling", self.client_sampling, CLIENT_SAMPLINGS)
         _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
+        _check_choice("randomness", self.randomness, RANDOMNESS_MODES)
         if self.dp_clip is None:
             return
+        # With delta >= 1/N, a mechanism that publishes one random client's data in full is
+        # (0, delta)-DP: the guarantee would allow exactly what it is meant to prevent.
+        if not d < 1 / self.num_clients:
+            _fail("dp_delta", d, f"a number below 1 / num_clients = {1 / self.num_clients:.3g} when "
+                  "dp_clip is set (usually much smaller, e.g. 1e-5)")
         # The sensitivity analysis needs an unweighted sum over a fixed denominator: weighting by
         # n_k lets one big client move the mean by more than dp_clip / expected clients.
         if self.aggregator != "mean":
@@ -306,11 +321,19 @@ class ExperimentConfig:
                 _fail("secure_aggregation", True, "False when dp_clip is set (here the server adds "
                       "the DP noise to the sum it sees; with secure aggregation the clients would have "
                       "to add it, which is distributed DP, not implemented)")
+            # Poisson rounds vary in size and can bring one client (whose "sum" is its update).
+            if self.client_sampling != "fixed":
+                _fail("client_sampling", self.client_sampling, "'fixed' with secure_aggregation=True "
+                      "(a Poisson round can sample fewer than two clients, or fewer than the threshold)")
         t = self.secagg_threshold
         if t is not None:
             _check_int("secagg_threshold", t, 2)
-            if t > m:
-                _fail("secagg_threshold", t, f"None or an integer in [2, {m}] (the clients per round)")
+            # A majority: below it the server can name t survivors, call the rest dropped, and
+            # unmask a small subtotal (t=2 of 10: two clients' sum); above it, with each client
+            # answering once, a round allows a single unmasking of a majority.
+            if not m // 2 + 1 <= t <= m:
+                _fail("secagg_threshold", t, f"None or an integer in [2, {m}] (the clients per round) "
+                      f"that is a majority, > {m} / 2, i.e. in [{max(2, m // 2 + 1)}, {m}]")
         _check_positive("secagg_clip", self.secagg_clip)
         b = self.trim_fraction
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 0.5:

@@ -3,6 +3,12 @@
 Chapter: "Evaluation". Every row carries the round, global test accuracy and loss, mean client
 train loss, which clients took part, bytes sent up and down, and seconds; ``meta`` names the
 dataset and the weights, so no table or figure can lose track of what it measured.
+
+Chapter: "Differential privacy". A DP run releases only what its epsilon covers: the model
+(hence accuracy and loss on the server's own test set), bytes, seconds and epsilon. The
+clients' train loss and the ids of the sampled clients are computed from client data outside
+the mechanism (and the ids undo the amplification by sampling the accountant assumes), so
+``dp_release`` blanks them (``None``) and ``meta["withheld"]`` names them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ from .storage import atomic_write_text
 
 COLUMNS = ("round", "test_accuracy", "test_loss", "train_loss", "clients", "bytes_up",
            "bytes_down", "seconds")
+DP_WITHHELD = ("train_loss", "clients")  # client-derived, not covered by the accountant
+
+
+def dp_release(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as a DP run may publish it: every column in ``DP_WITHHELD`` set to ``None``."""
+    return {**row, **dict.fromkeys(DP_WITHHELD)}
 
 
 @dataclass
@@ -82,7 +94,8 @@ class History:
         writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra])
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({**r, "clients": " ".join(map(str, r["clients"]))})
+            clients = "" if r["clients"] is None else " ".join(map(str, r["clients"]))  # None: withheld
+            writer.writerow({**r, "clients": clients})
         return buf.getvalue()
 
     def save(self, directory: str | os.PathLike, stem: str = "history") -> None:

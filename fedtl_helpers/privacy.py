@@ -29,6 +29,8 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
+from . import randomness
+
 Weights = list[np.ndarray]
 SAMPLINGS = ("fixed", "poisson")  # mirrors config.CLIENT_SAMPLINGS
 ACCOUNTANTS = ("rdp", "pld")
@@ -86,11 +88,15 @@ def noisy_mean(clipped: Sequence[Weights], like: Sequence[np.ndarray], clip: flo
     like
         Tensors with the shapes of one update (used when ``clipped`` is empty).
     clip, noise_multiplier
-        ``C`` and ``z``: the noise std on the sum is ``z * C``.
+        ``C`` and ``z``: the noise std on the sum is ``z * C``. The server clips every update
+        to ``C`` again before summing: the sensitivity bound must not rest on the clients
+        (a malicious one, or the ``"scale"`` attack, sends a longer update).
     denominator
         The expected number of clients per round (``expected_clients``), not the realised one.
     rng
-        Source of the noise (the server loop passes the round's generator).
+        Source of the noise: ``randomness.generator(mode, seed, "noise", round)``. Only the
+        ``"secure"`` mode gives privacy; a seeded generator lets anyone who knows the seed
+        subtract the noise again.
     """
     if not denominator > 0:
         raise ValueError(f"denominator={denominator!r} is invalid: allowed a number > 0.")
@@ -99,18 +105,20 @@ def noisy_mean(clipped: Sequence[Weights], like: Sequence[np.ndarray], clip: flo
     for update in clipped:
         if len(update) != len(total):
             raise ValueError(f"an update has {len(update)} tensors but like has {len(total)}.")
-        for acc, t in zip(total, update):
+        for acc, t in zip(total, clip_update(update, clip)):  # no-op for an honest client
             acc += t
     return [((s + rng.normal(0.0, std, s.shape)) / denominator).astype(np.float32) for s in total]
 
 
-def poisson_sample_clients(num_clients: int, sampling_rate: float, seed: int, round_: int) -> list[int]:
+def poisson_sample_clients(num_clients: int, sampling_rate: float, seed: int, round_: int,
+                           mode: str = "simulation") -> list[int]:
     """Poisson sampling: each client takes part independently with probability ``sampling_rate``.
 
-    A pure function of its inputs (like ``server.sample_clients``); the number of clients
-    varies from round to round and can be zero.
+    In ``mode="simulation"`` a pure function of its inputs (like ``server.sample_clients``); in
+    ``"secure"`` mode drawn from OS randomness (amplification by sampling assumes nobody can
+    predict the sample). The number of clients varies from round to round and can be zero.
     """
-    rng = np.random.default_rng([seed, round_])
+    rng = randomness.generator(mode, seed, "sampling", round_)
     return np.flatnonzero(rng.random(num_clients) < sampling_rate).tolist()
 
 

@@ -20,9 +20,23 @@ run with real keys as four steps of explicit messages:
    both for the same client). With ``t`` answers the server removes the self-masks and the
    dropped clients' pairwise masks: the exact sum of the survivors' quantised updates remains.
 
+Threat model: an honest-but-curious server (it follows the protocol but looks at everything it
+receives) and fewer than ``t`` colluding clients learn nothing about one client's update beyond
+the sum. The clients do not trust the server to ask only once: each answers at most one
+unmasking request per round, and only one that names at least ``t`` survivors and splits the
+round's roster exactly into survivors and dropped clients (asking twice, calling a client
+"survived" and then "dropped", would otherwise rebuild both of its secrets and reveal its
+input). ``t`` must be a majority (``t > n / 2``): an unmasking needs ``t`` answers and each
+client answers once, so a round allows one unmasking, of at least a majority of the clients.
+Key derivation binds the purpose, the round and both public keys (HKDF ``info``), so even a
+reused key pair never repeats a mask or an encryption key.
+
 The mask generator is the ChaCha20 keystream (a cryptographic PRG, as in production systems),
-keyed with 32 bytes from HKDF. Simplified with respect to the paper: no signatures or consistency
-round (those defend against an actively malicious server), and all clients live in one process.
+keyed with 32 bytes from HKDF (or the fresh self-mask seed ``b_u``); its zero nonce is safe
+because each such key encrypts one vector only. Simplified with respect to the paper: no
+signatures or consistency round and no client authentication (those defend against an actively
+malicious server that forges clients; a deployment relies on its node authentication), and all
+clients live in one process.
 """
 
 from __future__ import annotations
@@ -98,26 +112,53 @@ def dequantize(total: np.ndarray, scale: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ key agreement and masks
+PURPOSES = {"share": b"fedtl secagg share encryption", "mask": b"fedtl secagg pairwise mask"}
+
+
+def kdf_info(purpose: str, round_id: int, public_a: bytes, public_b: bytes) -> bytes:
+    """HKDF ``info`` binding the purpose, the round and both public keys (in sorted order, so
+    both parties build the same bytes): a key derived for one round, pair or use never serves
+    another, even if a client reused its key pair."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose={purpose!r} is invalid: allowed one of {', '.join(map(repr, PURPOSES))}.")
+    if isinstance(round_id, bool) or not isinstance(round_id, int) or not 0 <= round_id < 2**64:
+        raise ValueError(f"round_id={round_id!r} is invalid: allowed an integer in [0, 2**64).")
+    low, high = sorted((public_a, public_b))
+    return PURPOSES[purpose] + round_id.to_bytes(8, "big") + low + high
+
+
 def agree(private: X25519PrivateKey, peer_public: bytes, info: bytes) -> bytes:
-    """32 bytes both parties derive: X25519 key agreement expanded with HKDF-SHA256."""
+    """32 bytes both parties derive: X25519 key agreement expanded with HKDF-SHA256 (``info``
+    from ``kdf_info``; the salt is not needed once ``info`` makes every derivation unique)."""
     shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+
+
+def pairwise_key(private: X25519PrivateKey, peer_public: bytes, purpose: str, round_id: int) -> bytes:
+    """``agree`` with ``kdf_info(purpose, round_id, own public key, peer_public)``."""
+    own = private.public_key().public_bytes_raw()
+    return agree(private, peer_public, kdf_info(purpose, round_id, own, peer_public))
 
 
 def mask(seed: bytes, size: int) -> np.ndarray:
     """``size`` pseudo-random uint32 values: the ChaCha20 keystream under the 32-byte ``seed``.
 
-    Every seed is used for one vector only (keys are fresh each run), so a zero nonce is safe.
+    Every seed is used for one vector only (``b_u`` is fresh per client and round; pairwise
+    seeds are bound to the round and both public keys by ``kdf_info``), so a zero nonce is safe.
     """
     stream = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(bytes(4 * size))
     return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
 
 
 class Client:
-    """One client's side of the protocol: its keys, secrets, the shares it holds, its input."""
+    """One client's side of the protocol in one round: its keys, secrets, the shares it holds,
+    its input, and whether it has already answered an unmasking request (at most once)."""
 
-    def __init__(self, client_id: int, vector: np.ndarray):
+    def __init__(self, client_id: int, vector: np.ndarray, round_id: int = 0):
         self.id = client_id
+        self.round_id = round_id
+        self.threshold: int | None = None  # set when the shares are made
+        self.answered = False  # one unmasking answer per round, whatever the server asks
         self._c = X25519PrivateKey.generate()  # encrypts shares sent to other clients
         self._s = X25519PrivateKey.generate()  # pairwise masks
         self._b = secrets.token_bytes(KEY_BYTES)  # self-mask seed
@@ -130,7 +171,7 @@ class Client:
 
     def share_keys(self, roster: dict[int, tuple[bytes, bytes]], threshold: int) -> dict[int, bytes]:
         """Encrypted ``(s_u, b_u)`` share pairs, one per other client in ``roster``."""
-        self.roster = roster
+        self.roster, self.threshold = roster, threshold
         ids = sorted(roster)
         s_shares = shamir.split(int.from_bytes(self._s.private_bytes_raw(), "big"), len(ids), threshold)
         b_shares = shamir.split(int.from_bytes(self._b, "big"), len(ids), threshold)
@@ -142,13 +183,13 @@ class Client:
             plain = (self.id.to_bytes(ID_BYTES, "big") + v.to_bytes(ID_BYTES, "big")
                      + s_sh.to_bytes(shamir.SHARE_BYTES, "big") + b_sh.to_bytes(shamir.SHARE_BYTES, "big"))
             nonce = os.urandom(12)
-            key = agree(self._c, roster[v][0], b"fedtl secagg share encryption")
+            key = pairwise_key(self._c, roster[v][0], "share", self.round_id)
             out[v] = nonce + ChaCha20Poly1305(key).encrypt(nonce, plain, None)
         return out
 
     def receive_shares(self, ciphertexts: dict[int, bytes]) -> None:
         for u, message in ciphertexts.items():
-            key = agree(self._c, self.roster[u][0], b"fedtl secagg share encryption")
+            key = pairwise_key(self._c, self.roster[u][0], "share", self.round_id)
             plain = ChaCha20Poly1305(key).decrypt(message[:12], message[12:], None)
             sender, to = int.from_bytes(plain[:4], "big"), int.from_bytes(plain[4:8], "big")
             if (sender, to) != (u, self.id):
@@ -161,16 +202,39 @@ class Client:
         y = self._x + mask(self._b, self._x.size)
         for v, (_, s_pub) in self.roster.items():
             if v != self.id:
-                p = mask(agree(self._s, s_pub, b"fedtl secagg pairwise mask"), self._x.size)
+                p = mask(pairwise_key(self._s, s_pub, "mask", self.round_id), self._x.size)
                 y = y + p if self.id < v else y - p
         return y
 
     def unmask(self, survivors: Iterable[int], dropped: Iterable[int]) -> dict[str, dict[int, int]]:
-        """Shares of ``b_u`` for survivors and of ``s_u`` for dropped clients, never both for one."""
+        """Shares of ``b_u`` for survivors and of ``s_u`` for dropped clients, never both for one.
+
+        Raises
+        ------
+        ValueError
+            (the client refuses) A second request in this round; a client named both survived
+            and dropped; survivors and dropped that are not exactly the round's roster; fewer
+            survivors than the threshold; or this client itself not among the survivors.
+        """
         survivors, dropped = set(survivors), set(dropped)
-        if survivors & dropped:
-            raise ValueError(f"client {self.id} refuses to unmask: clients {sorted(survivors & dropped)} "
-                             "are listed as both survived and dropped (that would reveal their input).")
+        why = None
+        if self.answered:
+            why = ("it already answered an unmasking request this round (a second one could name "
+                   "a survivor as dropped and rebuild both of its secrets)")
+        elif survivors & dropped:
+            why = (f"clients {sorted(survivors & dropped)} are listed as both survived and dropped "
+                   "(that would reveal their input)")
+        elif survivors | dropped != set(self.roster):
+            why = (f"survivors and dropped ({sorted(survivors | dropped)}) are not the round's roster "
+                   f"({sorted(self.roster)})")
+        elif self.threshold is None or len(survivors) < self.threshold:
+            why = (f"only {len(survivors)} survivors are named, fewer than the threshold "
+                   f"{self.threshold} (a small survivor set would unmask a small sum)")
+        elif self.id not in survivors:
+            why = "it is itself named as dropped, yet it is being asked to help"
+        if why:
+            raise ValueError(f"client {self.id} refuses to unmask: {why}.")
+        self.answered = True
         return {"b": {u: self.held[u][1] for u in survivors}, "s": {u: self.held[u][0] for u in dropped}}
 
 
@@ -197,7 +261,7 @@ class Result:
 def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] | None = None, *,
                      threshold: int | None = None, clip: float = 1.0,
                      drop_before_upload: Iterable[int] = (),
-                     drop_before_unmask: Iterable[int] = ()) -> Result:
+                     drop_before_unmask: Iterable[int] = (), round_id: int = 0) -> Result:
     """Run the protocol on the clients' ``updates``: the server's weighted mean, and the transcript.
 
     Parameters
@@ -208,29 +272,35 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
         Weights ``n_k`` (FedAvg); ``None`` weights every client equally. They are public: the
         server learns the counts, not the updates.
     threshold
-        Shares needed to reconstruct a secret, ``2 <= t <= n``; default ``n // 2 + 1`` (a
-        majority, so no minority of colluding clients can unmask anyone).
+        Shares needed to reconstruct a secret: a majority, ``n // 2 + 1 <= t <= n`` (the
+        default is ``n // 2 + 1``). Below a majority the server could name ``t`` survivors,
+        call everyone else dropped, and unmask their small subtotal: with ``t=2`` of 10, a
+        two-client sum. With a majority, and each client answering once, a round allows one
+        unmasking only.
     clip
         Values are clipped to ``[-clip, clip]`` before quantisation.
     drop_before_upload, drop_before_unmask
         Clients that vanish after sharing their keys (their masks are removed with the
         survivors' shares) or after sending their input (their input counts; they just don't
         help unmask).
+    round_id
+        The round, bound into every derived key (``kdf_info``).
 
     Raises
     ------
     ValueError
-        Fewer than 2 clients, a threshold outside ``[2, n]``, ``clip`` not positive, a
-        non-finite value, or fewer than ``threshold`` clients left to send inputs or shares.
+        Fewer than 2 clients, a threshold outside ``[n // 2 + 1, n]``, ``clip`` not positive, a
+        non-finite value, fewer than ``threshold`` clients left to send inputs or shares, or
+        (with more than ``threshold`` answers) shares that do not agree.
     """
     n = len(updates)
     if n < 2:
         raise ValueError(f"secure aggregation needs at least 2 clients, got {n}: the sum of one "
                          "update is the update.")
     t = n // 2 + 1 if threshold is None else threshold
-    if isinstance(t, bool) or not isinstance(t, int) or not 2 <= t <= n:
-        raise ValueError(f"threshold={t!r} is invalid: allowed an integer with 2 <= threshold <= {n} "
-                         "(the number of clients).")
+    if isinstance(t, bool) or not isinstance(t, int) or not max(2, n // 2 + 1) <= t <= n:
+        raise ValueError(f"threshold={t!r} is invalid: allowed an integer with {max(2, n // 2 + 1)} <= "
+                         f"threshold <= {n} (a majority of the {n} clients, at least 2).")
     if not (np.isfinite(clip) and clip > 0):
         raise ValueError(f"clip={clip!r} is invalid: allowed a number > 0.")
     counts = np.ones(n) if num_examples is None else np.asarray(num_examples, np.float64)
@@ -254,7 +324,7 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
         timer[k] = timer.get(k, 0.0) + time.perf_counter() - t0
         return out
 
-    clients = [on(k, lambda k=k, u=u: Client(k, quantize(u, w[k], clip, scale)))
+    clients = [on(k, lambda k=k, u=u: Client(k, quantize(u, w[k], clip, scale), round_id))
                for k, u in enumerate(updates)]
     # 1. advertise keys
     roster = {c.id: on(c.id, c.advertise_keys) for c in clients}
@@ -297,11 +367,12 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
     if len(answers) < t:
         raise ValueError(f"only {len(answers)} clients answered the unmasking request; {t} shares are "
                          f"needed to remove the masks (threshold={t}): the sum cannot be recovered.")
-    helpers = sorted(answers)[:t]
-    lam = shamir.lagrange_at_zero([k + 1 for k in helpers])  # share x-coordinate = id + 1
+    helpers = sorted(answers)
+    # Share x-coordinate = id + 1; answers beyond the first t check the others' shares.
+    interpolate = shamir.interpolator([k + 1 for k in helpers], t)
 
     def rebuild(kind: str, u: int) -> bytes:
-        secret = sum(c * answers[v][kind][u] for c, v in zip(lam, helpers)) % shamir.PRIME
+        secret = interpolate([answers[v][kind][u] for v in helpers])
         return secret.to_bytes(KEY_BYTES, "big")
 
     for u in survivors:
@@ -309,7 +380,7 @@ def secure_aggregate(updates: Sequence[Weights], num_examples: Sequence[float] |
     for u in dropped:
         s_u = X25519PrivateKey.from_private_bytes(rebuild("s", u))
         for v in survivors:  # v added +PRG(s_uv) if v < u, else subtracted it
-            p = mask(agree(s_u, roster[v][1], b"fedtl secagg pairwise mask"), size)
+            p = mask(pairwise_key(s_u, roster[v][1], "mask", round_id), size)
             total = total - p if v < u else total + p
     res.total = dequantize(total, scale)
     res.weight_sum = float(w[survivors].sum())

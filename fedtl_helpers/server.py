@@ -6,9 +6,10 @@ Chapter: "Federated learning overview". One round::
        --> aggregate (FedAvg weighted by n_k) --> global += server_lr * aggregate
        --> evaluate --> History row --> checkpoint
 
-Everything random is derived from ``config.seed`` and the round number (client sampling) or
-``(seed, round, client)`` (shuffling), so a run resumed from its last checkpoint repeats the
-uninterrupted run exactly.
+Everything random comes from ``randomness``: one stream per purpose (sampling, noise, each
+client's shuffling and rounding) derived from ``config.seed`` and the round (and client) in
+``config.randomness="simulation"`` mode, so a run resumed from its last checkpoint repeats the
+uninterrupted run exactly; fresh OS randomness in ``"secure"`` mode.
 """
 
 from __future__ import annotations
@@ -22,12 +23,23 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from . import aggregation, compression, data, evaluation, models, partitioning, privacy, robust, secure_agg
+from . import (
+    aggregation,
+    compression,
+    data,
+    evaluation,
+    models,
+    partitioning,
+    privacy,
+    randomness,
+    robust,
+    secure_agg,
+)
 from .aggregation import Weights
 from .client import LocalTrainer, client_update
 from .config import ExperimentConfig
 from .features import FeatureExtractor
-from .history import History
+from .history import DP_WITHHELD, History, dp_release
 from .server_opt import make_server_optimizer
 from .storage import load_checkpoint, save_checkpoint
 
@@ -41,9 +53,10 @@ class FederatedResult:
     model: keras.Model  # the shared model, holding the final global weights
 
 
-def sample_clients(num_clients: int, k: int, seed: int, round_: int) -> list[int]:
-    """The ``k`` clients taking part in ``round_`` (sorted), a pure function of its inputs."""
-    rng = np.random.default_rng([seed, round_])
+def sample_clients(num_clients: int, k: int, seed: int, round_: int, mode: str = "simulation") -> list[int]:
+    """The ``k`` clients taking part in ``round_`` (sorted): a pure function of its inputs in
+    ``mode="simulation"``, drawn from OS randomness in ``"secure"`` mode."""
+    rng = randomness.generator(mode, seed, "sampling", round_)
     return sorted(rng.choice(num_clients, size=k, replace=False).tolist())
 
 
@@ -184,7 +197,9 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     weights = sim.model.get_weights()
     history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
                             "dataset": sim.data_source,
-                            "weights": config.weights or "random init"})
+                            "weights": config.weights or "random init",
+                            "randomness": config.randomness,
+                            "withheld": [] if config.dp_clip is None else list(DP_WITHHELD)})
     # What the round remembers besides the weights; each part saves its state in the checkpoint.
     uplink = compression.Uplink.from_config(config)  # client-side update encoding (+ residuals)
     server_opt = make_server_optimizer(config)  # FedAvg's server step, or one with momentum
@@ -204,8 +219,9 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
             part.load_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")})
     else:
         ev = sim.evaluate(weights)
-        history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
-                       clients=[], bytes_up=0, bytes_down=0, seconds=0.0, **dp_columns(config, 0))
+        row = dict(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
+                   clients=[], bytes_up=0, bytes_down=0, seconds=0.0, **dp_columns(config, 0))
+        history.append(**(row if config.dp_clip is None else dp_release(row)))
 
     full_bytes = compression.dense_nbytes(weights)
     sent_bytes = compression.dense_nbytes([w for w, m in zip(weights, sim.mask) if m])
@@ -213,24 +229,26 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
                file=sys.stderr, initial=start - 1, total=config.rounds)
     for rnd in bar:
         t0 = time.perf_counter()
-        chosen = (privacy.poisson_sample_clients(config.num_clients, config.client_fraction, config.seed, rnd)
-                  if config.client_sampling == "poisson" else
-                  sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd))
+        mode = config.randomness
+        chosen = (privacy.poisson_sample_clients(config.num_clients, config.client_fraction, config.seed, rnd,
+                                                 mode) if config.client_sampling == "poisson" else
+                  sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd, mode))
         deltas, counts, losses, bytes_up = [], [], [], 0
         for k in chosen:
             x, y = sim.client_data(k)
             result = client_update(sim.trainer, weights, k, x, y, epochs=config.local_epochs,
-                                   seed=(config.seed, rnd, k))
+                                   seed=randomness.entropy(mode, config.seed, "shuffle", rnd, k))
             if config.dp_clip is not None:  # client-level DP: the client clips its own update
                 result.delta = privacy.clip_update(result.delta, config.dp_clip)
             # Client side: encode the update for the uplink; the server decodes what arrived.
             delta = robust.attack(config, k, result.delta)  # a malicious client's poisoned delta
-            received, nbytes = uplink.send(k, delta, np.random.default_rng([config.seed, rnd, k, 1]))
+            rounding = randomness.generator(mode, config.seed, "rounding", rnd, k)
+            received, nbytes = uplink.send(k, delta, rounding)
             deltas.append(received)
             counts.append(result.num_examples)
             losses.append(result.metrics["train_loss"])
             bytes_up += nbytes
-        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]),
+        agg = aggregate(config, deltas, counts, randomness.generator(mode, config.seed, "noise", rnd),
                         like=[w for w, m in zip(weights, sim.mask) if m])
         weights = server_opt.step(weights, sim.mask, agg)
         ev = sim.evaluate(weights)
@@ -239,10 +257,11 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
         extra_up, extra_down = secure_agg.round_overhead(config, len(chosen))  # keys, shares, unmasking
         bytes_up, down = bytes_up + extra_up, down + extra_down
         seen.update(chosen)
-        history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                       train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
-                       bytes_up=bytes_up, bytes_down=down, seconds=time.perf_counter() - t0,
-                       **dp_columns(config, rnd))
+        row = dict(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
+                   train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
+                   bytes_up=bytes_up, bytes_down=down, seconds=time.perf_counter() - t0,
+                   **dp_columns(config, rnd))
+        history.append(**(row if config.dp_clip is None else dp_release(row)))  # DP: only what is accounted
         bar.set_postfix(acc=f"{ev['accuracy']:.3f}")
         if checkpoint_dir is not None:
             arrays = {f"{name}/{k}": v for name, part in stateful.items() for k, v in part.state().items()}
@@ -252,7 +271,11 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     if config.dp_clip is not None:  # the final privacy spent, with what it was computed for
         history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], "delta": config.dp_delta,
                                    "accountant": config.dp_accountant,
-                                   "sampling": config.client_sampling}
+                                   "sampling": config.client_sampling,
+                                   "randomness": config.randomness}
+        if config.randomness == "simulation":  # say it where the epsilon is read
+            history.meta["privacy"]["warning"] = ("seeded noise (randomness='simulation'): anyone who "
+                                                  "knows the seed can remove it; no privacy")
     if checkpoint_dir is not None:
         history.save(checkpoint_dir)
     sim.model.set_weights(weights)

@@ -13,7 +13,7 @@ interpolation at 0 of any ``t`` points gives ``f(0) = s`` back.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PRIME = 2**521 - 1  # a Mersenne prime: every 32-byte key (< 2**256) is a field element
 SHARE_BYTES = 66  # one field element, 521 bits rounded up to bytes
@@ -46,36 +46,94 @@ def split(secret: int, n: int, t: int) -> list[Share]:
     return shares
 
 
-def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
-    """The coefficients ``l_i`` with ``f(0) = sum_i l_i f(x_i)`` (mod ``PRIME``) for distinct ``xs``.
+def lagrange_at(xs: Sequence[int], x: int) -> list[int]:
+    """The coefficients ``l_i`` with ``f(x) = sum_i l_i f(x_i)`` (mod ``PRIME``) for distinct ``xs``.
 
     They depend only on which points are used, so the server computes them once per set of
-    responding clients and reuses them for every secret it reconstructs.
+    responding clients and reuses them for every secret it reconstructs (or checks).
     """
-    if len(set(xs)) != len(xs) or any(x % PRIME == 0 for x in xs):
+    if len(set(xs)) != len(xs) or any(xi % PRIME == 0 for xi in xs):
         raise ValueError(f"share points must be distinct and non-zero, got {list(xs)}.")
     coeffs = []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if j != i:
-                num = num * (-xj) % PRIME
+                num = num * (x - xj) % PRIME
                 den = den * (xi - xj) % PRIME
         coeffs.append(num * pow(den, -1, PRIME) % PRIME)
     return coeffs
 
 
+def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
+    """``lagrange_at(xs, 0)``: the coefficients that give the secret ``f(0)``."""
+    return lagrange_at(xs, 0)
+
+
 def reconstruct(shares: Sequence[Share], t: int) -> int:
-    """The secret from at least ``t`` shares (uses the first ``t``).
+    """The secret from at least ``t`` shares, checking every share beyond the first ``t``.
+
+    The first ``t`` shares fix the polynomial; each further share must lie on it. A forged or
+    corrupted share is then detected (it raises) instead of silently changing the secret.
+    With exactly ``t`` shares nothing can be checked: an honest-but-curious model is assumed,
+    and an active adversary needs verifiable secret sharing (Feldman, 1987), not done here.
 
     Raises
     ------
     ValueError
-        Fewer than ``t`` shares: the secret is information-theoretically hidden.
+        Fewer than ``t`` shares (the secret is information-theoretically hidden, and
+        interpolating them would return a wrong value), ``t < 2``, repeated points, or shares
+        that do not lie on one polynomial of degree ``t - 1``.
     """
-    if len(shares) < t:
-        raise ValueError(f"{len(shares)} shares cannot reconstruct a secret with threshold t={t}: "
+    return interpolator([x for x, _ in shares], t)([y for _, y in shares])
+
+
+def interpolator(xs: Sequence[int], t: int) -> Callable[[Sequence[int]], int]:
+    """``reconstruct`` for many secrets shared at the same points ``xs``: the coefficients are
+    computed once, then each call takes the share values ``ys`` (one per point, in the order of
+    ``xs``), checks that they lie on one polynomial of degree ``t - 1`` and returns ``f(0)``.
+
+    The check costs one multiplication per share: shares of such a polynomial satisfy the
+    ``n - t`` parity checks ``sum_i v_i x_i^k y_i = 0`` (``k < n - t``, ``v_i = 1 / prod_{j != i}
+    (x_i - x_j)``; the dual of a Reed-Solomon code), and one random combination of them, with a
+    coefficient ``r`` drawn here from ``secrets``, misses an inconsistency with probability at
+    most ``n / 2**521``. When it fails, each extra share is compared with the polynomial the
+    first ``t`` define, to name the bad ones.
+
+    Raises
+    ------
+    ValueError
+        ``t < 2``, fewer than ``t`` points or repeated points (here); inconsistent shares (in
+        the call).
+    """
+    if isinstance(t, bool) or not isinstance(t, int) or t < 2:
+        raise ValueError(f"threshold t={t!r} is invalid: allowed an integer >= 2.")
+    if len(xs) < t:
+        raise ValueError(f"{len(xs)} shares cannot reconstruct a secret with threshold t={t}: "
                          f"need at least {t}.")
-    used = list(shares)[:t]
-    lam = lagrange_at_zero([x for x, _ in used])
-    return sum(c * y for c, (_, y) in zip(lam, used)) % PRIME
+    if len(set(xs)) != len(xs):
+        raise ValueError(f"share points must be distinct, got {list(xs)}.")
+    xs = list(xs)
+    at_zero = lagrange_at_zero(xs[:t])
+    check = []  # c_i = v_i * sum_{k < n - t} (r x_i)^k: sum_i c_i y_i == 0 for consistent shares
+    if len(xs) > t:
+        r = secrets.randbelow(PRIME)
+        for i, xi in enumerate(xs):
+            den = 1
+            for j, xj in enumerate(xs):
+                if j != i:
+                    den = den * (xi - xj) % PRIME
+            p = 0
+            for _ in range(len(xs) - t):  # Horner: 1 + (r x) + (r x)^2 + ...
+                p = (p * r * xi + 1) % PRIME
+            check.append(p * pow(den, -1, PRIME) % PRIME)
+
+    def secret(ys: Sequence[int]) -> int:
+        if check and sum(c * y for c, y in zip(check, ys)) % PRIME != 0:
+            bad = [x for x, y in zip(xs[t:], ys[t:])
+                   if sum(c * yi for c, yi in zip(lagrange_at(xs[:t], x), ys[:t])) % PRIME != y % PRIME]
+            raise ValueError(f"inconsistent shares: the points x={bad} do not lie on the polynomial "
+                             f"the first {t} shares define (a forged or corrupted share).")
+        return sum(c * y for c, y in zip(at_zero, ys[:t])) % PRIME
+
+    return secret

@@ -79,3 +79,33 @@ def test_config_choices_mirror_the_modules():
 
     assert config.DATASET_NAMES == data.DATASETS
     assert config.PARTITION_SCHEMES == partitioning.SCHEMES
+
+
+# ------------------------------------------------------------------ privacy and secure aggregation
+def test_randomness_mode_is_a_named_field_and_roundtrips():
+    cfg = ExperimentConfig(randomness="secure")
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg and ExperimentConfig().randomness == "simulation"
+    with pytest.raises(ValueError, match=r"ExperimentConfig\.randomness='seeded' is invalid: allowed one of "
+                                         r"'simulation', 'secure'"):
+        ExperimentConfig(randomness="seeded")
+
+
+def test_dp_delta_must_be_below_one_over_the_number_of_clients_only_when_dp_is_on():
+    with pytest.raises(ValueError, match=r"ExperimentConfig\.dp_delta=0\.5 .*below 1 / num_clients = 0\.2"):
+        ExperimentConfig(dp_clip=1.0, aggregator="mean", dp_delta=0.5)
+    assert ExperimentConfig(dp_clip=1.0, aggregator="mean", dp_delta=0.19).dp_delta == 0.19
+    assert ExperimentConfig(dp_delta=0.5).dp_delta == 0.5  # no DP: delta is not used
+
+
+@pytest.mark.parametrize("kwargs, field, allowed", [
+    (dict(num_clients=10, secagg_threshold=2), "secagg_threshold", "a majority, > 10 / 2, i.e. in [6, 10]"),
+    (dict(num_clients=10, secagg_threshold=5), "secagg_threshold", "in [6, 10]"),
+    (dict(num_clients=4, secagg_threshold=2), "secagg_threshold", "in [3, 4]"),
+    (dict(num_clients=10, client_fraction=0.5, client_sampling="poisson"), "client_sampling",
+     "'fixed' with secure_aggregation=True"),
+])
+def test_secure_aggregation_needs_a_majority_threshold_and_fixed_sampling(kwargs, field, allowed):
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}=") as err:
+        ExperimentConfig(secure_aggregation=True, **kwargs)
+    assert allowed in str(err.value)
+    assert ExperimentConfig(secure_aggregation=True, num_clients=10, secagg_threshold=6).secagg_threshold == 6

@@ -7,7 +7,7 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from fedtl_helpers import privacy
+from fedtl_helpers import privacy, randomness
 from fedtl_helpers.config import CLIENT_SAMPLINGS, DP_ACCOUNTANTS, ExperimentConfig
 from fedtl_helpers.server import aggregate, run_federated
 
@@ -59,10 +59,21 @@ def test_noise_std_on_the_sum_is_z_times_c():
 def test_noisy_mean_without_noise_is_sum_over_fixed_denominator():
     a = [np.array([1.0, 2.0]), np.array([3.0])]
     b = [np.array([3.0, 4.0]), np.array([5.0])]
-    out = privacy.noisy_mean([a, b], a, clip=1.0, noise_multiplier=0.0, denominator=4.0,
+    out = privacy.noisy_mean([a, b], a, clip=10.0, noise_multiplier=0.0, denominator=4.0,
                              rng=np.random.default_rng(0))
     np.testing.assert_allclose(out[0], [1.0, 1.5])  # (1 + 3) / 4, (2 + 4) / 4: not / 2
     np.testing.assert_allclose(out[1], [2.0])
+
+
+def test_the_server_clips_again_so_a_scaled_update_cannot_exceed_the_sensitivity():
+    # A malicious client (or the "scale" attack) sends 10x its clipped update: the server's own
+    # clip keeps one client's contribution to the sum at norm C, whatever the client did.
+    honest = [np.array([0.6, 0.0]), np.array([0.8])]  # norm 1 = C
+    scaled = [10 * t for t in honest]
+    out = privacy.noisy_mean([scaled], honest, clip=1.0, noise_multiplier=0.0, denominator=1.0,
+                             rng=np.random.default_rng(0))
+    np.testing.assert_allclose(np.concatenate(out), [0.6, 0.0, 0.8], rtol=1e-6)
+    assert privacy.global_norm(out) <= 1.0
 
 
 def test_noise_is_a_function_of_the_generator():
@@ -77,6 +88,8 @@ def test_poisson_sampling_rate_and_seeding():
     assert np.mean(sizes) == pytest.approx(20, rel=0.05)
     assert len(set(sizes)) > 5  # the number of clients varies
     assert privacy.poisson_sample_clients(200, 0.1, 0, 4) == privacy.poisson_sample_clients(200, 0.1, 0, 4)
+    secure = [privacy.poisson_sample_clients(200, 0.1, 0, 4, "secure") for _ in range(3)]
+    assert len({tuple(c) for c in secure}) == 3  # OS randomness: the seed does not fix the sample
     assert any(not privacy.poisson_sample_clients(3, 0.1, 0, r) for r in range(20))  # empty rounds exist
 
 
@@ -183,6 +196,9 @@ def test_inverse_errors():
     (dict(dp_clip=1.0, aggregator="mean", compression="quantize"), "compression", "'none' when dp_clip"),
     (dict(dp_clip=1.0, aggregator="mean", dp_accountant="pld"), "dp_accountant",
      "'rdp' with client_sampling"),
+    (dict(dp_clip=1.0, aggregator="mean", dp_delta=0.5), "dp_delta", "below 1 / num_clients = 0.2"),
+    (dict(dp_clip=1.0, aggregator="mean", dp_delta=0.2), "dp_delta", "below 1 / num_clients = 0.2"),
+    (dict(randomness="os"), "randomness", "'simulation', 'secure'"),
 ])
 def test_config_rejects_bad_privacy_settings(kwargs, field, allowed):
     with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}=") as err:
@@ -223,15 +239,20 @@ def test_dp_run_records_epsilon_and_resumes_bit_identically(small_shapes, tmp_pa
     assert eps[0] == 0.0 and all(a < b for a, b in zip(eps, eps[1:]))
     assert eps[-1] == pytest.approx(privacy.dp_epsilon(0.8, 0.5, 3, 1e-5))
     assert full.history.meta["privacy"]["epsilon"] == eps[-1]
-    for row in full.history.rows[1:]:
-        assert row["clients"] == privacy.poisson_sample_clients(6, 0.5, 0, row["round"])
+    for row in full.history.rows:  # only what the accountant covers is released
+        assert row["clients"] is None and row["train_loss"] is None
+        assert {"test_accuracy", "test_loss", "bytes_up", "epsilon"} <= set(row)
+    meta = full.history.meta
+    assert meta["withheld"] == ["train_loss", "clients"] and meta["randomness"] == "simulation"
+    assert meta["privacy"]["randomness"] == "simulation" and "no privacy" in meta["privacy"]["warning"]
     part = tmp_path / "run"
     run_federated(_dp_cfg(rounds=2), dataset=small_shapes, progress=False, checkpoint_dir=part)
     resumed = run_federated(_dp_cfg(), dataset=small_shapes, progress=False, checkpoint_dir=part, resume=True)
     for a, b in zip(full.weights, resumed.weights):
         np.testing.assert_array_equal(a, b)
     assert resumed.history.column("epsilon") == eps
-    assert "epsilon" in (part / "history.csv").read_text().splitlines()[0].split(",")
+    header, first = (part / "history.csv").read_text().splitlines()[:2]
+    assert "epsilon" in header.split(",") and first.split(",")[3:5] == ["", ""]  # withheld, blank
     assert json.loads((part / "history.json").read_text())["meta"]["privacy"]["delta"] == 1e-5
 
 
@@ -239,7 +260,76 @@ def test_dp_run_survives_an_empty_round_and_noise_moves_the_model(small_shapes):
     seed = next(s for s in range(100) if not privacy.poisson_sample_clients(6, 0.1, s, 1))
     res = run_federated(_dp_cfg(rounds=1, client_fraction=0.1, seed=seed), dataset=small_shapes,
                         progress=False)
-    assert res.history.rows[1]["clients"] == [] and res.history.rows[1]["train_loss"] is None
+    assert res.history.rows[1]["clients"] is None and res.history.rows[1]["train_loss"] is None
     start = run_federated(_dp_cfg(rounds=0, seed=seed), dataset=small_shapes, progress=False)
     moved = sum(float(np.abs(a - b).sum()) for a, b in zip(res.weights, start.weights))
     assert moved > 0  # nobody came, but the noise was still added
+
+
+# ------------------------------------------------------------------ attacks on the noise
+def _spy_on_sums(monkeypatch):
+    """Record the true clipped sum of every round (what DP is meant to hide)."""
+    sums, real = [], privacy.noisy_mean
+
+    def spy(clipped, like, clip, noise_multiplier, denominator, rng):
+        sums.append([np.sum([np.asarray(u[i], np.float64) for u in clipped], axis=0) if clipped
+                     else np.zeros(np.shape(t)) for i, t in enumerate(like)])
+        return real(clipped, like, clip, noise_multiplier, denominator, rng)
+
+    monkeypatch.setattr(privacy, "noisy_mean", spy)
+    return sums
+
+
+def _subtract_seeded_noise(history, start, weights, trained):
+    """The attack: everything it uses is in history.json and the two released models."""
+    cfg = history.meta["config"]
+    m = privacy.expected_clients(cfg["num_clients"], cfg["client_fraction"], cfg["client_sampling"])
+    rng = randomness.generator("simulation", cfg["seed"], "noise", 1)  # the seed is published
+    std = cfg["dp_noise_multiplier"] * cfg["dp_clip"]
+    out = []
+    for k in trained:
+        delta = weights[k].astype(np.float64) - start[k]
+        out.append(m * delta / cfg["server_lr"] - rng.normal(0.0, std, delta.shape))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["simulation", "secure"])
+def test_noise_subtraction_from_a_run_and_its_history_works_only_on_seeded_noise(small_shapes, monkeypatch,
+                                                                                  mode):
+    sums = _spy_on_sums(monkeypatch)
+    cfg = _dp_cfg(rounds=1, randomness=mode)
+    start = run_federated(_dp_cfg(rounds=0), dataset=small_shapes, progress=False).weights
+    res = run_federated(cfg, dataset=small_shapes, progress=False)
+    history = res.history.from_dict(json.loads(json.dumps(res.history.to_dict())))  # as saved
+    trained = [k for k, (a, b) in enumerate(zip(start, res.weights)) if not np.array_equal(a, b)]
+    recovered = _subtract_seeded_noise(history, start, res.weights, trained)
+    err = max(float(np.abs(r - s).max()) for r, s in zip(recovered, sums[0]))
+    if mode == "simulation":  # the documented weakness: the exact clipped sum, to float32 rounding
+        assert err < 1e-4
+    else:  # fresh noise: what is left is the noise itself, std z*C = 0.4 per coordinate
+        left = np.concatenate([(r - s).ravel() for r, s in zip(recovered, sums[0])])
+        assert np.std(left) > 0.8 * 0.5 * 0.5 and err > 0.4
+        assert history.meta["privacy"]["randomness"] == "secure" and "warning" not in history.meta["privacy"]
+
+
+@pytest.mark.parametrize("mode", ["simulation", "secure"])
+def test_two_releases_at_different_noise_cannot_be_solved_for_the_sum_in_secure_mode(mode):
+    # Two runs with one seed at z=2 and z=4 (as in a noise sweep): with seeded noise
+    # r1 = s + 2C n and r2 = s + 4C n, so 2 r1 - r2 = s exactly.
+    rng = np.random.default_rng(7)
+    clipped = [[privacy.clip_update([rng.normal(size=300)], 1.0)[0]] for _ in range(5)]
+    truth = np.sum([u[0] for u in clipped], axis=0, dtype=np.float64)
+    r1, r2 = (privacy.noisy_mean(clipped, clipped[0], 1.0, z, 1.0, randomness.generator(mode, 0, "noise", 1))
+              [0].astype(np.float64) for z in (2.0, 4.0))
+    err = np.abs(2 * r1 - r2 - truth)
+    if mode == "simulation":
+        assert err.max() < 1e-4
+    else:
+        assert np.std(2 * r1 - r2 - truth) > 2.0  # independent noise: std sqrt(4*4 + 16) ~ 5.7
+
+
+def test_secure_mode_runs_are_not_reproducible(small_shapes):
+    # (Simulation mode is: the resume test above checks it bit for bit.)
+    a, b = (run_federated(_dp_cfg(rounds=1, randomness="secure"), dataset=small_shapes, progress=False)
+            for _ in range(2))
+    assert any(not np.array_equal(x, y) for x, y in zip(a.weights, b.weights))

@@ -108,14 +108,14 @@ def test_unweighted_mean_aggregator_differs(small_shapes):
 
 
 def test_crash_mid_run_then_resume_matches_uninterrupted(small_shapes, tmp_path, monkeypatch):
-    from fedtl_helpers import server
+    from fedtl_helpers import randomness, server
 
     cfg = _cfg(rounds=3, strategy="partial")
     full = run_federated(cfg, dataset=small_shapes, progress=False)
     real = server.client_update
 
     def crash_in_round_3(*args, seed, **kw):
-        if seed[1] == 3:
+        if seed == randomness.entropy("simulation", cfg.seed, "shuffle", 3, args[2]):  # args[2]: client
             raise KeyboardInterrupt("power cut")
         return real(*args, seed=seed, **kw)
 

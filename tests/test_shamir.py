@@ -32,3 +32,51 @@ def test_secret_outside_the_field_and_repeated_points_are_refused():
         shamir.split(shamir.PRIME, 3, 2)
     with pytest.raises(ValueError, match="distinct"):
         shamir.lagrange_at_zero([1, 1])
+
+
+def test_a_forged_share_is_detected_when_more_than_t_shares_are_given():
+    secret = 123456789
+    shares = shamir.split(secret, n=6, t=3)
+    forged = list(shares)
+    forged[4] = (forged[4][0], (forged[4][1] + 1) % shamir.PRIME)
+    with pytest.raises(ValueError, match=r"inconsistent shares: the points x=\[5\]"):
+        shamir.reconstruct(forged, t=3)
+    forged[0] = (1, (forged[0][1] + 7) % shamir.PRIME)  # now among the first t: all others disagree
+    with pytest.raises(ValueError, match=r"x=\[4, 6\]"):
+        shamir.reconstruct([forged[0], forged[1], forged[2], forged[3], forged[5]], t=3)
+    assert shamir.reconstruct(shares, t=3) == secret  # all six honest shares agree
+
+
+def test_fewer_than_t_shares_are_refused_not_interpolated():
+    shares = shamir.split(42, n=5, t=4)
+    for k in range(4):
+        with pytest.raises(ValueError, match="need at least 4"):
+            shamir.reconstruct(shares[:k], t=4)
+    with pytest.raises(ValueError, match="threshold t=1 is invalid"):
+        shamir.reconstruct(shares, t=1)
+    with pytest.raises(ValueError, match="distinct"):
+        shamir.reconstruct([shares[0], shares[0], shares[1], shares[2]], t=4)
+
+
+def test_interpolator_reuses_coefficients_for_many_secrets_and_lagrange_at_evaluates_anywhere():
+    # f(x) = 5 + 2x: f(3) = 2*f(2) - f(1) = 11, and lagrange_at([1, 2], 3) == [-1, 2]
+    assert shamir.lagrange_at([1, 2], 3) == [shamir.PRIME - 1, 2]
+    secrets_ = [7, 2**200 + 3, 0]
+    split = [shamir.split(s, n=5, t=3) for s in secrets_]
+    rebuild = shamir.interpolator([1, 2, 3, 4, 5], t=3)
+    assert [rebuild([y for _, y in sh]) for sh in split] == secrets_
+
+
+def test_the_one_multiplication_check_catches_a_forged_share_at_every_position():
+    # The parity check is a random combination of n - t constraints: it must accept every honest
+    # set of shares and reject a single changed share wherever it sits (base or extra).
+    xs = list(range(1, 8))
+    rebuild = shamir.interpolator(xs, t=4)
+    for secret in (0, 1, 2**255 + 7):
+        ys = [y for _, y in shamir.split(secret, n=7, t=4)]
+        assert rebuild(ys) == secret
+        for pos in range(7):
+            forged = list(ys)
+            forged[pos] = (forged[pos] + 3) % shamir.PRIME
+            with pytest.raises(ValueError, match="inconsistent shares"):
+                rebuild(forged)
