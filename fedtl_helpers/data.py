@@ -349,6 +349,7 @@ def describe(name: str, *, data_dir: str | os.PathLike | None = None,
     kind, path = found
     if kind == "archive" and sha256 != CIFAR10_SHA256:
         check = "checksum not checked" if sha256 is None else f"SHA-256 {sha256[:12]}..."
-        return (f"cifar10-format archive at {path} ({check}; NOT the official CIFAR-10 file, "
+        # No "; " inside: History.table() splits the description into header lines there.
+        return (f"cifar10-format archive at {path} ({check}, NOT the official CIFAR-10 file, "
                 "e.g. a test-sized archive)")
     return f"cifar10 (official {kind.replace('folder', 'extracted folder')} at {path})"
