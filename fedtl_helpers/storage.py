@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any] | None
     try:
         with np.load(path) as f:
             return json.loads(str(f["state"]))
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); move it "
                         "away, or start again with --overwrite") from e
 

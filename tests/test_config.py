@@ -79,3 +79,19 @@ def test_config_choices_mirror_the_modules():
 
     assert config.DATASET_NAMES == data.DATASETS
     assert config.PARTITION_SCHEMES == partitioning.SCHEMES
+
+
+@pytest.mark.parametrize("field, value, extra", [
+    ("learning_rate", float("inf"), {}),
+    ("learning_rate", float("nan"), {}),
+    ("server_lr", float("inf"), {}),
+    ("alpha", float("inf"), {"partition": "dirichlet"}),
+    ("quantity_alpha", float("inf"), {}),
+    ("server_tau", float("nan"), {}),
+    ("attack_scale", float("inf"), {"attack": "scale", "malicious_fraction": 0.2}),
+    ("client_fraction", float("nan"), {}),
+    ("holdout_fraction", float("nan"), {}),
+])
+def test_non_finite_values_are_rejected(field, value, extra):
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}={value!r} is invalid"):
+        ExperimentConfig(**{**extra, field: value})
