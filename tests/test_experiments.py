@@ -282,3 +282,21 @@ def test_ctrl_c_that_reached_the_kernel_first_stops_the_grid(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, GRID_2X2)
     assert len(calls) == 2  # not recorded as a failed run with the grid going on
+
+
+@pytest.mark.parametrize("notebook", [NOTEBOOK, CASE_STUDY], ids=lambda p: p.name)
+def test_parameters_are_read_as_papermill_reads_them(notebook):
+    assert ex.declared_parameters(notebook) == {
+        k: {"default": v["default"], "inferred_type_name": v["inferred_type_name"]}
+        for k, v in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def test_annotated_parameters_keep_their_type(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("rounds: int = 3\nlabel = 'a'  # comment\nx, y = 1, 2",
+                                          metadata={"tags": ["parameters"]})]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert ex.declared_parameters(path) == {
+        "rounds": {"default": "3", "inferred_type_name": "int"},
+        "label": {"default": "'a'", "inferred_type_name": "None"}}
