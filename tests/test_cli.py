@@ -235,3 +235,14 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     weights, _ = storage.load_checkpoint(tmp_path)  # the checkpoint is whole
     assert all(np.all(np.isfinite(w)) for w in weights)
     assert not (tmp_path / storage.LOCK_NAME).exists()
+
+
+def test_every_public_name_and_submodule_still_resolves_lazily():
+    import fedtl_helpers as fl
+
+    assert len(fl.__all__) == 46 and all(getattr(fl, name) is not None for name in fl.__all__)
+    from fedtl_helpers.server import run_federated
+
+    assert fl.run_federated is run_federated and fl.plotting.__name__ == "fedtl_helpers.plotting"
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        fl.nope  # noqa: B018

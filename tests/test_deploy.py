@@ -138,9 +138,9 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
     assert running(feds[0].processes()) == []
 
 
-def test_ctrl_c_stops_every_process(tmp_path):
-    base = free_ports(3)
-    # Enough rounds that the run is still going when Ctrl-C arrives (one round can finish first).
+def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
+    """``run_local.py`` with two SuperNodes, once every Flower process runs; and those processes."""
+    # Enough rounds that the run is still going when the signal arrives (one round can finish first).
     cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "100",
            "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
            "--superlink-port", str(base), "--node-port", str(base + 1)]
@@ -153,10 +153,13 @@ def test_ctrl_c_stops_every_process(tmp_path):
             seen.setdefault(p.pid, p)
         names = [" ".join(p.cmdline()) for p in running(seen.values())]
         if sum("flower-supernode" in n for n in names) == 2 and any("superexec" in n for n in names):
-            break
+            return launcher, seen
         time.sleep(0.2)
-    else:
-        pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+    pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    launcher, seen = start_launcher(tmp_path, free_ports(3))
     launcher.send_signal(signal.SIGINT)
     out, _ = launcher.communicate(timeout=60)
     assert launcher.returncode == 130, out[-3000:]
@@ -290,22 +293,7 @@ def test_launcher_refuses_an_existing_result_a_locked_folder_and_a_file(tmp_path
 def test_sigkill_of_the_real_launcher_stops_the_flower_processes(tmp_path):
     """End to end with Flower: SuperLink, SuperNodes and what they started all end."""
     base = free_ports(3)
-    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "100",
-           "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
-           "--superlink-port", str(base), "--node-port", str(base + 1)]
-    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(launcher.pid)
-    seen: dict[int, psutil.Process] = {}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and launcher.poll() is None:
-        for p in root.children(recursive=True):
-            seen.setdefault(p.pid, p)
-        names = [" ".join(p.cmdline()) for p in running(seen.values())]
-        if sum("flower-supernode" in n for n in names) == 2 and any("superexec" in n for n in names):
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+    launcher, seen = start_launcher(tmp_path, base)
     launcher.kill()
     launcher.wait()
     deadline = time.monotonic() + 60
