@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # during the checks, before the run's own handlers are in place
+        print("stopped before anything started; nothing was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
