@@ -115,7 +115,7 @@ def check_finite(weights: Weights, loss: float, round_: int) -> None:
         what = f"{len(bad)} of {len(weights)} weight tensors" if bad else f"the test loss ({loss})"
         raise NonFiniteError(
             f"training diverged in round {round_}: {what} became NaN or infinite; the run stopped "
-            f"and keeps round {round_ - 1}. Lower learning_rate or server_lr (or clip the updates).",
+            f"without saving round {round_}. Lower learning_rate or server_lr (or clip the updates).",
             round_)
 
 

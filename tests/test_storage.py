@@ -134,7 +134,7 @@ def test_note_resume_updates_the_config_and_records_each_resume():
 def test_check_finite_names_the_round_and_what_diverged(weights, loss, what):
     with pytest.raises(storage.NonFiniteError) as e:
         storage.check_finite(weights, loss, 4)
-    assert e.value.round == 4 and what in str(e.value) and "keeps round 3" in str(e.value)
+    assert e.value.round == 4 and what in str(e.value) and "without saving round 4" in str(e.value)
     storage.check_finite([np.ones(2, np.float32)], 0.5, 4)  # finite: no error
 
 
