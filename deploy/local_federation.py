@@ -5,6 +5,15 @@ Chapter: "From simulation to deployment". ``LocalFederation`` starts Flower's pr
 what to do when a process stops, follows a run through the ``flwr`` command line (JSON
 output) and stops every process it or Flower started: terminate, then kill after a timeout.
 ``run_local.py`` uses it to deploy one experiment.
+
+No orphans, whatever kills the launcher: a watchdog process (this file run with
+``--watchdog``, in its own session) holds the read end of a pipe from the launcher and learns
+every session the launcher starts. When the launcher dies by any signal, SIGKILL and the
+out-of-memory killer included, the kernel closes the pipe; the watchdog reads end-of-file and
+stops every process of those sessions (Flower's SuperExec, ServerApp and ClientApps stay in
+the session of the process that started them). A new launch into the same folder also finds
+processes an earlier launch left there (their working folder is the launch folder) and stops
+them, saying so.
 """
 
 from __future__ import annotations
@@ -96,6 +105,56 @@ def _wait_gone(procs, timeout: float) -> list[psutil.Process]:
     return alive
 
 
+def _stop(procs: list[psutil.Process], timeout: float) -> None:
+    """Terminate ``procs``, kill those still running after ``timeout`` s."""
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    for p in _wait_gone(procs, timeout):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _wait_gone(procs, 5.0)
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()[:2]) or p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+
+
+def in_sessions(sessions: set[int]) -> list[psutil.Process]:
+    """Running processes whose session is one of ``sessions``."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and os.getsid(p.pid) in sessions:
+                found.append(p)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            pass
+    return running(found)
+
+
+def watchdog(stop_timeout: float) -> None:
+    """Read session ids from stdin until end-of-file, then stop every process in them.
+
+    End-of-file comes when the launcher closes the pipe after stopping everything itself, or
+    when the launcher dies, however it dies: the kernel closes its end of the pipe.
+    """
+    sessions = {int(line) for line in sys.stdin if line.strip()}
+    for _ in range(5):  # a process may start another while it is being stopped
+        procs = in_sessions(sessions)
+        if not procs:
+            return
+        print(f"launcher gone: stopping {len(procs)} process(es): "
+              + ", ".join(f"{p.pid} ({_name(p)})" for p in procs), flush=True)
+        _stop(procs, stop_timeout)
+
+
 class LocalFederation:
     """A SuperLink and ``num_nodes`` SuperNodes on this machine, stopped on exit.
 
@@ -121,7 +180,8 @@ class LocalFederation:
 
     def __init__(self, workdir: str | os.PathLike, num_nodes: int, *, superlink_port: int = 9093,
                  node_port: int = 9094, superlink_address: str | None = None,
-                 connect_timeout: float = 60.0, stop_timeout: float = 10.0):
+                 connect_timeout: float = 60.0, stop_timeout: float = 10.0,
+                 notify=None):
         self.workdir = Path(workdir).resolve()
         self.num_nodes = num_nodes
         self.superlink_port = superlink_port
@@ -134,6 +194,8 @@ class LocalFederation:
         self.logs: dict[str, Path] = {}
         self._seen: dict[int, psutil.Process] = {}  # every descendant ever observed
         self.cli_home = self.workdir / "flwr_home" / "cli"
+        self.watchdog: subprocess.Popen | None = None
+        self.notify = notify or (lambda message: print(message, file=sys.stderr))
 
     def __enter__(self) -> LocalFederation:
         return self
@@ -163,7 +225,51 @@ class LocalFederation:
             self.procs[name] = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, env=self._env(name),
                                                 cwd=self.workdir, start_new_session=True)
+        self._watch(self.procs[name].pid)
         self._track()
+
+    def _watch(self, session: int) -> None:
+        """Tell the watchdog (started on first use) about a new session to stop if we die."""
+        if self.watchdog is None:
+            log = open(self.workdir / "logs" / "watchdog.log", "ab")  # noqa: SIM115 (the child owns it)
+            with log:
+                self.watchdog = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).resolve()), "--watchdog",
+                     str(self.stop_timeout)], stdin=subprocess.PIPE, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.watchdog.stdin.write(f"{session}\n".encode())
+            self.watchdog.stdin.flush()
+        except BrokenPipeError:  # the watchdog died: stop() still cleans up, as before it existed
+            self.notify(f"warning: the watchdog (pid {self.watchdog.pid}) is gone; if this launcher "
+                        "is killed, stop the Flower processes by hand")
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes still running from an earlier launch into this folder (not ours).
+
+        Recognised by ``FLWR_HOME`` under this folder's ``flwr_home/``, which every process
+        started here (and everything Flower starts from them) has in its environment.
+        """
+        ours = {os.getpid(), *(p.pid for p in self._seen.values())}
+        home = str(self.workdir / "flwr_home") + os.sep
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if p.pid not in ours and p.environ().get("FLWR_HOME", "").startswith(home):
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                pass
+        return running(found)
+
+    def stop_leftovers(self) -> list[int]:
+        """Stop what an earlier launch left running in this folder; their pids (reported)."""
+        left = self.leftovers()
+        if left:
+            names = ", ".join(f"{p.pid} ({_name(p)})" for p in left)
+            self.notify(f"note: an earlier launch in {self.workdir} left {len(left)} process(es) "
+                        f"running: {names}; stopping them")
+            _stop(left, self.stop_timeout)
+        return [p.pid for p in left]
 
     def _track(self) -> None:
         """Remember every descendant (Flower starts SuperExec, ServerApp and ClientApps).
@@ -206,6 +312,7 @@ class LocalFederation:
     def start(self) -> None:
         """Check ports, start the SuperLink (unless external) and the SuperNodes, wait for them."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.stop_leftovers()  # before the port checks: leftovers may hold our ports
         if not self.external:
             check_port_free(self.superlink_port, "SuperLink", "--superlink-port")
         for k in range(self.num_nodes):
@@ -263,17 +370,17 @@ class LocalFederation:
             procs = running(self._seen.values())
             if not procs:
                 break
-            for p in procs:
-                try:
-                    p.terminate()
-                except psutil.NoSuchProcess:
-                    pass
-            for p in _wait_gone(procs, self.stop_timeout):
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            _wait_gone(procs, 5.0)
+            _stop(procs, self.stop_timeout)
+        if self.watchdog is not None:  # nothing left to guard: end-of-file lets it exit
+            try:
+                self.watchdog.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.watchdog.wait(timeout=self.stop_timeout + 10)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
         for proc in self.procs.values():  # reap our direct children, close the groups
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -353,3 +460,8 @@ class LocalFederation:
                                   stdin=subprocess.DEVNULL).stdout
         except subprocess.TimeoutExpired:
             return "(flwr log did not answer)"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watchdog"]:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only end-of-file ends the watch
+    watchdog(float(sys.argv[2]))

@@ -19,7 +19,13 @@ machines). The launcher
    and a run can fail after it started: only the final status ``finished:completed`` *and* the
    ServerApp's result file count as success);
 4. stops every process it started (terminate, then kill after ``--stop-timeout`` seconds,
-   children included), on success, on failure and on Ctrl-C.
+   children included), on success, on failure and on Ctrl-C; a watchdog process stops them
+   too when the launcher itself is killed (SIGKILL, out of memory), and a new launch stops
+   what an earlier one left behind in ``--out``, saying so.
+
+A bad option is one line on stderr naming it and what is allowed, exit 2, before anything
+starts. ``--out`` is locked while a launch uses it, and a folder that already holds a result
+is refused unless ``--overwrite``.
 
 The last line printed is one JSON object with the final accuracy and where the result is.
 """
@@ -28,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import signal
 import sys
 import time
@@ -90,11 +98,13 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fedtl_helpers.__main__ import add_config_options
+    from fedtl_helpers.cli import Parser, add_config_options
 
-    parser = argparse.ArgumentParser(prog="python deploy/run_local.py",
-                                     description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python deploy/run_local.py", description=__doc__.split("\n\n")[0])
     add_config_options(parser, num_clients=2, rounds=3, n_train=1000, n_test=500)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the result already in --out")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     for name, default, what in (
             ("--out", "runs/deploy", "folder for logs, Flower homes and result.json"),
             ("--superlink-port", 9093, "the SuperLink's port on 127.0.0.1"),
@@ -112,25 +122,74 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def check_options(options: dict[str, Any], num_clients: int) -> None:
+    """Ports and timeouts make sense (before anything starts).
+
+    Raises
+    ------
+    UserError
+        Naming the option and the allowed values.
+    """
+    from fedtl_helpers.storage import UserError
+
+    for name in ("superlink_port", "node_port"):
+        port = options[name]
+        if not 1024 <= port <= 65535:
+            raise UserError(f"--{name.replace('_', '-')}={port} is invalid: allowed a port in "
+                            "1024..65535")
+    if options["node_port"] + num_clients - 1 > 65535:
+        raise UserError(f"--node-port={options['node_port']} is invalid with {num_clients} clients: "
+                        f"allowed at most {65536 - num_clients} (SuperNode k uses node-port + k)")
+    if options["superlink_address"] is None and (
+            options["superlink_port"] - options["node_port"]) in range(num_clients):
+        raise UserError(f"--superlink-port={options['superlink_port']} collides with the SuperNodes' "
+                        f"ports {options['node_port']}..{options['node_port'] + num_clients - 1}: "
+                        "allowed a port outside them")
+    address = options["superlink_address"]
+    if address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
+        raise UserError(f"--superlink-address={address!r} is invalid: allowed host:port, e.g. "
+                        "127.0.0.1:9093")
+    for name in ("connect_timeout", "run_timeout", "stop_timeout"):
+        value = options[name]
+        if not 0 < value < math.inf:
+            raise UserError(f"--{name.replace('_', '-')}={value} is invalid: allowed a finite "
+                            "number of seconds > 0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from fedtl_helpers import storage
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.history import History
 
     args = vars(build_parser().parse_args(argv))
     options = {k: args.pop(k) for k in ("out", "superlink_port", "node_port", "superlink_address",
                                          "connect_timeout", "run_timeout", "stop_timeout")}
-    try:
-        config = ExperimentConfig(**args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    overwrite, debug = args.pop("overwrite"), args.pop("debug")
+    out = options.pop("out")
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the federation like Ctrl-C
     # Installed explicitly: a process started in the background by a non-interactive shell
     # inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt on Ctrl-C.
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
-        result = run_local(config, options.pop("out"), **options)
+        try:
+            config = ExperimentConfig(**args)
+        except ValueError as e:
+            raise storage.UserError(str(e)) from e
+        check_options(options, config.num_clients)
+        folder = storage.check_output_dir(out)
+        with storage.FolderLock(folder, "deploy/run_local.py"):
+            if (folder / "result.json").exists() and not overwrite:
+                raise storage.UserError(f"--out={out!r} already holds a result (result.json): "
+                                        "allowed --overwrite to replace it, or another --out")
+            result = run_local(config, folder, **options)
+    except storage.UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except DeploymentError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,31 +1,56 @@
 """fedtl_helpers: the mechanics behind the fedtl book (``import fedtl_helpers as fl``).
 
 Each module holds one concept and its docstring names the chapter that explains it.
+
+Names are imported on first use (PEP 562 module ``__getattr__``): ``fl.run_federated`` works
+as before, but ``python -m fedtl_helpers --help`` and the command line's input checks answer
+without waiting seconds for TensorFlow, which only the modules that train import.
 """
 
-from . import check, privacy
-from .aggregation import Weights, add_scaled, fedavg, mean, nbytes, subtract
-from .client import ClientResult, LocalTrainer, client_update
-from .config import ExperimentConfig
-from .data import DATASETS, class_names, describe, load_cifar10, load_dataset
-from .history import History
-from .models import build_backbone, build_head, build_model, set_strategy, updatable_mask
-from .partitioning import SCHEMES, label_skew, partition, partition_stats
-from .personalization import finetune_clients, interpolate, run_fedper
-from .privacy import clip_update, dp_epsilon, noise_multiplier_for_epsilon
-from .robust import coordinate_median, krum, trimmed_mean
-from .secure_agg import secure_aggregate
-from .server import FederatedResult, Simulation, run_federated, sample_clients
-from .server_opt import ServerAdam, ServerMomentum, ServerSGD, make_server_optimizer, server_update
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS", "SCHEMES", "ClientResult", "ExperimentConfig", "FederatedResult", "History",
-    "LocalTrainer", "ServerAdam", "ServerMomentum", "ServerSGD", "Simulation", "Weights",
-    "add_scaled", "build_backbone", "build_head", "build_model", "check", "class_names",
-    "client_update", "clip_update", "coordinate_median", "describe", "dp_epsilon", "fedavg",
-    "finetune_clients", "interpolate", "krum", "label_skew", "load_cifar10", "load_dataset",
-    "make_server_optimizer", "mean", "nbytes", "noise_multiplier_for_epsilon", "partition",
-    "partition_stats", "privacy", "run_federated", "run_fedper", "sample_clients",
-    "secure_aggregate", "server_update", "set_strategy", "subtract", "trimmed_mean",
-    "updatable_mask",
-]
+import importlib
+import importlib.util
+from typing import Any
+
+# public name -> the submodule that defines it ("" for a submodule exported under its own name)
+_EXPORTS = {
+    "check": "", "privacy": "",
+    **dict.fromkeys(("Weights", "add_scaled", "fedavg", "mean", "nbytes", "subtract"), "aggregation"),
+    **dict.fromkeys(("ClientResult", "LocalTrainer", "client_update"), "client"),
+    "ExperimentConfig": "config",
+    **dict.fromkeys(("DATASETS", "class_names", "describe", "load_cifar10", "load_dataset"), "data"),
+    "History": "history",
+    **dict.fromkeys(("build_backbone", "build_head", "build_model", "set_strategy", "updatable_mask"),
+                    "models"),
+    **dict.fromkeys(("SCHEMES", "label_skew", "partition", "partition_stats"), "partitioning"),
+    **dict.fromkeys(("finetune_clients", "interpolate", "run_fedper"), "personalization"),
+    **dict.fromkeys(("clip_update", "dp_epsilon", "noise_multiplier_for_epsilon"), "privacy"),
+    **dict.fromkeys(("coordinate_median", "krum", "trimmed_mean"), "robust"),
+    "secure_aggregate": "secure_agg",
+    **dict.fromkeys(("FederatedResult", "Simulation", "run_federated", "sample_clients"), "server"),
+    **dict.fromkeys(("ServerAdam", "ServerMomentum", "ServerSGD", "make_server_optimizer",
+                     "server_update"), "server_opt"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        # Every submodule stays reachable as ``fl.<module>`` (``fl.plotting``, ``fl.features``),
+        # as when this file imported them all.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            module = ""
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = importlib.import_module(f".{module or name}", __name__)
+    if module:
+        value = getattr(value, name)
+    globals()[name] = value  # cached: the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,10 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        _fail(name, value, "a number > 0")
+    # ``0 < value < inf`` is False for NaN too: an infinite learning rate or concentration
+    # would pass ``value > 0`` and surface rounds later as a NaN loss.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        _fail(name, value, "a number > 0 (finite)")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

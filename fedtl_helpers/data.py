@@ -142,7 +142,8 @@ def _keras_cache_dir() -> Path:
     return Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras" / "datasets"
 
 
-def _places(data_dir: str | os.PathLike | None) -> list[Path]:
+def search_places(data_dir: str | os.PathLike | None) -> list[Path]:
+    """The folders searched for CIFAR-10, in order: data_dir, $FEDTL_DATA_DIR, the Keras cache."""
     places = [Path(data_dir)] if data_dir is not None else []
     if os.environ.get("FEDTL_DATA_DIR"):
         places.append(Path(os.environ["FEDTL_DATA_DIR"]))
@@ -152,7 +153,7 @@ def _places(data_dir: str | os.PathLike | None) -> list[Path]:
 def _candidates(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     """Every (kind, path) we look at, in order: data_dir, $FEDTL_DATA_DIR, Keras cache."""
     out = []
-    *mine, keras = _places(data_dir)
+    *mine, keras = search_places(data_dir)
     for place in mine:
         out += [("folder", place / FOLDER), ("archive", place / ARCHIVE)]
     out += [("folder", keras / FOLDER), ("archive", keras / ARCHIVE)]
@@ -161,7 +162,8 @@ def _candidates(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     return out
 
 
-def _find_cifar10(data_dir: str | os.PathLike | None) -> tuple[str, Path] | None:
+def find_cifar10(data_dir: str | os.PathLike | None = None) -> tuple[str, Path] | None:
+    """Where CIFAR-10 would be read from: ``("folder" | "archive", path)``, or ``None``."""
     for kind, path in _candidates(data_dir):
         if path.is_dir() if kind == "folder" else path.is_file():
             return kind, path
@@ -170,7 +172,7 @@ def _find_cifar10(data_dir: str | os.PathLike | None) -> tuple[str, Path] | None
 
 def _download(url: str, sha256: str | None, data_dir: str | os.PathLike | None) -> Path:
     """Download to a temporary file next to the target, verify, then rename atomically."""
-    for place in _places(data_dir):
+    for place in search_places(data_dir):
         try:
             place.mkdir(parents=True, exist_ok=True)
         except OSError:
@@ -178,7 +180,7 @@ def _download(url: str, sha256: str | None, data_dir: str | os.PathLike | None) 
         if os.access(place, os.W_OK):
             break
     else:
-        tried = ", ".join(map(str, _places(data_dir)))
+        tried = ", ".join(map(str, search_places(data_dir)))
         raise OSError(f"no writable directory to download CIFAR-10 into (tried {tried})")
     target = place / ARCHIVE
     fd, tmp = tempfile.mkstemp(prefix=f".{ARCHIVE}.", suffix=".part", dir=place)
@@ -242,7 +244,7 @@ def load_cifar10(
         (a ``ValueError``) Checksum mismatch, damaged archive, or a batch that is not a
         CIFAR-10 batch; the message names the file.
     """
-    found = _find_cifar10(data_dir)
+    found = find_cifar10(data_dir)
     if found is None:
         if not download:
             looked = "\n".join(f"  {path}" for _, path in _candidates(data_dir))
@@ -283,6 +285,7 @@ def load_dataset(
     n_train: int | None = None,
     n_test: int | None = None,
     seed: int = 0,
+    sha256: str | None = CIFAR10_SHA256,
 ) -> tuple[Split, Split]:
     """Load a dataset by name: ``"shapes"`` (embedded, offline) or ``"cifar10"``.
 
@@ -290,8 +293,9 @@ def load_dataset(
     ----------
     name
         One of :data:`DATASETS`.
-    data_dir, download
-        CIFAR-10 only (see :func:`load_cifar10`); ignored for ``"shapes"``.
+    data_dir, download, sha256
+        CIFAR-10 only (see :func:`load_cifar10`); ignored for ``"shapes"``. Any ``sha256``
+        other than the official one is a test-sized archive: say so with :func:`describe`.
     n_train, n_test
         ``"shapes"``: images to generate (default 10,000 / 2,000). ``"cifar10"``: keep only
         the first ``n`` images (default all), for quick runs.
@@ -313,7 +317,7 @@ def load_dataset(
     _check_n("n_test", n_test)
     if name == "shapes":
         return load_shapes(n_train or 10_000, n_test or 2_000, seed=seed)
-    splits = load_cifar10(data_dir, download=download)
+    splits = load_cifar10(data_dir, download=download, sha256=sha256)
     out = []
     for param, n, (x, y) in (("n_train", n_train, splits[0]), ("n_test", n_test, splits[1])):
         if n is not None and n > len(x):
@@ -329,12 +333,23 @@ def class_names(name: str) -> tuple[str, ...]:
     return tuple(TARGET_SHAPES) if name == "shapes" else CIFAR10_CLASSES
 
 
-def describe(name: str, *, data_dir: str | os.PathLike | None = None) -> str:
-    """One line naming the data (and for CIFAR-10 the file read), for results and titles."""
+def describe(name: str, *, data_dir: str | os.PathLike | None = None,
+             sha256: str | None = CIFAR10_SHA256) -> str:
+    """One line naming the data (and for CIFAR-10 the file read), for results and titles.
+
+    ``sha256`` is the checksum the archive is read with (see :func:`load_cifar10`): with any
+    other than the official one, or none, the line says the data is *not* the official file.
+    """
     _check_name(name)
     if name == "shapes":
         return "shapes (embedded procedural 10-class 32x32, offline)"
-    found = _find_cifar10(data_dir)
+    found = find_cifar10(data_dir)
     if found is None:
         return "cifar10 (official CIFAR-10, not found locally)"
-    return f"cifar10 (official {found[0].replace('folder', 'extracted folder')} at {found[1]})"
+    kind, path = found
+    if kind == "archive" and sha256 != CIFAR10_SHA256:
+        check = "checksum not checked" if sha256 is None else f"SHA-256 {sha256[:12]}..."
+        # No "; " inside: History.table() splits the description into header lines there.
+        return (f"cifar10-format archive at {path} ({check}, NOT the official CIFAR-10 file, "
+                "e.g. a test-sized archive)")
+    return f"cifar10 (official {kind.replace('folder', 'extracted folder')} at {path})"

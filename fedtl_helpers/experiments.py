@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -36,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .storage import atomic_write_bytes, atomic_write_text
+from .storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text
 
 ALLOWED_KEYS = {"name", "notebook", "grid", "runs", "fixed", "description"}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -130,6 +131,9 @@ def load_grid(path: str | Path, root: str | Path | None = None) -> GridSpec:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise ValueError(f"grid file {str(path)!r} cannot be read ({e.strerror}): allowed an "
+                         "existing YAML file, e.g. experiments/smoke.yaml") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping with keys {sorted(ALLOWED_KEYS)}")
     unknown = sorted(set(spec) - ALLOWED_KEYS)
@@ -159,6 +163,45 @@ def _expected_type(declared: dict) -> str | None:
     return name if name in _ACCEPTS else None
 
 
+def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
+    """The assignments of the notebook's ``parameters`` cell: name -> ``{"default": source,
+    "inferred_type_name": annotation or "None"}``, as ``papermill.inspect_notebook`` reports them.
+
+    Read with ``json`` and ``ast``: importing papermill alone takes a second, and a grid's
+    mistakes should be reported faster than that.
+
+    Raises
+    ------
+    ValueError
+        The notebook is not JSON or its parameters cell is not valid Python.
+    """
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{notebook}: not a readable notebook ({e})") from None
+    for cell in cells:
+        if cell.get("cell_type") != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as e:
+            raise ValueError(f"{notebook}: the parameters cell is not valid Python ({e})") from None
+        declared = {}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, annotation = node.targets[0], "None"
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, annotation = node.target, ast.get_source_segment(source, node.annotation)
+            else:
+                continue
+            if isinstance(target, ast.Name):
+                declared[target.id] = {"default": ast.get_source_segment(source, node.value),
+                                       "inferred_type_name": annotation}
+        return declared
+    return {}
+
+
 def check_parameters(notebook: str | Path, runs: list[dict]) -> None:
     """Check every run's parameter names and value types against the notebook's parameters cell.
 
@@ -169,9 +212,7 @@ def check_parameters(notebook: str | Path, runs: list[dict]) -> None:
         type (an int is fine for a float, anything for a ``None`` default, ``None`` for anything),
         or a notebook without an ``output_dir`` parameter.
     """
-    import papermill
-
-    declared = papermill.inspect_notebook(str(notebook))
+    declared = declared_parameters(notebook)
     names = ", ".join(declared) or "(none)"
     if "output_dir" not in declared:
         raise ValueError(f"{notebook} must declare `output_dir` in its parameters cell (declares: {names})")
@@ -191,6 +232,37 @@ def check_parameters(notebook: str | Path, runs: list[dict]) -> None:
             if value is not None and expected and (bad_bool or not isinstance(value, _ACCEPTS[expected])):
                 raise ValueError(f"{where}: parameter {key!r}={value!r} should be {expected} "
                                  f"(default in {notebook}: {declared[key]['default']})")
+        check_config(declared, params, where)
+
+
+def check_config(declared: dict, params: dict, where: str) -> None:
+    """Check a run's values against ``ExperimentConfig``'s rules, as the notebook will see them.
+
+    The notebook's parameters that are ``ExperimentConfig`` fields (its defaults, overridden by
+    the run's values) must make a valid config; so an unknown strategy fails before the first
+    run starts, not when its run is reached. A notebook with no such parameters is not checked.
+
+    Raises
+    ------
+    ValueError
+        ``where`` followed by the config's own message (field, value, what is allowed).
+    """
+    from .config import ExperimentConfig
+
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    values = {}
+    for key in fields & set(declared):
+        try:
+            values[key] = ast.literal_eval(declared[key].get("default", ""))
+        except (ValueError, SyntaxError):
+            continue  # a default computed by code: the notebook decides, the config checks later
+    values.update({k: v for k, v in params.items() if k in fields})
+    if not values:
+        return
+    try:
+        ExperimentConfig(**values)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _is_finished(result: Path) -> bool:
@@ -251,14 +323,32 @@ def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Pat
     Raises
     ------
     ValueError
-        Bad grid file or parameters (nothing has run, no folder was created).
+        Bad grid file or parameters, including values the config refuses (nothing has run, no
+        folder was created); ``storage.LockedError`` when another runner works in the folder.
+    KeyboardInterrupt
+        Ctrl-C: finished runs are kept, the interrupted one is redone next time.
     RuntimeError
         After the summary, when some runs failed; it lists their ids.
     """
     spec = load_grid(path, root)
     check_parameters(spec.notebook, spec.runs)
     run_dir = Path(out_root) / spec.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out={str(out_root)!r}: {run_dir} is a file: allowed a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out={str(out_root)!r}: cannot create {run_dir} ({e.strerror}): allowed "
+                        "a folder you can write to") from e
+    with FolderLock(run_dir, f"grid runner for {path}"):  # a second runner would redo every run
+        failed = _run_all(spec, run_dir, kernel_name, progress)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(spec.runs)} runs failed: {', '.join(failed)}")
+    return run_dir
+
+
+def _run_all(spec: GridSpec, run_dir: Path, kernel_name: str, progress: Callable[[str], Any]) -> list[str]:
+    """Run the unfinished runs, write the summary; the ids of the runs that failed."""
     failed = []
     for i, params in enumerate(spec.runs, 1):
         rid = run_id(params)
@@ -269,6 +359,8 @@ def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Pat
         try:
             record = _run_one(spec.notebook, params, run_dir, rid, kernel_name)
         except Exception as e:  # one broken run must not cost the rest of the grid
+            if getattr(e, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+                raise KeyboardInterrupt from e
             failed.append(rid)
             progress(f"{prefix} FAILED: {_first_line(e)}")
             continue
@@ -276,9 +368,7 @@ def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Pat
                           for k, v in record["final"].items())
         progress(f"{prefix} done in {record['seconds']:.1f} s (final: {final})")
     write_summary(run_dir, spec.name)
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(spec.runs)} runs failed: {', '.join(failed)}")
-    return run_dir
+    return failed
 
 
 def collect(run_dir: str | Path) -> list[dict]:
@@ -328,9 +418,10 @@ def write_summary(run_dir: str | Path, name: str) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
-def add_cli(subparsers) -> argparse.ArgumentParser:
+def add_cli(subparsers, add_debug_option: Callable | None = None) -> argparse.ArgumentParser:
     """Add ``experiments run GRID.yaml [--out runs]`` and ``experiments summary DIR``; dispatch with
-    ``args.handler(args)``, which returns the exit code."""
+    ``args.handler(args)``, which returns the exit code. ``add_debug_option(parser)`` adds the
+    command line's ``--debug`` to both."""
     parser = subparsers.add_parser("experiments", help="run a grid of notebook parameters with papermill")
     sub = parser.add_subparsers(dest="experiments_command", required=True)
     run = sub.add_parser("run", help="run the unfinished runs of a grid file")
@@ -339,6 +430,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3)")
     summary = sub.add_parser("summary", help="rewrite summary.csv and summary.png of a run folder")
     summary.add_argument("run_dir", help="folder of a grid, e.g. runs/<name>")
+    for sub_parser in (run, summary) if add_debug_option else ():
+        add_debug_option(sub_parser)
     parser.set_defaults(handler=handle)
     return parser
 
@@ -354,11 +447,28 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     try:  # run_grid validates the whole grid before anything runs: ValueError means nothing ran
         run_dir = run_grid(args.grid, out_root=args.out, kernel_name=args.kernel)
+    except KeyboardInterrupt:
+        print(_stopped_message(args), file=sys.stderr)
+        return 130
     except (ValueError, OSError, RuntimeError) as e:
+        if getattr(args, "debug", False):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2
     print(run_dir / "summary.csv")
     return 0
+
+
+def _stopped_message(args: argparse.Namespace) -> str:
+    """What Ctrl-C kept: the finished runs, and the command that runs the rest."""
+    command = "python -m fedtl_helpers experiments run " + shlex.join([args.grid, "--out", args.out])
+    try:
+        spec = load_grid(args.grid)
+    except ValueError:
+        return f"stopped; finished runs are kept. Resume with: {command}"
+    done = sum(_is_finished(Path(args.out) / spec.name / f"{run_id(p)}.json") for p in spec.runs)
+    return (f"stopped after {done} of {len(spec.runs)} runs finished (kept in "
+            f"{Path(args.out) / spec.name}; the interrupted run is redone). Resume with: {command}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,6 +240,23 @@ def load_weights(body: keras.Model, backbone: str, weights: str | None, rows: in
         _load_checked(body, Path(weights), None)
 
 
+def check_weights(backbone: str, weights: str | None, input_size: int | None = None,
+                  input_shape: tuple[int, int, int] = (32, 32, 3)) -> None:
+    """Check that ``weights`` exist, load and fit ``backbone`` before any data is loaded.
+
+    Builds the backbone alone (seconds for ResNet50, far less than a dataset) and loads the
+    weights into it exactly as ``build_model`` will, so a missing, garbage or mismatched file,
+    or ImageNet weights that are neither cached nor downloadable, fail up front.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As ``build_model``: what is missing or does not fit, and how to fix it.
+    """
+    body = build_backbone(backbone, input_shape, input_size)
+    load_weights(body, backbone, weights, input_size or input_shape[0])
+
+
 def builtin_record() -> dict:
     """How the built-in weights were made (source task, seed, accuracy, SHA-256)."""
     if not BUILTIN_RECORD.is_file() or not BUILTIN_WEIGHTS.is_file():

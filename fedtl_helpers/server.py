@@ -41,7 +41,7 @@ from .config import ExperimentConfig
 from .features import FeatureExtractor
 from .history import DP_WITHHELD, History, dp_release
 from .server_opt import make_server_optimizer
-from .storage import load_checkpoint, save_checkpoint
+from .storage import check_finite, check_resume, load_checkpoint, note_resume, save_checkpoint
 
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -191,7 +191,10 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     Raises
     ------
     ValueError
-        ``resume=True`` with a checkpoint written by a different config.
+        ``resume=True`` with a checkpoint written by a different config (each differing field
+        is named), or with fewer ``rounds`` than the checkpoint holds.
+    storage.NonFiniteError
+        The loss or weights became NaN or infinite; the checkpoint keeps the round before.
     """
     sim = simulation or Simulation(config, dataset)
     weights = sim.model.get_weights()
@@ -209,11 +212,9 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
     if saved is not None:
         weights, state = saved
-        # Only ``rounds`` may differ: resuming with more rounds extends a finished run.
-        if {**state["config"], "rounds": config.rounds} != config.to_dict():
-            raise ValueError(f"checkpoint in {checkpoint_dir} was written by a different config; "
-                             "use another checkpoint_dir or resume=False.")
+        check_resume(state["config"], config.to_dict(), state["round"], config.rounds)  # names each field
         history, seen, start = History.from_dict(state["history"]), set(state["seen"]), state["round"] + 1
+        note_resume(history.meta, config.to_dict(), state["round"])  # meta names the rounds now run
         arrays = state.get("arrays", {})
         for name, part in stateful.items():
             part.load_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")})
@@ -252,6 +253,7 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
                         like=[w for w, m in zip(weights, sim.mask) if m])
         weights = server_opt.step(weights, sim.mask, agg)
         ev = sim.evaluate(weights)
+        check_finite(weights, ev["loss"], rnd)  # diverged: stop before the checkpoint is overwritten
         # New clients download the whole model once; afterwards only what training changes.
         down = sum(sent_bytes if k in seen else full_bytes for k in chosen)
         extra_up, extra_down = secure_agg.round_overhead(config, len(chosen))  # keys, shares, unmasking

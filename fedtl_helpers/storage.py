@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,221 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[Weights, dict[str, An
         state = json.loads(str(f["state"]))
         state["arrays"] = {k[2:]: f[k] for k in f.files if k.startswith("a:")}
     return weights, state
+
+
+# ------------------------------------------------------------------ what a folder already holds
+RUN_FILES = (CHECKPOINT_NAME, "history.json", "history.csv")  # what ``run_federated`` writes
+LOCK_NAME = ".fedtl.lock"
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for; the command line prints it as one line, exit 2."""
+
+
+class LockedError(UserError):
+    """Another live process (a run or a grid runner) works in the same folder."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training diverged: the loss or the weights of a round are NaN or infinite.
+
+    ``round`` is the round that diverged; the checkpoint (if any) still holds the round before.
+    """
+
+    def __init__(self, message: str, round_: int):
+        super().__init__(message)
+        self.round = round_
+
+
+def check_finite(weights: Weights, loss: float, round_: int) -> None:
+    """Raise ``NonFiniteError`` if ``loss`` or any weight of round ``round_`` is NaN or infinite.
+
+    Called before the round's checkpoint is written, so the last good checkpoint survives.
+    """
+    bad = [i for i, w in enumerate(weights) if not np.all(np.isfinite(w))]
+    if bad or not np.isfinite(loss):
+        what = f"{len(bad)} of {len(weights)} weight tensors" if bad else f"the test loss ({loss})"
+        raise NonFiniteError(
+            f"training diverged in round {round_}: {what} became NaN or infinite; the run stopped "
+            f"without saving round {round_}. Lower learning_rate or server_lr (or clip the updates).",
+            round_)
+
+
+def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON state of the checkpoint in ``directory`` (config, round, history), without weights.
+
+    ``None`` when there is none. Cheap (``np.load`` reads only the ``state`` member), so the
+    command line checks a resume before any data is loaded.
+
+    Raises
+    ------
+    UserError
+        The file exists but is not a checkpoint written here (damaged, truncated).
+    """
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            return json.loads(str(f["state"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); move it "
+                        "away, or start again with --overwrite") from e
+
+
+def check_resume(saved_config: dict[str, Any], config: dict[str, Any], rounds_done: int,
+                 rounds: int) -> None:
+    """Refuse a resume that would not continue the saved run.
+
+    Only ``rounds`` may differ, and only upwards (or equal): more rounds extend a finished run.
+
+    Raises
+    ------
+    UserError
+        Naming every differing field with its saved and requested value, or ``rounds`` below
+        the rounds already done.
+    """
+    diff = [f"{k}: saved {saved_config.get(k, '(absent)')!r}, now {config.get(k, '(absent)')!r}"
+            for k in sorted(set(saved_config) | set(config))
+            if k != "rounds" and saved_config.get(k) != config.get(k)]
+    if diff:
+        raise UserError("cannot resume: the checkpoint was written by a different config ("
+                        + "; ".join(diff) + "). Use the saved values, another output folder, or "
+                        "--overwrite to start again.")
+    if rounds < rounds_done:
+        raise UserError(f"rounds={rounds} is invalid for a resume: the checkpoint already holds "
+                        f"{rounds_done} rounds; allowed rounds >= {rounds_done}.")
+
+
+def note_resume(meta: dict[str, Any], config: dict[str, Any], rounds_done: int) -> None:
+    """Bring a resumed history's ``meta`` up to date: the config now running (its ``rounds``
+    may be larger) and the round each resume started from."""
+    meta["config"] = config
+    meta["resumed_after_rounds"] = [*meta.get("resumed_after_rounds", []), rounds_done]
+
+
+def held_run_files(directory: str | os.PathLike) -> list[str]:
+    """The files of a federated run already in ``directory`` (empty if none)."""
+    return [name for name in RUN_FILES if (Path(directory) / name).exists()]
+
+
+def check_output_dir(directory: str | os.PathLike, option: str = "--out") -> Path:
+    """Make sure ``directory`` is (or can become) a writable folder; return it.
+
+    Raises
+    ------
+    UserError
+        A path that is a file, lies under a file, or is not writable; the message names
+        ``option`` and the path.
+    """
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option}={str(directory)!r} is a file: allowed a folder (new or existing)")
+    parent = path
+    while not parent.exists():  # the nearest existing ancestor decides whether mkdir can work
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{option}={str(directory)!r} lies under the file {str(parent)!r}: allowed "
+                        "a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option}={str(directory)!r} is not writable ({str(parent)!r} denies "
+                        "writing): allowed a folder you can write to")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{option}={str(directory)!r} cannot be created ({e.strerror}): allowed a "
+                        "folder you can write to") from e
+    return path
+
+
+def _lock_owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (pids are reused: compare start times)."""
+    if owner.get("hostname") != socket.gethostname():
+        return True  # another machine's process (shared disk): we cannot tell, so assume it lives
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        import psutil
+
+        started = psutil.Process(pid).create_time()
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    # A different process reusing the pid started after the lock was written.
+    return not (isinstance(owner.get("started"), float) and started > owner["started"] + 1)
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held by this process: ``with FolderLock(path, what): ...``.
+
+    The lock file (``.fedtl.lock``) records pid, hostname, start time and what runs, so a
+    second run or grid runner on the same folder is refused with a message saying who holds
+    it. A lock whose process is dead (killed, crashed, machine rebooted) is stale: it is taken
+    over and ``notify`` says so.
+
+    Raises
+    ------
+    LockedError
+        On entering, when a live process holds the folder.
+    """
+
+    def __init__(self, directory: str | os.PathLike, what: str, notify=None):
+        self.path = Path(directory) / LOCK_NAME
+        self.what = what
+        self.notify = notify or (lambda message: print(message, file=sys.stderr))
+        self._held = False
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "hostname": socket.gethostname(), "what": self.what,
+              "started": _process_start_time()}
+        for _ in range(3):
+            try:  # O_EXCL: of two processes creating the file at once, exactly one succeeds
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self._read_owner()
+                if owner is not None and _lock_owner_alive(owner):
+                    raise LockedError(
+                        f"{self.path.parent} is in use by pid {owner.get('pid')} on "
+                        f"{owner.get('hostname')} ({owner.get('what', '?')}); wait for it to end or "
+                        f"use another output folder. If that process is gone, delete {self.path}."
+                    ) from None
+                self.notify(f"note: taking over a stale lock in {self.path.parent} (pid "
+                            f"{(owner or {}).get('pid', '?')} on {(owner or {}).get('hostname', '?')} "
+                            "is no longer running)")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._held = True
+            return self
+        raise LockedError(f"could not take the lock {self.path}: another process keeps taking it")
+
+    def _read_owner(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # half-written or damaged: treated as stale
+        return owner if isinstance(owner, dict) else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+
+def _process_start_time() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except ImportError:
+        return None

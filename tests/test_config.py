@@ -109,3 +109,19 @@ def test_secure_aggregation_needs_a_majority_threshold_and_fixed_sampling(kwargs
         ExperimentConfig(secure_aggregation=True, **kwargs)
     assert allowed in str(err.value)
     assert ExperimentConfig(secure_aggregation=True, num_clients=10, secagg_threshold=6).secagg_threshold == 6
+
+
+@pytest.mark.parametrize("field, value, extra", [
+    ("learning_rate", float("inf"), {}),
+    ("learning_rate", float("nan"), {}),
+    ("server_lr", float("inf"), {}),
+    ("alpha", float("inf"), {"partition": "dirichlet"}),
+    ("quantity_alpha", float("inf"), {}),
+    ("server_tau", float("nan"), {}),
+    ("attack_scale", float("inf"), {"attack": "scale", "malicious_fraction": 0.2}),
+    ("client_fraction", float("nan"), {}),
+    ("holdout_fraction", float("nan"), {}),
+])
+def test_non_finite_values_are_rejected(field, value, extra):
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}={value!r} is invalid"):
+        ExperimentConfig(**{**extra, field: value})

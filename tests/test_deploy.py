@@ -7,6 +7,8 @@ network bit for bit, so only the summation order of multi-threaded CPU kernels c
 between processes; measured, accuracies and losses are identical.
 """
 
+import json
+import os
 import random
 import signal
 import socket
@@ -136,9 +138,9 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
     assert running(feds[0].processes()) == []
 
 
-def test_ctrl_c_stops_every_process(tmp_path):
-    base = free_ports(3)
-    # Enough rounds that the run is still going when Ctrl-C arrives (one round can finish first).
+def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
+    """``run_local.py`` with two SuperNodes, once every Flower process runs; and those processes."""
+    # Enough rounds that the run is still going when the signal arrives (one round can finish first).
     cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "100",
            "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
            "--superlink-port", str(base), "--node-port", str(base + 1)]
@@ -151,10 +153,13 @@ def test_ctrl_c_stops_every_process(tmp_path):
             seen.setdefault(p.pid, p)
         names = [" ".join(p.cmdline()) for p in running(seen.values())]
         if sum("flower-supernode" in n for n in names) == 2 and any("superexec" in n for n in names):
-            break
+            return launcher, seen
         time.sleep(0.2)
-    else:
-        pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+    pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    launcher, seen = start_launcher(tmp_path, free_ports(3))
     launcher.send_signal(signal.SIGINT)
     out, _ = launcher.communicate(timeout=60)
     assert launcher.returncode == 130, out[-3000:]
@@ -193,3 +198,106 @@ def test_run_config_round_trip_and_partition_check():
         check_partitions({0: 11, 1: 12}, {3}, 3)  # two nodes claimed partition 1
     with pytest.raises(ValueError, match="num-partitions=2"):
         check_partitions({0: 11, 1: 12}, {2, 3}, 2)
+
+
+# --- no orphans, whatever kills the launcher; leftovers found; bad options refused -------------
+
+FAKE_LAUNCHER = """
+import sys, time
+sys.path.insert(0, {deploy!r})
+from local_federation import LocalFederation
+fed = LocalFederation({workdir!r}, 1)
+fed.workdir.mkdir(parents=True, exist_ok=True)
+fed._spawn("a", ["sh", "-c", "sleep 300 & sleep 300"])  # a child with a grandchild, as Flower's
+fed._spawn("b", ["sleep", "300"])
+print(fed.watchdog.pid, *(p.pid for p in fed.processes()), flush=True)
+time.sleep(300)
+"""
+
+
+def test_sigkill_of_the_launcher_leaves_no_process_behind(tmp_path):
+    """The watchdog sees the launcher's pipe close and stops every session it started."""
+    launcher = subprocess.Popen([sys.executable, "-c", FAKE_LAUNCHER.format(
+        deploy=str(DEPLOY), workdir=str(tmp_path))], stdout=subprocess.PIPE, text=True)
+    watchdog, *pids = map(int, launcher.stdout.readline().split())
+    procs = [psutil.Process(p) for p in pids]
+    assert len(running(procs)) == 4  # sh, its two sleeps, and the other sleep
+    launcher.kill()  # SIGKILL: no handler, no `finally` runs in the launcher
+    launcher.wait()
+    deadline = time.monotonic() + 30
+    while running(procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running(procs) == []
+    assert not psutil.pid_exists(watchdog) or psutil.Process(watchdog).status() == psutil.STATUS_ZOMBIE
+    assert "launcher gone: stopping 4 process(es)" in (tmp_path / "logs" / "watchdog.log").read_text()
+
+
+def test_leftovers_of_an_earlier_launch_are_reported_and_stopped(tmp_path):
+    from local_federation import LocalFederation
+
+    def sleeper(home: Path) -> subprocess.Popen:
+        return subprocess.Popen(["sleep", "300"], env={**os.environ, "FLWR_HOME": str(home)},
+                                start_new_session=True)
+
+    ours, other = sleeper(tmp_path / "flwr_home" / "supernode-0"), sleeper(tmp_path / "elsewhere")
+    try:
+        notes = []
+        fed = LocalFederation(tmp_path, 1, notify=notes.append)
+        assert fed.stop_leftovers() == [ours.pid]
+        assert ours.wait(timeout=10) is not None and other.poll() is None  # only ours
+        assert len(notes) == 1 and f"left 1 process(es) running: {ours.pid} (sleep 300)" in notes[0]
+        assert fed.stop_leftovers() == []
+    finally:
+        other.kill()
+        ours.kill()
+        other.wait()
+        ours.wait()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--superlink-port", "80"], "--superlink-port=80 is invalid: allowed a port in 1024..65535"),
+    (["--node-port", "65535", "--num-clients", "3"], "--node-port=65535 is invalid with 3 clients"),
+    (["--superlink-port", "9095", "--node-port", "9094"], "collides with the SuperNodes' ports"),
+    (["--superlink-address", "localhost"], "--superlink-address='localhost' is invalid"),
+    (["--run-timeout", "inf"], "--run-timeout=inf is invalid"),
+    (["--connect-timeout", "0"], "--connect-timeout=0.0 is invalid"),
+    (["--learning-rate", "nan"], "learning_rate=nan is invalid"),
+    (["--num-clients", "0"], "num_clients=0 is invalid"),
+    (["--rounds", "two"], "argument --rounds: 'two' is invalid: allowed an integer"),
+])
+def test_bad_launcher_options_are_one_line_exit_2_before_anything_starts(tmp_path, capsys, args,
+                                                                         message):
+    try:
+        code = run_local.main([*args, "--out", str(tmp_path / "out")])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "logs").exists()
+
+
+def test_launcher_refuses_an_existing_result_a_locked_folder_and_a_file(tmp_path, capsys):
+    (tmp_path / "result.json").write_text("{}")
+    assert run_local.main(["--out", str(tmp_path)]) == 2
+    assert "already holds a result (result.json): allowed --overwrite" in capsys.readouterr().err
+    (tmp_path / "result.json").unlink()
+    (tmp_path / ".fedtl.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "hostname": socket.gethostname(), "what": "deploy/run_local.py"}))
+    assert run_local.main(["--out", str(tmp_path)]) == 2
+    assert f"in use by pid {os.getpid()}" in capsys.readouterr().err
+    assert run_local.main(["--out", str(tmp_path / ".fedtl.lock")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_sigkill_of_the_real_launcher_stops_the_flower_processes(tmp_path):
+    """End to end with Flower: SuperLink, SuperNodes and what they started all end."""
+    base = free_ports(3)
+    launcher, seen = start_launcher(tmp_path, base)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while running(seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running(seen.values()) == [], (tmp_path / "logs" / "watchdog.log").read_text()
+    assert all(_free(p) for p in (base, base + 1, base + 2))

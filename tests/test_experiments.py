@@ -3,8 +3,10 @@
 import csv
 import json
 import math
+import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import nbformat
@@ -206,3 +208,95 @@ def test_cli_summary_rewrites_csv_and_png(finished, tmp_path, capsys):
     (run_dir / "summary.csv").unlink()
     assert ex.main(["experiments", "summary", str(run_dir)]) == 0
     assert (run_dir / "summary.csv").read_text().count("\n") == 5
+
+
+# --- checked up front, one runner per folder, Ctrl-C ----------------------------------------------
+
+CASE_STUDY = Path(__file__).resolve().parent.parent / "notebooks" / "13_case_study.ipynb"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"strategy": ["full", "all"]}}, "run 2 (strategy=all__"),
+    ({"grid": {"strategy": ["full", "all"]}}, "ExperimentConfig.strategy='all' is invalid"),
+    ({"fixed": {"partition": "dirichlet"}}, "ExperimentConfig.alpha=None is invalid"),  # needs alpha
+    ({"grid": {"learning_rate": [0.01, float("inf")]}}, "learning_rate=inf"),
+    ({"grid": {"num_clients": [5, 100]}, "fixed": {"n_train": 50}}, "num_clients=100"),
+])
+def test_grid_values_are_checked_against_the_config_before_any_run(tmp_path, capsys, change, message):
+    spec = {"name": "cfg", "notebook": str(CASE_STUDY), "grid": {"seed": [0, 1]}, **change}
+    path = write_grid(tmp_path, spec)
+    assert ex.main(["experiments", "run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_a_notebook_without_config_parameters_is_not_config_checked():
+    ex.check_config({"lr": {"default": "0.5"}, "label": {"default": "'a'"}}, {"lr": -1.0}, "run 1")
+    with pytest.raises(ValueError, match=r"run 1: ExperimentConfig\.rounds=-1"):
+        ex.check_config({"rounds": {"default": "3"}}, {"rounds": -1}, "run 1")
+
+
+def test_second_grid_runner_on_the_same_folder_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".fedtl.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "hostname": socket.gethostname(), "what": "grid runner for grid.yaml"}))
+    path = write_grid(tmp_path, GRID_2X2)
+    assert ex.main(["experiments", "run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert f"in use by pid {os.getpid()}" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == [".fedtl.lock"]  # no run started
+
+
+def _interrupt_second_run(monkeypatch, exception: BaseException):
+    """``_run_one`` finishes the first run (a minimal record) and is interrupted in the second."""
+    calls = []
+
+    def fake(notebook, params, run_dir, rid, kernel_name):
+        calls.append(rid)
+        if len(calls) == 2:
+            raise exception
+        record = {"run_id": rid, "params": params, "final": {"test_accuracy": 0.5}, "per_round": []}
+        (run_dir / f"{rid}.json").write_text(json.dumps(record))
+        return {**record, "seconds": 0.0}
+
+    monkeypatch.setattr(ex, "_run_one", fake)
+    return calls
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    calls = _interrupt_second_run(monkeypatch, KeyboardInterrupt())
+    path = write_grid(tmp_path, GRID_2X2)
+    out = str(tmp_path / "runs")
+    assert ex.main(["experiments", "run", str(path), "--out", out]) == 130
+    err = capsys.readouterr().err
+    assert "stopped after 1 of 4 runs finished" in err and "Traceback" not in err
+    assert f"Resume with: python -m fedtl_helpers experiments run {path} --out {out}" in err
+    assert len(calls) == 2 and not (tmp_path / "runs" / "tiny" / ".fedtl.lock").exists()
+
+
+def test_ctrl_c_that_reached_the_kernel_first_stops_the_grid(tmp_path, monkeypatch):
+    error = RuntimeError("kernel interrupted")
+    error.ename = "KeyboardInterrupt"  # what papermill's execution error carries
+    calls = _interrupt_second_run(monkeypatch, error)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, GRID_2X2)
+    assert len(calls) == 2  # not recorded as a failed run with the grid going on
+
+
+@pytest.mark.parametrize("notebook", [NOTEBOOK, CASE_STUDY], ids=lambda p: p.name)
+def test_parameters_are_read_as_papermill_reads_them(notebook):
+    assert ex.declared_parameters(notebook) == {
+        k: {"default": v["default"], "inferred_type_name": v["inferred_type_name"]}
+        for k, v in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def test_annotated_parameters_keep_their_type(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("rounds: int = 3\nlabel = 'a'  # comment\nx, y = 1, 2",
+                                          metadata={"tags": ["parameters"]})]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert ex.declared_parameters(path) == {
+        "rounds": {"default": "3", "inferred_type_name": "int"},
+        "label": {"default": "'a'", "inferred_type_name": "None"}}

@@ -1,4 +1,8 @@
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -98,3 +102,84 @@ def test_tail_accuracy_averages_the_last_training_rounds():
     for bad in (0, 5, 2.0, True):
         with pytest.raises(ValueError, match=r"last=.* is invalid: allowed an int from 1 to the 4"):
             h.tail_accuracy(bad)
+
+
+# --- run folders: resume checks, divergence, locks -------------------------------------------
+
+def test_check_resume_names_each_differing_field_and_refuses_fewer_rounds():
+    saved = {"rounds": 3, "seed": 0, "batch_size": 32, "dataset": "shapes"}
+    storage.check_resume(saved, {**saved, "rounds": 5}, rounds_done=3, rounds=5)  # extending: fine
+    storage.check_resume(saved, saved, rounds_done=3, rounds=3)  # nothing left to do: fine
+    with pytest.raises(storage.UserError) as e:
+        storage.check_resume(saved, {**saved, "seed": 1, "batch_size": 8}, rounds_done=3, rounds=3)
+    assert "batch_size: saved 32, now 8; seed: saved 0, now 1" in str(e.value)
+    assert "rounds" not in str(e.value).split("(")[1].split(")")[0]  # rounds may differ
+    with pytest.raises(storage.UserError, match=r"rounds=2 is invalid.*holds 3 rounds.*rounds >= 3"):
+        storage.check_resume(saved, {**saved, "rounds": 2}, rounds_done=3, rounds=2)
+
+
+def test_note_resume_updates_the_config_and_records_each_resume():
+    meta = {"config": {"rounds": 3}, "dataset": "shapes"}
+    storage.note_resume(meta, {"rounds": 5}, 3)
+    storage.note_resume(meta, {"rounds": 8}, 5)
+    assert meta == {"config": {"rounds": 8}, "dataset": "shapes", "resumed_after_rounds": [3, 5]}
+
+
+@pytest.mark.parametrize("weights, loss, what", [
+    ([np.ones(2), np.array([1.0, np.nan])], 0.5, "1 of 2 weight tensors"),
+    ([np.array([np.inf])], 0.5, "1 of 1 weight tensors"),
+    ([np.ones(2)], float("nan"), "the test loss (nan)"),
+    ([np.ones(2)], float("inf"), "the test loss (inf)"),
+])
+def test_check_finite_names_the_round_and_what_diverged(weights, loss, what):
+    with pytest.raises(storage.NonFiniteError) as e:
+        storage.check_finite(weights, loss, 4)
+    assert e.value.round == 4 and what in str(e.value) and "without saving round 4" in str(e.value)
+    storage.check_finite([np.ones(2, np.float32)], 0.5, 4)  # finite: no error
+
+
+def test_read_checkpoint_state_reads_the_round_and_refuses_a_damaged_file(tmp_path):
+    assert storage.read_checkpoint_state(tmp_path) is None
+    storage.save_checkpoint(tmp_path, [np.ones(3)], {"round": 7, "config": {}})
+    assert storage.read_checkpoint_state(tmp_path)["round"] == 7
+    (tmp_path / storage.CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(storage.UserError, match="not a readable checkpoint"):
+        storage.read_checkpoint_state(tmp_path)
+
+
+def test_check_output_dir_refuses_files_and_paths_under_files(tmp_path):
+    assert storage.check_output_dir(tmp_path / "new" / "deep").is_dir()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(storage.UserError, match=r"--out=.*is a file"):
+        storage.check_output_dir(tmp_path / "f")
+    with pytest.raises(storage.UserError, match=r"--grid-out=.*lies under the file"):
+        storage.check_output_dir(tmp_path / "f" / "sub", option="--grid-out")
+
+
+def test_second_lock_is_refused_and_released_on_exit(tmp_path):
+    with storage.FolderLock(tmp_path, "first run"):
+        owner = json.loads((tmp_path / storage.LOCK_NAME).read_text())
+        assert owner["pid"] == os.getpid() and owner["what"] == "first run"
+        with pytest.raises(storage.LockedError, match=rf"in use by pid {os.getpid()} .*first run"):
+            with storage.FolderLock(tmp_path, "second run"):
+                pass
+    assert not (tmp_path / storage.LOCK_NAME).exists()
+    with storage.FolderLock(tmp_path, "third run"):  # free again
+        pass
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / storage.LOCK_NAME).write_text(json.dumps(
+        {"pid": dead.pid, "hostname": socket.gethostname(), "what": "killed run"}))
+    notes = []
+    with storage.FolderLock(tmp_path, "new run", notify=notes.append):
+        assert json.loads((tmp_path / storage.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert len(notes) == 1 and f"pid {dead.pid}" in notes[0] and "stale" in notes[0]
+    # A live pid whose process started after the lock was written is a reused pid: stale too.
+    (tmp_path / storage.LOCK_NAME).write_text(json.dumps(
+        {"pid": os.getpid(), "hostname": socket.gethostname(), "started": 1.0}))
+    with storage.FolderLock(tmp_path, "new run", notify=notes.append):
+        pass
+    assert len(notes) == 2
