@@ -14,12 +14,14 @@ client's own held-out data (``ExperimentConfig.holdout_fraction``):
 
 Memory stays flat: fine-tuning keeps one client's local model at a time, and FedPer stores
 only each client's personal tensors (1,290 floats for the built-in head), not a model per client.
-The round is the same as ``server.run_federated``'s (``client_update``, ``aggregate``, the
-server optimiser), so nothing special is added to the server loop.
+FedPer runs the same round stages as ``server.run_federated`` (``stages.build_stages``: sampling,
+client update, DP clipping, attacks, uplink encoding, aggregation, the server optimiser); only
+the personal tensors are split off each client's delta before its client-side transforms.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,10 +29,11 @@ import keras
 import numpy as np
 
 from .aggregation import Weights
-from .client import client_update
 from .config import ExperimentConfig
-from .server import Dataset, Simulation, aggregate, sample_clients
-from .server_opt import make_server_optimizer
+from .history import History
+from .round import ClientMessage, ServerState, server_side
+from .simulation import Dataset, Simulation
+from .stages import build_stages
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation grid: 0 = local model, 1 = global model
 
@@ -139,7 +142,8 @@ class FedPerResult:
     weights: Weights  # the shared model (its personal tensors: the initial ones, never trained)
     mask: list[bool]  # personal_mask: which tensors of ``weights`` are personal
     heads: dict[int, Weights] = field(default_factory=dict)  # client -> its personal tensors only
-    train_loss: list[float] = field(default_factory=list)  # one per round
+    train_loss: list[float | None] = field(default_factory=list)  # one per round (None: nobody sampled)
+    history: History = field(default_factory=History)  # the round records: clients, bytes, epsilon
 
     def client_weights(self, k: int) -> Weights:
         """Client ``k``'s model: the shared tensors plus its own personal ones."""
@@ -147,16 +151,25 @@ class FedPerResult:
         return [next(own) if p else w for w, p in zip(self.weights, self.mask)]
 
 
+def _no_global_test(weights: Weights) -> dict[str, float]:
+    """FedPer has no one global model to test: its rows record NaN (see ``fedper_accuracy``)."""
+    return {"accuracy": float("nan"), "loss": float("nan")}
+
+
 def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
                simulation: Simulation | None = None,
                personal_layers: Sequence[str] = ("logits",)) -> FedPerResult:
     """FedPer: federate every trained tensor except the personal layers, which stay on the client.
 
-    The round is ``run_federated``'s: sampled clients run ``client_update`` from the shared
-    weights with their own personal layers swapped in; the shared part of their deltas is
-    combined by ``server.aggregate`` and applied by the configured server optimiser; the new
-    personal tensors stay with the client (here: in ``heads``, only those tensors).
+    The round's stages are ``run_federated``'s (``stages.build_stages(config)``): the configured
+    sampling (fixed or Poisson), ``client_update`` from the shared weights with the client's own
+    personal layers swapped in, then the shared part of the delta goes through the client-side
+    transforms (DP clipping, an attack, the uplink encoding), is decoded and aggregated, and the
+    server optimiser applies it. The new personal tensors stay with the client (here: in
+    ``heads``, only those tensors). No test-set evaluation per round: FedPer's models are
+    evaluated per client (``fedper_accuracy``).
     """
+    stages = build_stages(config)
     sim = simulation or Simulation(config, dataset)
     personal = personal_mask(sim.model, personal_layers)
     if not any(m and not p for m, p in zip(sim.mask, personal)):
@@ -165,24 +178,26 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
     sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights
     result = FedPerResult(sim.model.get_weights(), personal)
-    server_opt = make_server_optimizer(config)
+    state = ServerState(result.weights, stages.make_server_optimizer(), stages.make_uplink(),
+                        result.history)
     for rnd in range(1, config.rounds + 1):
-        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
-        deltas, counts, losses = [], [], []
+        t0 = time.perf_counter()
+        streams = stages.streams(rnd)
+        chosen = stages.sample(streams.sampling())
+        messages = []
         for k in chosen:
-            start = result.client_weights(k)
+            start = result.client_weights(k)  # the shared weights with k's own personal layers
             x, y = sim.client_data(k)
-            res = client_update(sim.trainer, start, k, x, y, epochs=config.local_epochs,
-                                seed=(config.seed, rnd, k))
+            res = stages.client.update(sim.trainer, start, k, x, y, streams)
             full = dict(zip(sent, res.delta))
             result.heads[k] = [start[i] + full[i] if i in full else start[i]
                                for i, p in enumerate(personal) if p]
-            deltas.append([full[i] for i, m in enumerate(shared_mask) if m])
-            counts.append(res.num_examples)
-            losses.append(res.metrics["train_loss"])
-        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]))
-        result.weights = server_opt.step(result.weights, shared_mask, agg)
-        result.train_loss.append(float(np.mean(losses)))
+            shared = [full[i] for i, m in enumerate(shared_mask) if m]
+            messages.append(ClientMessage(k, stages.client.transform(k, shared, state.uplink, streams),
+                                          res.num_examples, res.metrics["train_loss"]))
+        row = server_side(state, stages, shared_mask, chosen, messages, _no_global_test, streams, t0)
+        result.weights = state.weights  # the next round's clients start from the new shared weights
+        result.train_loss.append(row["train_loss"])
     return result
 
 
