@@ -113,6 +113,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedtl_deploy.task import check_deployable
+
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.history import History
 
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "connect_timeout", "run_timeout", "stop_timeout")}
     try:
         config = ExperimentConfig(**args)
+        check_deployable(config)  # what the Flower app cannot run, refused before any process starts
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -57,17 +57,6 @@ def personal_mask(model: keras.Model, layers: Sequence[str] = ("logits",)) -> li
     return [id(v) in ids for v in model.weights]
 
 
-def _accuracy(sim: Simulation, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
-    sim.model.set_weights(weights)
-    return float(np.mean(sim.trainer.predict_logits(inputs).argmax(axis=1) == y))
-
-
-def _check_holdout(sim: Simulation) -> None:
-    if not sim.holdout:
-        raise ValueError("per-client evaluation needs held-out data: set "
-                         "ExperimentConfig.holdout_fraction, e.g. 0.2.")
-
-
 @dataclass
 class PersonalResult:
     """Per-client held-out accuracies of the global, fine-tuned and interpolated models."""
@@ -96,7 +85,7 @@ def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
         No held-out data (``holdout_fraction=0``), ``epochs < 1``, a bad ``val_fraction`` or
         ``alphas``, or a client too small to keep a validation example (the message names it).
     """
-    _check_holdout(sim)
+    sim.check_holdout()
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is invalid: allowed an integer >= 1.")
     if not 0 < val_fraction < 1:
@@ -118,15 +107,15 @@ def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
         val, fit = order[:n_val], order[n_val:]
         test_x = sim.model_inputs(sim.x_train[sim.holdout[k]])
         test_y = sim.y_train[sim.holdout[k]]
-        global_acc.append(_accuracy(sim, global_weights, test_x, test_y))
+        global_acc.append(sim.accuracy(global_weights, test_x, test_y))
         sim.model.set_weights(global_weights)
         sim.trainer.fit(x[fit], y[fit], epochs, np.random.default_rng([seed, k, 1]))
         local = sim.model.get_weights()
         mixes = [interpolate(global_weights, local, a) for a in grid]
-        val_acc = np.array([_accuracy(sim, w, x[val], y[val]) for w in mixes])
+        val_acc = np.array([sim.accuracy(w, x[val], y[val]) for w in mixes])
         best = len(grid) - 1 - int(np.argmax(val_acc[::-1]))  # ties: the larger alpha
         chosen.append(grid[best])
-        curve.append([_accuracy(sim, w, test_x, test_y) for w in mixes])
+        curve.append([sim.accuracy(w, test_x, test_y) for w in mixes])
     curve_arr = np.array(curve)
     idx = [int(np.flatnonzero(grid == a)[0]) for a in chosen]
     return PersonalResult(
@@ -203,6 +192,6 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
 
 def fedper_accuracy(sim: Simulation, result: FedPerResult) -> np.ndarray:
     """Each client's held-out accuracy with the shared tensors and its own personal ones."""
-    _check_holdout(sim)
-    return np.array([_accuracy(sim, result.client_weights(k), sim.model_inputs(sim.x_train[idx]),
+    sim.check_holdout()
+    return np.array([sim.accuracy(result.client_weights(k), sim.model_inputs(sim.x_train[idx]),
                                sim.y_train[idx]) for k, idx in enumerate(sim.holdout)])

@@ -85,12 +85,21 @@ class Simulation:
         self.model.set_weights(weights)
         return self.trainer.predict_logits(self.model_inputs(x)).argmax(axis=1)
 
-    def per_client_accuracy(self, weights: Weights) -> np.ndarray:
-        """Accuracy of ``weights`` on each client's held-out data (needs ``holdout_fraction``)."""
+    def accuracy(self, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of ``weights`` on trainer ``inputs`` (images, or their cached features)."""
+        self.model.set_weights(weights)
+        return float(np.mean(self.trainer.predict_logits(inputs).argmax(axis=1) == y))
+
+    def check_holdout(self) -> None:
+        """Raise ``ValueError`` unless every client keeps held-out data (``holdout_fraction``)."""
         if not self.holdout:
             raise ValueError("per-client evaluation needs held-out data: set "
                              "ExperimentConfig.holdout_fraction, e.g. 0.2.")
-        return np.array([np.mean(self.predict(weights, self.x_train[idx]) == self.y_train[idx])
+
+    def per_client_accuracy(self, weights: Weights) -> np.ndarray:
+        """Accuracy of ``weights`` on each client's held-out data (needs ``holdout_fraction``)."""
+        self.check_holdout()
+        return np.array([self.accuracy(weights, self.model_inputs(self.x_train[idx]), self.y_train[idx])
                          for idx in self.holdout])
 
     def describe(self) -> str:
