@@ -76,7 +76,7 @@ def test_server_side_records_bytes_clients_and_state():
     dense = compression.dense_nbytes
     assert row["bytes_up"] == 2 * dense(A)
     assert row["bytes_down"] == 2 * dense(weights)  # new clients download everything once
-    assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 2], 2.0, 0.5)  # loss: mean of 1, 3
+    assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 2], 2.0, 0.5)  # mean loss
     assert isinstance(state.server_opt, ServerMomentum)
     np.testing.assert_allclose(state.arrays()["server_opt/v/0"], [2.5, 3.5])
 
