@@ -157,6 +157,7 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedtl_deploy.task import check_deployable
     from fedtl_helpers import storage
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.history import History
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             config = ExperimentConfig(**args)
+            check_deployable(config)  # what the Flower app cannot run, refused before any process starts
         except ValueError as e:
             raise storage.UserError(str(e)) from e
         check_options(options, config.num_clients)

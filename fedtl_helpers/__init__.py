@@ -16,7 +16,7 @@ from typing import Any
 # public name -> the submodule that defines it ("" for a submodule exported under its own name)
 _EXPORTS = {
     "check": "", "privacy": "",
-    **dict.fromkeys(("Weights", "add_scaled", "fedavg", "mean", "nbytes", "subtract"), "aggregation"),
+    **dict.fromkeys(("Weights", "fedavg", "mean"), "aggregation"),
     **dict.fromkeys(("ClientResult", "LocalTrainer", "client_update"), "client"),
     "ExperimentConfig": "config",
     **dict.fromkeys(("DATASETS", "class_names", "describe", "load_cifar10", "load_dataset"), "data"),
@@ -27,6 +27,8 @@ _EXPORTS = {
     **dict.fromkeys(("finetune_clients", "interpolate", "run_fedper"), "personalization"),
     **dict.fromkeys(("clip_update", "dp_epsilon", "noise_multiplier_for_epsilon"), "privacy"),
     **dict.fromkeys(("coordinate_median", "krum", "trimmed_mean"), "robust"),
+    **dict.fromkeys(("RoundStreams", "ServerState", "Stages", "run_round"), "round"),
+    "build_stages": "stages",
     "secure_aggregate": "secure_agg",
     **dict.fromkeys(("FederatedResult", "Simulation", "run_federated", "sample_clients"), "server"),
     **dict.fromkeys(("ServerAdam", "ServerMomentum", "ServerSGD", "make_server_optimizer",

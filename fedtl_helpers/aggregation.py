@@ -77,23 +77,3 @@ def fedavg(client_weights: Sequence[Weights], num_examples: Sequence[float]) -> 
 def mean(client_weights: Sequence[Weights]) -> Weights:
     """Unweighted mean (every client counts the same, whatever its size)."""
     return fedavg(client_weights, [1.0] * len(client_weights))
-
-
-def add_scaled(weights: Weights, delta: Weights, scale: float = 1.0) -> Weights:
-    """Return ``weights + scale * delta`` as new arrays (the server update)."""
-    check_compatible([weights, delta])
-    return [
-        (np.asarray(w) + scale * np.asarray(d)).astype(np.asarray(w).dtype, copy=False)
-        for w, d in zip(weights, delta)
-    ]
-
-
-def subtract(a: Weights, b: Weights) -> Weights:
-    """Return ``a - b`` tensor by tensor (a client's delta from the broadcast weights)."""
-    check_compatible([a, b])
-    return [np.asarray(x) - np.asarray(y) for x, y in zip(a, b)]
-
-
-def nbytes(weights: Weights) -> int:
-    """Bytes needed to send these tensors uncompressed (their raw buffer sizes)."""
-    return int(sum(np.asarray(w).nbytes for w in weights))

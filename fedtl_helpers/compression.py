@@ -7,9 +7,9 @@ back into dense arrays for aggregation. All are pure functions of their inputs; 
 (stochastic rounding) comes from an explicit ``np.random.Generator``; top-k's error feedback
 keeps its residual in an explicit per-client state that the caller stores (and checkpoints).
 
-``Uplink`` puts one configured transform between ``client_update`` and aggregation in the
-server loop: it encodes each client's delta, counts the bytes for the ``History``, keeps the
-error-feedback residuals per client and hands them to the checkpoint.
+``Uplink`` puts one transform between ``client_update`` and aggregation in the round
+(``round.ClientStages.transform``): it encodes each client's delta, counts the bytes for the
+``History``, keeps the error-feedback residuals per client and hands them to the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Weights = list[np.ndarray]
+from .aggregation import Weights
+
 METHODS = ("none", "float16", "quantize", "topk", "prune")
 HEADER_BYTES = 8  # per tensor: its element count (uint32) and an encoding tag + padding
 
@@ -128,15 +129,6 @@ def encode_topk(update: Sequence[np.ndarray], fraction: float, *, value_bits: in
                    {"fraction": fraction, "value_bits": value_bits})
 
 
-def prune_update(update: Sequence[np.ndarray], keep: float) -> Encoded:
-    """Magnitude pruning of the update: keep the ``keep`` fraction of largest values per tensor.
-
-    The same selection as ``encode_topk``; named separately because the book contrasts it with
-    top-k *with error feedback*, which remembers what pruning throws away.
-    """
-    return encode_topk(update, keep)
-
-
 def decode(encoded: Encoded) -> Weights:
     """Dense float32 arrays from any ``Encoded`` message."""
     out = []
@@ -216,12 +208,6 @@ class Uplink:
         self.fraction, self.value_bits = fraction, value_bits
         self.error_feedback = error_feedback and method == "topk"
         self.residuals: dict[int, Weights] = {}
-
-    @classmethod
-    def from_config(cls, config) -> Uplink:
-        return cls(config.compression, bits=config.quantize_bits, stochastic=config.stochastic_rounding,
-                   fraction=config.sparsity, error_feedback=config.error_feedback,
-                   value_bits=config.sparse_value_bits)
 
     def encode(self, client_id: int, delta: Weights, rng: np.random.Generator) -> Encoded:
         """Client ``client_id``'s message for ``delta`` (updates its residual)."""

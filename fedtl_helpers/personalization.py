@@ -14,12 +14,14 @@ client's own held-out data (``ExperimentConfig.holdout_fraction``):
 
 Memory stays flat: fine-tuning keeps one client's local model at a time, and FedPer stores
 only each client's personal tensors (1,290 floats for the built-in head), not a model per client.
-The round is the same as ``server.run_federated``'s (``client_update``, ``aggregate``, the
-server optimiser), so nothing special is added to the server loop.
+FedPer runs the same round stages as ``server.run_federated`` (``stages.build_stages``: sampling,
+client update, DP clipping, attacks, uplink encoding, aggregation, the server optimiser); only
+the personal tensors are split off each client's delta before its client-side transforms.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,10 +29,11 @@ import keras
 import numpy as np
 
 from .aggregation import Weights
-from .client import client_update
 from .config import ExperimentConfig
-from .server import Dataset, Simulation, aggregate, sample_clients
-from .server_opt import make_server_optimizer
+from .history import History
+from .round import ClientMessage, ServerState, server_side
+from .simulation import Dataset, Simulation
+from .stages import build_stages
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation grid: 0 = local model, 1 = global model
 
@@ -52,17 +55,6 @@ def personal_mask(model: keras.Model, layers: Sequence[str] = ("logits",)) -> li
                          f"of the head's layers {[n for n in names if head.get_layer(n).weights]}.")
     ids = {id(v) for n in layers for v in head.get_layer(n).weights}
     return [id(v) in ids for v in model.weights]
-
-
-def _accuracy(sim: Simulation, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
-    sim.model.set_weights(weights)
-    return float(np.mean(sim.trainer.predict_logits(inputs).argmax(axis=1) == y))
-
-
-def _check_holdout(sim: Simulation) -> None:
-    if not sim.holdout:
-        raise ValueError("per-client evaluation needs held-out data: set "
-                         "ExperimentConfig.holdout_fraction, e.g. 0.2.")
 
 
 @dataclass
@@ -93,7 +85,7 @@ def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
         No held-out data (``holdout_fraction=0``), ``epochs < 1``, a bad ``val_fraction`` or
         ``alphas``, or a client too small to keep a validation example (the message names it).
     """
-    _check_holdout(sim)
+    sim.check_holdout()
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is invalid: allowed an integer >= 1.")
     if not 0 < val_fraction < 1:
@@ -115,15 +107,15 @@ def finetune_clients(sim: Simulation, global_weights: Weights, epochs: int, *,
         val, fit = order[:n_val], order[n_val:]
         test_x = sim.model_inputs(sim.x_train[sim.holdout[k]])
         test_y = sim.y_train[sim.holdout[k]]
-        global_acc.append(_accuracy(sim, global_weights, test_x, test_y))
+        global_acc.append(sim.accuracy(global_weights, test_x, test_y))
         sim.model.set_weights(global_weights)
         sim.trainer.fit(x[fit], y[fit], epochs, np.random.default_rng([seed, k, 1]))
         local = sim.model.get_weights()
         mixes = [interpolate(global_weights, local, a) for a in grid]
-        val_acc = np.array([_accuracy(sim, w, x[val], y[val]) for w in mixes])
+        val_acc = np.array([sim.accuracy(w, x[val], y[val]) for w in mixes])
         best = len(grid) - 1 - int(np.argmax(val_acc[::-1]))  # ties: the larger alpha
         chosen.append(grid[best])
-        curve.append([_accuracy(sim, w, test_x, test_y) for w in mixes])
+        curve.append([sim.accuracy(w, test_x, test_y) for w in mixes])
     curve_arr = np.array(curve)
     idx = [int(np.flatnonzero(grid == a)[0]) for a in chosen]
     return PersonalResult(
@@ -139,7 +131,8 @@ class FedPerResult:
     weights: Weights  # the shared model (its personal tensors: the initial ones, never trained)
     mask: list[bool]  # personal_mask: which tensors of ``weights`` are personal
     heads: dict[int, Weights] = field(default_factory=dict)  # client -> its personal tensors only
-    train_loss: list[float] = field(default_factory=list)  # one per round
+    train_loss: list[float | None] = field(default_factory=list)  # one per round (None: nobody sampled)
+    history: History = field(default_factory=History)  # the round records: clients, bytes, epsilon
 
     def client_weights(self, k: int) -> Weights:
         """Client ``k``'s model: the shared tensors plus its own personal ones."""
@@ -147,16 +140,25 @@ class FedPerResult:
         return [next(own) if p else w for w, p in zip(self.weights, self.mask)]
 
 
+def _no_global_test(weights: Weights) -> dict[str, float]:
+    """FedPer has no one global model to test: its rows record NaN (see ``fedper_accuracy``)."""
+    return {"accuracy": float("nan"), "loss": float("nan")}
+
+
 def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
                simulation: Simulation | None = None,
                personal_layers: Sequence[str] = ("logits",)) -> FedPerResult:
     """FedPer: federate every trained tensor except the personal layers, which stay on the client.
 
-    The round is ``run_federated``'s: sampled clients run ``client_update`` from the shared
-    weights with their own personal layers swapped in; the shared part of their deltas is
-    combined by ``server.aggregate`` and applied by the configured server optimiser; the new
-    personal tensors stay with the client (here: in ``heads``, only those tensors).
+    The round's stages are ``run_federated``'s (``stages.build_stages(config)``): the configured
+    sampling (fixed or Poisson), ``client_update`` from the shared weights with the client's own
+    personal layers swapped in, then the shared part of the delta goes through the client-side
+    transforms (DP clipping, an attack, the uplink encoding), is decoded and aggregated, and the
+    server optimiser applies it. The new personal tensors stay with the client (here: in
+    ``heads``, only those tensors). No test-set evaluation per round: FedPer's models are
+    evaluated per client (``fedper_accuracy``).
     """
+    stages = build_stages(config)
     sim = simulation or Simulation(config, dataset)
     personal = personal_mask(sim.model, personal_layers)
     if not any(m and not p for m, p in zip(sim.mask, personal)):
@@ -165,29 +167,31 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
     sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights
     result = FedPerResult(sim.model.get_weights(), personal)
-    server_opt = make_server_optimizer(config)
+    state = ServerState(result.weights, stages.make_server_optimizer(), stages.make_uplink(),
+                        result.history)
     for rnd in range(1, config.rounds + 1):
-        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
-        deltas, counts, losses = [], [], []
+        t0 = time.perf_counter()
+        streams = stages.streams(rnd)
+        chosen = stages.sample(streams.sampling())
+        messages = []
         for k in chosen:
-            start = result.client_weights(k)
+            start = result.client_weights(k)  # the shared weights with k's own personal layers
             x, y = sim.client_data(k)
-            res = client_update(sim.trainer, start, k, x, y, epochs=config.local_epochs,
-                                seed=(config.seed, rnd, k))
+            res = stages.client.update(sim.trainer, start, k, x, y, streams)
             full = dict(zip(sent, res.delta))
             result.heads[k] = [start[i] + full[i] if i in full else start[i]
                                for i, p in enumerate(personal) if p]
-            deltas.append([full[i] for i, m in enumerate(shared_mask) if m])
-            counts.append(res.num_examples)
-            losses.append(res.metrics["train_loss"])
-        agg = aggregate(config, deltas, counts, np.random.default_rng([config.seed, rnd, 2]))
-        result.weights = server_opt.step(result.weights, shared_mask, agg)
-        result.train_loss.append(float(np.mean(losses)))
+            shared = [full[i] for i, m in enumerate(shared_mask) if m]
+            messages.append(ClientMessage(k, stages.client.transform(k, shared, state.uplink, streams),
+                                          res.num_examples, res.metrics["train_loss"]))
+        row = server_side(state, stages, shared_mask, chosen, messages, _no_global_test, streams, t0)
+        result.weights = state.weights  # the next round's clients start from the new shared weights
+        result.train_loss.append(row["train_loss"])
     return result
 
 
 def fedper_accuracy(sim: Simulation, result: FedPerResult) -> np.ndarray:
     """Each client's held-out accuracy with the shared tensors and its own personal ones."""
-    _check_holdout(sim)
-    return np.array([_accuracy(sim, result.client_weights(k), sim.model_inputs(sim.x_train[idx]),
+    sim.check_holdout()
+    return np.array([sim.accuracy(result.client_weights(k), sim.model_inputs(sim.x_train[idx]),
                                sim.y_train[idx]) for k, idx in enumerate(sim.holdout)])

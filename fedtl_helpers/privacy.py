@@ -241,17 +241,3 @@ def noise_multiplier_for_epsilon(target_epsilon: float, sampling_rate: float, ro
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if eps(mid) <= target_epsilon else (mid, hi)
     return hi
-
-
-def epsilon_for_config(config, rounds: int) -> float:
-    """Epsilon spent after ``rounds`` rounds of the run ``config`` describes (``dp_clip`` set)."""
-    return dp_epsilon(config.dp_noise_multiplier, config.client_fraction, rounds, config.dp_delta,
-                      sampling=config.client_sampling, accountant=config.dp_accountant,
-                      num_clients=config.num_clients)
-
-
-def aggregate_config(config, deltas: Sequence[Weights], like: Sequence[np.ndarray],
-                     rng: np.random.Generator) -> Weights:
-    """``noisy_mean`` with the clip, noise and denominator ``config`` names (server loop)."""
-    denominator = expected_clients(config.num_clients, config.client_fraction, config.client_sampling)
-    return noisy_mean(deltas, like, config.dp_clip, config.dp_noise_multiplier, denominator, rng)

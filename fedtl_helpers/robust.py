@@ -11,7 +11,8 @@ update moves the average as far as it likes. The rules here bound what ``f`` att
   ``multi=m`` averages the ``m`` best-scored updates (multi-Krum).
 
 They ignore the example counts on purpose: an attacker could lie about them. The attacks are
-client-side transforms of a fixed, seeded set of malicious clients (``attack``).
+client-side transforms (``poison``) of a fixed, seeded set of malicious clients
+(``malicious_clients``); ``stages.build_stages`` puts them in the round.
 """
 
 from __future__ import annotations
@@ -124,11 +125,3 @@ def poison(delta: Weights, attack: str, scale: float) -> Weights:
         raise ValueError(f"attack={attack!r} is invalid: allowed one of {', '.join(map(repr, ATTACKS))}.")
     factor = -scale if attack == "sign_flip" else scale
     return [(factor * np.asarray(t)).astype(np.asarray(t).dtype) for t in delta]
-
-
-def attack(config, client: int, delta: Weights) -> Weights:
-    """The delta client ``client`` sends under ``config.attack`` (unchanged if it is honest)."""
-    if config.attack == "none" or client not in malicious_clients(
-            config.num_clients, config.malicious_fraction, config.seed):
-        return delta
-    return poison(delta, config.attack, config.attack_scale)

@@ -399,8 +399,3 @@ def overhead_bytes(n: int) -> tuple[int, int]:
     up = n * (ID_BYTES + 2 * KEY_BYTES) + n * (n - 1) * share_msg + n * n * (ID_BYTES + shamir.SHARE_BYTES)
     down = n * (n * (ID_BYTES + 2 * KEY_BYTES) + 8) + n * (n - 1) * share_msg + n * n * ID_BYTES
     return up, down
-
-
-def round_overhead(config, num_clients: int) -> tuple[int, int]:
-    """``overhead_bytes`` when ``config.secure_aggregation`` is on, else ``(0, 0)`` (server loop)."""
-    return overhead_bytes(num_clients) if getattr(config, "secure_aggregation", False) else (0, 0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from .aggregation import Weights
-from .config import ExperimentConfig
 
 
 def server_update(global_weights: Weights, mask: list[bool], aggregate: Weights,
@@ -119,10 +118,19 @@ class ServerAdam:
 ServerOptimizer = ServerSGD | ServerMomentum | ServerAdam
 
 
-def make_server_optimizer(config: ExperimentConfig) -> ServerOptimizer:
-    """The server optimiser ``config`` names (``config.server_optimizer``)."""
-    if config.server_optimizer == "momentum":
-        return ServerMomentum(config.server_lr, config.server_momentum)
-    if config.server_optimizer == "adam":
-        return ServerAdam(config.server_lr, config.server_beta1, config.server_beta2, config.server_tau)
-    return ServerSGD(config.server_lr)
+def make_server_optimizer(name: str = "sgd", lr: float = 1.0, *, momentum: float = 0.9,
+                          beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> ServerOptimizer:
+    """A fresh server optimiser: ``"sgd"`` (FedAvg), ``"momentum"`` (FedAvgM), ``"adam"`` (FedAdam).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``name``.
+    """
+    if name == "momentum":
+        return ServerMomentum(lr, momentum)
+    if name == "adam":
+        return ServerAdam(lr, beta1, beta2, tau)
+    if name == "sgd":
+        return ServerSGD(lr)
+    raise ValueError(f"name={name!r} is invalid: allowed 'sgd', 'momentum' or 'adam'.")

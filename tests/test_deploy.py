@@ -33,7 +33,13 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
     warnings.simplefilter("ignore", DeprecationWarning)
     import run_local
     from fedtl_deploy.server_app import private_keras_seeds
-    from fedtl_deploy.task import check_partitions, experiment_config, run_config_for
+    from fedtl_deploy.task import (
+        check_partitions,
+        encoded_from_records,
+        encoded_to_records,
+        experiment_config,
+        run_config_for,
+    )
     from local_federation import running
 
 CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300)
@@ -301,3 +307,56 @@ def test_sigkill_of_the_real_launcher_stops_the_flower_processes(tmp_path):
         time.sleep(0.5)
     assert running(seen.values()) == [], (tmp_path / "logs" / "watchdog.log").read_text()
     assert all(_free(p) for p in (base, base + 1, base + 2))
+
+
+# Combinations run end to end over real Flower processes (each costs 30-90 s of CPU); the
+# whole feature matrix runs in process through the same ServerApp/ClientApp code in
+# test_conformance.py. Krum needs 5 SuperNodes, so it is covered there only.
+E2E = {
+    "topk_ef+fedadam": ExperimentConfig(num_clients=2, rounds=2, n_train=400, n_test=200, strategy="head",
+                                        compression="topk", sparsity=0.1, server_optimizer="adam",
+                                        server_lr=0.01),
+    "median+sign_flip+quantize+fedavgm": ExperimentConfig(
+        num_clients=3, rounds=2, n_train=450, n_test=200, strategy="head", aggregator="median",
+        attack="sign_flip", malicious_fraction=0.34, compression="quantize", server_optimizer="momentum"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(E2E))
+def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
+    config = E2E[name]
+    base = free_ports(config.num_clients + 1)
+    result = run_local.run_local(config, tmp_path / "deploy", superlink_port=base, node_port=base + 1,
+                                 connect_timeout=60)
+    rows = result["history"]["rows"]
+    sim = run_federated(config, progress=False).history.rows
+    assert [r["round"] for r in rows] == [r["round"] for r in sim] == [0, 1, 2]
+    for d, s in zip(rows, sim):
+        assert abs(d["test_accuracy"] - s["test_accuracy"]) <= 1e-6, (d, s)
+        assert abs(d["test_loss"] - s["test_loss"]) <= 1e-6, (d, s)
+        for key in ("clients", "bytes_up", "bytes_down"):
+            assert d[key] == s[key], (key, d, s)
+    assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"]
+
+
+def test_secure_aggregation_is_refused_before_anything_starts(tmp_path, capsys):
+    code = run_local.main(["--num-clients", "3", "--secure-aggregation", "true", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "secure_aggregation=True is not supported by the Flower deployment" in err
+    assert not (tmp_path / "logs").exists()  # no process was started
+
+
+def test_encoded_updates_cross_the_wire_bit_for_bit():
+    from fedtl_helpers import compression
+
+    rng = np.random.default_rng(0)
+    delta = [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=5).astype(np.float32)]
+    for encoded in (compression.encode_dense(delta), compression.encode_float16(delta),
+                    compression.encode_quantized(delta, 4, stochastic=True, rng=rng),
+                    compression.encode_topk(delta, 0.3, value_bits=8)):
+        back = encoded_from_records(*encoded_to_records(encoded))
+        assert (back.kind, back.shapes, back.nbytes, back.meta) == (
+            encoded.kind, encoded.shapes, encoded.nbytes, encoded.meta)
+        for a, b in zip(compression.decode(back), compression.decode(encoded)):
+            assert a.dtype == b.dtype and np.array_equal(a, b)

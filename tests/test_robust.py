@@ -70,14 +70,18 @@ def test_malicious_set_is_fixed_seeded_and_sized():
     a = robust.malicious_clients(20, 0.25, 3)
     assert a == robust.malicious_clients(20, 0.25, 3) and len(a) == 5 and a <= set(range(20))
     assert a != robust.malicious_clients(20, 0.25, 4)
+    # The round's attack stage, built from the config: only the malicious clients poison.
+    from fedtl_helpers.stages import build_stages
+
     cfg = ExperimentConfig(num_clients=20, attack="sign_flip", malicious_fraction=0.25, attack_scale=3.0,
                            seed=3)
     d = [np.ones(2, np.float32)]
     bad, good = min(a), min(set(range(20)) - a)
-    np.testing.assert_array_equal(robust.attack(cfg, bad, d)[0], [-3.0, -3.0])
-    assert robust.attack(cfg, good, d) is d
+    attack = build_stages(cfg).client.attack
+    np.testing.assert_array_equal(attack(bad, d)[0], [-3.0, -3.0])
+    assert attack(good, d) is d
     scaled = ExperimentConfig(num_clients=20, attack="scale", malicious_fraction=0.25, seed=3)
-    np.testing.assert_array_equal(robust.attack(scaled, bad, d)[0], [10.0, 10.0])
+    np.testing.assert_array_equal(build_stages(scaled).client.attack(bad, d)[0], [10.0, 10.0])
 
 
 @pytest.mark.parametrize("kw,field,allowed", [

@@ -44,11 +44,20 @@ def test_load_state_rejects_another_optimisers_arrays():
         ServerSGD().load_state({"v/0": np.zeros(2)})
 
 
-def test_factory_follows_config():
-    assert isinstance(make_server_optimizer(ExperimentConfig()), ServerSGD)
-    m = make_server_optimizer(ExperimentConfig(server_optimizer="momentum", server_momentum=0.7))
+def test_factory_takes_plain_arguments_and_build_stages_follows_config():
+    from fedtl_helpers.stages import build_stages
+
+    assert isinstance(make_server_optimizer(), ServerSGD)
+    m = make_server_optimizer("momentum", 1.0, momentum=0.7)
     assert isinstance(m, ServerMomentum) and m.momentum == 0.7
-    a = make_server_optimizer(ExperimentConfig(server_optimizer="adam", server_lr=0.01, server_tau=0.1))
+    with pytest.raises(ValueError, match="name='nesterov' is invalid: allowed 'sgd', 'momentum' or 'adam'"):
+        make_server_optimizer("nesterov")
+    assert isinstance(build_stages(ExperimentConfig()).make_server_optimizer(), ServerSGD)
+    config = ExperimentConfig(server_optimizer="momentum", server_momentum=0.7)
+    m = build_stages(config).make_server_optimizer()
+    assert isinstance(m, ServerMomentum) and m.momentum == 0.7
+    a = build_stages(ExperimentConfig(server_optimizer="adam", server_lr=0.01,
+                                      server_tau=0.1)).make_server_optimizer()
     assert isinstance(a, ServerAdam) and (a.lr, a.tau) == (0.01, 0.1)
 
 

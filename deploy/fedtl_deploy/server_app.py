@@ -1,15 +1,17 @@
-"""The ServerApp: the simulation's server loop, with the clients on other machines.
+"""The ServerApp: the simulation's round, with the clients on other machines.
 
-Chapter: "From simulation to deployment". One round is the book's picture::
-
-    global weights --Message(TRAIN)--> SuperNodes (client_update) --delta, n_k-->
-       fedavg (weighted by n_k) --> server_update --> evaluate --> History row
+Chapter: "From simulation to deployment". The round is ``round.run_round``'s, split at the
+network: the server samples (``stages.sample``), broadcasts the global weights in a
+``Message(TRAIN)``, each SuperNode runs the client side (``round.client_side`` in the
+ClientApp: client update, clip, attack, encode) and sends its encoded update back, and the
+server runs ``round.server_side`` (decode, aggregate, server optimiser, evaluate, record). Both
+apps build their stages with ``stages.build_stages`` from the same config, so the History is
+the simulation's; what the deployment cannot run is refused before anything is built
+(``task.check_deployable``).
 
 The server builds the initial global model (``weights`` of the config, e.g. the built-in
 pretrained backbone) and sends it in round 1; it evaluates on the held-out test set, as
 ``run_federated`` does, and writes the result JSON atomically when the last round is done.
-Clients are sampled with ``sample_clients`` and seeded like the simulation's, so both give the
-same numbers for the same config.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedtl_deploy.task import check_partitions, experiment_config, from_record, to_record
-from fedtl_helpers import aggregation, compression
+from fedtl_deploy.task import (
+    check_deployable,
+    check_partitions,
+    encoded_from_records,
+    experiment_config,
+    to_record,
+)
 from fedtl_helpers.history import History
-from fedtl_helpers.server import Simulation, sample_clients
-from fedtl_helpers.server_opt import server_update
+from fedtl_helpers.round import ClientMessage, initial_state, server_side
+from fedtl_helpers.simulation import Simulation
+from fedtl_helpers.stages import build_stages
 from fedtl_helpers.storage import atomic_write_text
 
 app = ServerApp()
@@ -94,6 +101,8 @@ def partitions_of(grid: Grid, nodes: list[int], num_clients: int, timeout: float
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = experiment_config(context.run_config)
+    check_deployable(config)  # before any data, model or node: nothing is silently ignored
+    stages = build_stages(config)
     result_path = Path(str(context.run_config["result-path"]))
     round_timeout = float(context.run_config["round-timeout"])
     with private_keras_seeds(config.seed):  # the initial global model and the test set
@@ -101,35 +110,30 @@ def main(grid: Grid, context: Context) -> None:
     node_of = partitions_of(grid, wait_for_nodes(grid, config.num_clients,
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
-    weights = sim.model.get_weights()  # round 1 broadcasts the pretrained initial model
     history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
                             "dataset": sim.data_source, "weights": config.weights or "random init",
                             "runtime": "flower", "run_id": context.run_id,
                             "nodes": {str(k): n for k, n in node_of.items()}})
-    ev = sim.evaluate(weights)
-    history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
-                   clients=[], bytes_up=0, bytes_down=0, seconds=0.0)
+    # Round 1 broadcasts the pretrained initial model.
+    state = initial_state(stages, sim.model.get_weights(), history, sim.evaluate)
     for rnd in range(1, config.rounds + 1):
         t0 = time.perf_counter()
-        chosen = sample_clients(config.num_clients, config.clients_per_round, config.seed, rnd)
-        msgs = [Message(RecordDict({"arrays": to_record(weights),
+        streams = stages.streams(rnd)
+        chosen = stages.sample(streams.sampling())  # a Poisson round may choose nobody
+        msgs = [Message(RecordDict({"arrays": to_record(state.weights),
                                     "config": ConfigRecord({"round": rnd})}),
                         node_of[k], MessageType.TRAIN, group_id=str(rnd)) for k in chosen]
-        replies = _replies(grid, msgs, round_timeout, f"round {rnd}")
-        # Aggregate in partition order, as the simulation does (float sums depend on order).
+        replies = _replies(grid, msgs, round_timeout, f"round {rnd}") if msgs else []
+        # In the order of `chosen` (sorted partitions), as the simulation (float sums depend on it).
         replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
-        deltas = [from_record(r.content["delta"]) for r in replies]
-        counts = [int(r.content["metrics"]["num-examples"]) if config.aggregator == "fedavg" else 1
-                  for r in replies]
-        weights = server_update(weights, sim.mask, aggregation.fedavg(deltas, counts),
-                                config.server_lr)
-        ev = sim.evaluate(weights)
-        history.append(round=rnd, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                       train_loss=float(np.mean([r.content["metrics"]["train-loss"] for r in replies])),
-                       clients=chosen, bytes_up=sum(compression.dense_nbytes(d) for d in deltas),
-                       bytes_down=compression.dense_nbytes(weights) * len(chosen),
-                       seconds=time.perf_counter() - t0)
-        print(f"round {rnd}: test accuracy {ev['accuracy']:.4f} ({sim.describe()})", flush=True)
+        messages = [ClientMessage(int(r.content["metrics"]["partition-id"]),
+                                  encoded_from_records(r.content["update"], r.content["encoding"]),
+                                  int(r.content["metrics"]["num-examples"]),
+                                  float(r.content["metrics"]["train-loss"])) for r in replies]
+        row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
+        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()})", flush=True)
+    if stages.privacy_meta is not None:  # the final privacy spent, as run_federated records it
+        history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], **stages.privacy_meta}
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
               "history": history.to_dict()}
     atomic_write_text(result_path, json.dumps(result, indent=1))

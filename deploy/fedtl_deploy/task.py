@@ -1,9 +1,11 @@
 """What the ServerApp and the ClientApp share: the config, weights on the wire, a node's data.
 
 Chapter: "From simulation to deployment". Nothing here re-implements the simulation: the
-experiment is the same frozen ``ExperimentConfig`` (sent as JSON in the run config), weights
+experiment is the same frozen ``ExperimentConfig`` (sent as JSON in the run config), both apps
+build the round's stages from it with ``stages.build_stages``, weights and encoded updates
 travel as Flower ``ArrayRecord`` (numpy arrays, bit for bit), and a node's data is its
-partition of the same dataset that ``Simulation`` builds.
+partition of the same dataset that ``Simulation`` builds. ``check_deployable`` refuses, before
+anything starts, what the deployment cannot run.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 
 if TYPE_CHECKING:
+    from fedtl_helpers.compression import Encoded
     from fedtl_helpers.config import ExperimentConfig
 
 # Flower starts a fresh ClientApp process for every message, so this module imports
-# fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is needed.
+# fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is needed; hence
+# this alias of ``fedtl_helpers.aggregation.Weights`` instead of an import.
 Weights = list[np.ndarray]
 
 
@@ -42,12 +46,55 @@ def run_config_for(config: ExperimentConfig) -> str:
     return json.dumps({k: v for k, v in config.to_dict().items() if v != default[k]}, sort_keys=True)
 
 
+def check_deployable(config: ExperimentConfig) -> None:
+    """Raise ``ValueError`` naming the field if the deployment cannot run ``config``.
+
+    Called by ``run_local.py`` before it starts any process and by the ServerApp before it
+    loads any data, so nothing is silently ignored.
+    """
+    from fedtl_helpers.stages import DEPLOYMENT, check_supported
+
+    check_supported(config, DEPLOYMENT)
+
+
 def to_record(weights: Weights) -> ArrayRecord:
     return ArrayRecord(list(weights))
 
 
 def from_record(record: ArrayRecord) -> Weights:
     return record.to_numpy_ndarrays()
+
+
+def encoded_to_records(encoded: Encoded) -> tuple[ArrayRecord, ConfigRecord]:
+    """An encoded update on the wire: its payload arrays, and what ``decode`` needs besides them.
+
+    A payload is one array (dense, float16) or a tuple (quantised: levels, min, scale; sparse:
+    indices, values); the tuples are flattened and their lengths kept in ``parts``.
+    """
+    arrays, parts = [], []
+    for payload in encoded.payloads:
+        items = payload if isinstance(payload, tuple) else (payload,)
+        arrays += [np.asarray(a) for a in items]
+        parts.append(len(items) if isinstance(payload, tuple) else 0)
+    header = {"kind": encoded.kind, "shapes": [list(s) for s in encoded.shapes],
+              "nbytes": encoded.nbytes, "meta": encoded.meta, "parts": parts}
+    return ArrayRecord(arrays), ConfigRecord({"encoded": json.dumps(header)})
+
+
+def encoded_from_records(arrays: ArrayRecord, header: ConfigRecord) -> Encoded:
+    """The ``Encoded`` message ``encoded_to_records`` sent, bit for bit."""
+    from fedtl_helpers.compression import Encoded
+
+    h = json.loads(str(header["encoded"]))
+    flat = iter(arrays.to_numpy_ndarrays())
+    payloads = []
+    for n in h["parts"]:
+        if n == 0:
+            payloads.append(next(flat))
+        else:  # 0-d arrays (a quantised tensor's min and scale) back to numpy scalars
+            payloads.append(tuple(a[()] if a.ndim == 0 else a for a in (next(flat) for _ in range(n))))
+    return Encoded(h["kind"], tuple(payloads), tuple(tuple(s) for s in h["shapes"]), int(h["nbytes"]),
+                   h["meta"])
 
 
 def node_partition(node_config: dict[str, Any]) -> tuple[int, int]:

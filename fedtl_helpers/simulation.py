@@ -1,0 +1,107 @@
+"""The simulation's parts: the clients' data, the shared model, the trainer, the feature cache.
+
+Chapter: "Client fine-tuning" (one shared model, weights swapped per client) and "Evaluation"
+(per-client held-out data). Everything a round reuses in process; ``round.run_round`` takes it
+as the clients' data and the evaluator. Built from the config (data, partitioning, model and
+trainer choices); the round's stages are built separately by ``stages.build_stages``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data, evaluation, models, partitioning
+from .aggregation import Weights
+from .client import LocalTrainer
+from .config import ExperimentConfig
+from .features import FeatureExtractor
+
+Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def load_config_data(config: ExperimentConfig) -> Dataset:
+    """The dataset the config names (the embedded ``shapes`` or the real CIFAR-10)."""
+    return data.load_dataset(config.dataset, data_dir=config.data_dir, n_train=config.n_train,
+                             n_test=config.n_test, seed=config.seed)
+
+
+class Simulation:
+    """Clients' data, the shared model and trainer: what every round reuses.
+
+    Parameters
+    ----------
+    config
+        The validated experiment configuration.
+    dataset
+        ``((x_train, y_train), (x_test, y_test))``; loaded from ``config`` when ``None``.
+    """
+
+    def __init__(self, config: ExperimentConfig, dataset: Dataset | None = None):
+        self.config = config
+        self.data_source = data.describe(config.dataset, data_dir=config.data_dir)
+        if dataset is not None:
+            self.data_source += ", arrays passed in by the caller"
+        (self.x_train, self.y_train), (self.x_test, self.y_test) = (
+            dataset if dataset is not None else load_config_data(config))
+        self.parts = partitioning.partition(
+            self.y_train, config.num_clients, config.partition, alpha=config.alpha,
+            shards_per_client=config.shards_per_client, seed=config.seed,
+            quantity_alpha=config.quantity_alpha)
+        self.holdout: list[np.ndarray] = []  # per-client evaluation data, never trained on
+        if config.holdout_fraction > 0:
+            self.parts, self.holdout = evaluation.local_holdout(
+                self.parts, config.holdout_fraction, seed=config.seed)
+        num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
+        self.model = models.build_model(config.backbone, config.weights, num_classes,
+                                        self.x_train.shape[1:], config.input_size, config.seed)
+        models.set_strategy(self.model, config.backbone, config.strategy, config.unfreeze_blocks)
+        self.mask = models.updatable_mask(self.model)
+        self.cached = config.strategy == "head" and config.feature_cache
+        train_model = self.model.get_layer("head") if self.cached else self.model
+        self.trainer = LocalTrainer(self.model, config, train_model, self.mask)
+        self._extract = FeatureExtractor(self.model) if self.cached else None
+        self._features: dict[int, np.ndarray] = {}
+        self.test_inputs = self._extract(self.x_test) if self.cached else self.x_test
+
+    def client_data(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Client ``k``'s training inputs (images, or cached features) and labels."""
+        idx = self.parts[k]
+        if not self.cached:
+            return self.x_train[idx], self.y_train[idx]
+        if k not in self._features:  # computed once per client, reused every round
+            self._features[k] = self._extract(self.x_train[idx])
+        return self._features[k], self.y_train[idx]
+
+    def model_inputs(self, x: np.ndarray) -> np.ndarray:
+        """What the trainer eats for images ``x``: the images, or their cached backbone features."""
+        return self._extract(x) if self.cached else x
+
+    def evaluate(self, weights: Weights) -> dict[str, float]:
+        self.model.set_weights(weights)
+        return self.trainer.evaluate(self.test_inputs, self.y_test)
+
+    def predict(self, weights: Weights, x: np.ndarray) -> np.ndarray:
+        """Predicted labels of the model with ``weights`` for images ``x``."""
+        self.model.set_weights(weights)
+        return self.trainer.predict_logits(self.model_inputs(x)).argmax(axis=1)
+
+    def accuracy(self, weights: Weights, inputs: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of ``weights`` on trainer ``inputs`` (images, or their cached features)."""
+        self.model.set_weights(weights)
+        return float(np.mean(self.trainer.predict_logits(inputs).argmax(axis=1) == y))
+
+    def check_holdout(self) -> None:
+        """Raise ``ValueError`` unless every client keeps held-out data (``holdout_fraction``)."""
+        if not self.holdout:
+            raise ValueError("per-client evaluation needs held-out data: set "
+                             "ExperimentConfig.holdout_fraction, e.g. 0.2.")
+
+    def per_client_accuracy(self, weights: Weights) -> np.ndarray:
+        """Accuracy of ``weights`` on each client's held-out data (needs ``holdout_fraction``)."""
+        self.check_holdout()
+        return np.array([self.accuracy(weights, self.model_inputs(self.x_train[idx]), self.y_train[idx])
+                         for idx in self.holdout])
+
+    def describe(self) -> str:
+        return (f"data: {self.data_source}; weights: "
+                f"{self.config.weights or 'random init'}; {self.config.describe()}")

@@ -1,0 +1,172 @@
+"""``build_stages(config)``: the one place that reads the config for the round.
+
+Chapter: "Federated learning overview". Every concept module (privacy, robust, compression,
+secure aggregation, server optimisers) takes plain arguments; this module picks, from the
+flat ``ExperimentConfig``, which of them each stage of ``round.run_round`` calls and with what.
+``refusals`` lists what a path (e.g. the Flower deployment) cannot run, naming the field.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from . import aggregation, privacy, robust, secure_agg
+from .aggregation import Weights
+from .compression import Uplink
+from .config import ExperimentConfig
+from .round import ClientStages, Stages
+from .server_opt import make_server_optimizer
+
+
+# ------------------------------------------------------------------ sample
+def fixed_sample(rng: np.random.Generator, num_clients: int, k: int) -> list[int]:
+    """``k`` distinct clients, sorted (sampling without replacement)."""
+    return sorted(rng.choice(num_clients, size=k, replace=False).tolist())
+
+
+def poisson_sample(rng: np.random.Generator, num_clients: int, rate: float) -> list[int]:
+    """Each client independently with probability ``rate`` (DP accounting's Poisson sampling);
+    the same draw as ``privacy.poisson_sample_clients``."""
+    return np.flatnonzero(rng.random(num_clients) < rate).tolist()
+
+
+# ------------------------------------------------------------------ client side
+def no_attack(client: int, delta: Weights) -> Weights:
+    return delta
+
+
+def attack_some(client: int, delta: Weights, *, malicious: frozenset[int], kind: str,
+                scale: float) -> Weights:
+    """The delta client ``client`` sends: poisoned if it is one of the ``malicious``."""
+    return robust.poison(delta, kind, scale) if client in malicious else delta
+
+
+# ------------------------------------------------------------------ aggregate
+def weighted_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
+                  like: Weights, *, weighted: bool) -> Weights:
+    """FedAvg (weighted by ``n_k``) or the plain mean; zeros when nobody took part."""
+    if not deltas:
+        return [np.zeros_like(t) for t in like]
+    return aggregation.fedavg(deltas, counts if weighted else [1] * len(deltas))
+
+
+def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+                *, weighted: bool, threshold: int | None, clip: float) -> Weights:
+    """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers."""
+    if not deltas:
+        return [np.zeros_like(t) for t in like]
+    return secure_agg.secure_aggregate(deltas, counts if weighted else [1] * len(deltas),
+                                       threshold=threshold, clip=clip).mean
+
+
+def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+                *, rule: str, trim_fraction: float, byzantine: int, multi: int) -> Weights:
+    """A robust rule (ignores the counts: an attacker could lie about them)."""
+    if not deltas:
+        return [np.zeros_like(t) for t in like]
+    return robust.aggregate(rule, deltas, trim_fraction=trim_fraction, byzantine=byzantine, multi=multi)
+
+
+def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+                  *, clip: float, noise_multiplier: float, denominator: float) -> Weights:
+    """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients."""
+    return privacy.noisy_mean(deltas, like, clip, noise_multiplier, denominator, rng)
+
+
+def no_overhead(num_clients: int) -> tuple[int, int]:
+    return (0, 0)
+
+
+def no_privacy_columns(rounds: int) -> dict[str, float]:
+    return {}
+
+
+def epsilon_column(rounds: int, **accounting) -> dict[str, float]:
+    """The History column ``epsilon``: spent after ``rounds`` rounds, at the config's delta."""
+    return {"epsilon": privacy.dp_epsilon(rounds=rounds, **accounting)}
+
+
+# ------------------------------------------------------------------ build
+def build_stages(config: ExperimentConfig) -> Stages:
+    """The round's stages for ``config``; nothing else reads the config for the round.
+
+    The config's cross-field rules (e.g. DP needs ``aggregator="mean"`` and no compression;
+    secure aggregation only sums) make each choice below unambiguous.
+    """
+    c = config
+    if c.client_sampling == "poisson":
+        sample = partial(poisson_sample, num_clients=c.num_clients, rate=c.client_fraction)
+    else:
+        sample = partial(fixed_sample, num_clients=c.num_clients, k=c.clients_per_round)
+
+    attack = no_attack
+    if c.attack != "none":
+        attack = partial(attack_some, kind=c.attack, scale=c.attack_scale,
+                         malicious=robust.malicious_clients(c.num_clients, c.malicious_fraction, c.seed))
+    clip = partial(privacy.clip_update, clip=c.dp_clip) if c.dp_clip is not None else None
+    client = ClientStages(local_epochs=c.local_epochs, clip=clip, attack=attack)
+
+    weighted = c.aggregator == "fedavg"
+    overhead, privacy_columns, privacy_meta = no_overhead, no_privacy_columns, None
+    if c.dp_clip is not None:
+        aggregate = partial(dp_noisy_mean, clip=c.dp_clip, noise_multiplier=c.dp_noise_multiplier,
+                            denominator=privacy.expected_clients(c.num_clients, c.client_fraction,
+                                                                 c.client_sampling))
+        privacy_columns = partial(epsilon_column, noise_multiplier=c.dp_noise_multiplier,
+                                  sampling_rate=c.client_fraction, delta=c.dp_delta,
+                                  sampling=c.client_sampling, accountant=c.dp_accountant,
+                                  num_clients=c.num_clients)
+        privacy_meta = {"delta": c.dp_delta, "accountant": c.dp_accountant,
+                        "sampling": c.client_sampling}
+    elif c.aggregator in robust.RULES:
+        aggregate = partial(robust_rule, rule=c.aggregator, trim_fraction=c.trim_fraction,
+                            byzantine=c.krum_byzantine, multi=c.krum_multi)
+    elif c.secure_aggregation:
+        aggregate = partial(secure_mean, weighted=weighted, threshold=c.secagg_threshold,
+                            clip=c.secagg_clip)
+        overhead = secure_agg.overhead_bytes  # keys, shares, unmasking
+    else:
+        aggregate = partial(weighted_mean, weighted=weighted)
+
+    return Stages(
+        seed=c.seed, sample=sample, client=client, aggregate=aggregate,
+        make_server_optimizer=partial(make_server_optimizer, c.server_optimizer, c.server_lr,
+                                      momentum=c.server_momentum, beta1=c.server_beta1,
+                                      beta2=c.server_beta2, tau=c.server_tau),
+        make_uplink=partial(Uplink, c.compression, bits=c.quantize_bits,
+                            stochastic=c.stochastic_rounding, fraction=c.sparsity,
+                            error_feedback=c.error_feedback, value_bits=c.sparse_value_bits),
+        overhead=overhead, privacy_columns=privacy_columns, privacy_meta=privacy_meta)
+
+
+# ------------------------------------------------------------------ what a path cannot run
+DEPLOYMENT = "the Flower deployment"
+
+
+def refusals(config: ExperimentConfig, path: str) -> list[str]:
+    """Why ``path`` cannot run ``config``: one message per field it would otherwise ignore.
+
+    Only the deployment refuses anything today: its clients are separate processes, and the
+    secure-aggregation protocol here runs every client in one process (Flower's SecAgg+
+    would be the way to deploy it).
+    """
+    if path != DEPLOYMENT:
+        return []
+    out = []
+    if config.secure_aggregation:
+        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
+                   "secure_agg.py runs all clients in one process: run it in simulation "
+                   "(run_federated) or set secure_aggregation=False.")
+    return out
+
+
+def check_supported(config: ExperimentConfig, path: str) -> None:
+    """Raise ``ValueError`` naming the field and the path if ``path`` cannot run ``config``.
+
+    Called before any data is loaded or any model is built.
+    """
+    problems = refusals(config, path)
+    if problems:
+        raise ValueError(" ".join(problems))

@@ -1,0 +1,182 @@
+"""Conformance: every path runs the same round, or refuses the config by field and path.
+
+Paths: the simulation (``run_federated``: the reference), FedPer (``run_fedper``) and the Flower
+deployment. The deployment's own code (``server_app.main`` and ``client_app.train``, with the
+client's ``context.state`` kept between rounds as a SuperNode keeps it) runs here in process,
+with the network replaced by ``InProcessGrid``; ``test_deploy.py`` runs a few combinations end
+to end over real Flower processes. The feature matrix is covered by a few configs that each
+combine several features (every aggregation rule, server optimiser, update compression with and
+without error feedback, DP with fixed and Poisson sampling, attacks, FedProx, secure
+aggregation), so each round stage is exercised by each path.
+"""
+
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fedtl_helpers import privacy, secure_agg, stages
+from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.personalization import run_fedper
+from fedtl_helpers.server import run_federated
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
+with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fedtl_deploy import client_app, server_app
+    from fedtl_deploy.task import check_deployable, run_config_for
+    from flwr.app import Context, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+BASE = dict(num_clients=4, rounds=2, n_train=400, n_test=200, strategy="head")
+FIVE = dict(BASE, num_clients=5, n_train=500)  # Krum needs more than 2f + 2 = 4 clients
+CASES = {
+    "krum+sign_flip+topk_ef+fedadam": dict(FIVE, aggregator="krum", attack="sign_flip",
+                                           malicious_fraction=0.2, compression="topk", sparsity=0.1,
+                                           server_optimizer="adam", server_lr=0.01),
+    "median+scale+quantize4+fedavgm": dict(FIVE, aggregator="median", attack="scale",
+                                           malicious_fraction=0.2, compression="quantize",
+                                           quantize_bits=4, server_optimizer="momentum"),
+    "trimmed_mean+float16+fedprox": dict(FIVE, strategy="full", aggregator="trimmed_mean",
+                                         compression="float16", prox_mu=0.1),
+    "fedavg+topk8_no_ef+server_lr": dict(BASE, compression="topk", sparsity=0.05, error_feedback=False,
+                                         sparse_value_bits=8, server_lr=0.5),
+    "mean+prune": dict(BASE, aggregator="mean", compression="prune", sparsity=0.2),
+    "dp_fixed": dict(BASE, dp_clip=0.5, aggregator="mean", client_fraction=0.5),
+    "dp_poisson+fedavgm": dict(BASE, num_clients=6, n_train=600, rounds=3, dp_clip=1.0,
+                               aggregator="mean", client_sampling="poisson", client_fraction=0.5,
+                               server_optimizer="momentum"),
+}
+REFUSED = {"secure_aggregation": dict(BASE, secure_aggregation=True)}
+
+
+class InProcessGrid:
+    """Flower's ``Grid`` for the ServerApp, delivering each message to ``client_app`` in process.
+
+    One ``Context`` per node, kept for the whole run (as a SuperNode keeps it), so a client's
+    ``context.state`` carries over between rounds.
+    """
+
+    def __init__(self, config: ExperimentConfig, run_config: dict):
+        self.contexts = {100 + k: Context(run_id=1, node_id=100 + k, state=RecordDict(),
+                                          node_config={"partition-id": k,
+                                                       "num-partitions": config.num_clients},
+                                          run_config=run_config)
+                         for k in range(config.num_clients)}
+        self.sent: list[int] = []  # TRAIN messages delivered
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = []
+        for m in messages:
+            handler = client_app.query if m.metadata.message_type == MessageType.QUERY else client_app.train
+            self.sent += [m.metadata.dst_node_id] if handler is client_app.train else []
+            replies.append(handler(m, self.contexts[m.metadata.dst_node_id]))
+        return replies
+
+
+def deploy_in_process(config: ExperimentConfig, tmp_path: Path) -> tuple[dict, InProcessGrid]:
+    """Run the ServerApp's ``main`` with the ClientApp in this process; its result JSON."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # what Flower sets
+    run_config = {"experiment": run_config_for(config), "result-path": str(tmp_path / "result.json"),
+                  "node-timeout": 5.0, "round-timeout": 60.0}
+    grid = InProcessGrid(config, run_config)
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                  run_config=run_config))
+    return json.loads((tmp_path / "result.json").read_text()), grid
+
+
+def same_rows(got: list[dict], want: list[dict], tol: float = 1e-6) -> None:
+    assert [r["round"] for r in got] == [r["round"] for r in want]
+    for g, w in zip(got, want):
+        for key in ("test_accuracy", "test_loss", "train_loss", "epsilon"):
+            if w.get(key) is None:
+                assert g.get(key) is None, (key, g, w)
+            else:
+                assert abs(g[key] - w[key]) <= tol, (key, g, w)
+        for key in ("clients", "bytes_up", "bytes_down"):
+            assert g[key] == w[key], (key, g, w)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_deployment_round_is_the_simulations(name, tmp_path):
+    config = ExperimentConfig(**CASES[name])
+    want = run_federated(config, progress=False).history
+    got, grid = deploy_in_process(config, tmp_path)
+    same_rows(got["history"]["rows"], want.rows)
+    assert got["history"]["meta"].get("privacy") == want.meta.get("privacy")
+    assert len(grid.sent) == sum(len(r["clients"]) for r in want.rows)
+    if config.compression == "topk" and config.error_feedback:  # each client kept its residual
+        assert all("uplink-residual" in c.state for c in grid.contexts.values())
+    accs = [r["test_accuracy"] for r in want.rows]
+    assert accs[-1] > accs[0] or config.dp_clip is not None  # it trains (DP noise aside)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_deployment_refuses_what_it_cannot_run_before_training(name, tmp_path, monkeypatch):
+    config = ExperimentConfig(**REFUSED[name])
+    message = rf"{name}=True is not supported by the Flower deployment"
+    with pytest.raises(ValueError, match=message):
+        check_deployable(config)  # run_local.py's config check calls this before any process
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the ServerApp built a Simulation before refusing the config")
+
+    monkeypatch.setattr(server_app, "Simulation", no_build)
+    with pytest.raises(ValueError, match=message):
+        deploy_in_process(config, tmp_path)
+    assert stages.refusals(config, "simulation") == []  # the simulation runs it
+    assert stages.refusals(ExperimentConfig(**BASE), stages.DEPLOYMENT) == []
+
+
+def test_secure_aggregation_gives_plain_fedavgs_model_in_simulation():
+    """Secure aggregation changes what the server sees and the bytes, not the model (to fixed point)."""
+    plain = run_federated(ExperimentConfig(**BASE), progress=False).history.rows
+    secure = run_federated(ExperimentConfig(**REFUSED["secure_aggregation"]), progress=False).history.rows
+    n = len(secure[1]["clients"])
+    up, down = secure_agg.overhead_bytes(n)
+    for p, s in zip(plain[1:], secure[1:]):
+        assert abs(p["test_accuracy"] - s["test_accuracy"]) <= 1 / BASE["n_test"]
+        assert (s["bytes_up"] - p["bytes_up"], s["bytes_down"] - p["bytes_down"]) == (up, down)
+
+
+@pytest.mark.parametrize("name", ["dp_poisson+fedavgm", "krum+sign_flip+topk_ef+fedadam"])
+def test_fedper_runs_the_same_stages(name, monkeypatch):
+    """FedPer samples, clips, attacks, encodes and aggregates as the simulation does.
+
+    Before the round was shared, FedPer sampled a fixed-size set under Poisson accounting and
+    never clipped: its epsilon did not hold.
+    """
+    config = ExperimentConfig(**dict(CASES[name], holdout_fraction=0.2))
+    seen: list[list[float]] = []  # per aggregate call: the norms of the updates that reached it
+    real = stages.build_stages
+
+    def spy_build(cfg):
+        built = real(cfg)
+
+        def aggregate(deltas, counts, rng, like):
+            seen.append([privacy.global_norm(d) for d in deltas])
+            return built.aggregate(deltas, counts, rng, like)
+
+        return dataclasses.replace(built, aggregate=aggregate)
+
+    import fedtl_helpers.personalization as personalization
+
+    monkeypatch.setattr(personalization, "build_stages", spy_build)
+    fp = run_fedper(config)
+    sim = run_federated(config, progress=False).history
+    # The same clients every round (Poisson: a varying number), the same privacy accounting.
+    assert fp.history.column("clients") == sim.column("clients")[1:]
+    if config.dp_clip is not None:
+        assert fp.history.column("epsilon") == sim.column("epsilon")[1:]
+    assert [len(s) for s in seen] == [len(c) for c in sim.column("clients")[1:]]
+    if config.dp_clip is not None:  # every update the server sees was clipped on the client
+        assert all(n <= config.dp_clip * (1 + 1e-6) for s in seen for n in s)
+    if config.compression == "topk":  # encoded: fewer bytes than the dense shared tensors
+        assert all(f < s for f, s in zip(fp.history.column("bytes_up"), sim.column("bytes_up")[1:]))
+    assert fp.train_loss == fp.history.column("train_loss")

@@ -1,0 +1,110 @@
+"""The round's parts without training: random streams, stages built from the config, the state."""
+
+import numpy as np
+import pytest
+
+from fedtl_helpers import compression, privacy
+from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.history import History
+from fedtl_helpers.round import ClientMessage, RoundStreams, ServerState, initial_state, server_side
+from fedtl_helpers.server import sample_clients
+from fedtl_helpers.server_opt import ServerMomentum
+from fedtl_helpers.stages import DEPLOYMENT, build_stages, refusals
+
+A = [np.array([1.0, 2.0], np.float32)]
+B = [np.array([3.0, 4.0], np.float32)]
+C = [np.array([-50.0, 9.0], np.float32)]
+
+
+def test_streams_are_the_books_seeds():
+    """Book numbers depend on these exact streams; a change must be deliberate (issue 23)."""
+    s = RoundStreams(7, 3)
+    assert s.sampling().random() == np.random.default_rng([7, 3]).random()
+    assert s.shuffle(4) == (7, 3, 4)
+    assert s.uplink(4).random() == np.random.default_rng([7, 3, 4, 1]).random()
+    assert s.noise().random() == np.random.default_rng([7, 3, 2]).random()
+    assert sample_clients(20, 5, 1, 3) == build_stages(
+        ExperimentConfig(num_clients=20, client_fraction=0.25, seed=1)).sample(RoundStreams(1, 3).sampling())
+    poisson = build_stages(ExperimentConfig(num_clients=20, client_fraction=0.3, client_sampling="poisson",
+                                            dp_clip=1.0, aggregator="mean", seed=2))
+    for rnd in range(1, 6):
+        want = privacy.poisson_sample_clients(20, 0.3, 2, rnd)
+        assert poisson.sample(RoundStreams(2, rnd).sampling()) == want
+
+
+@pytest.mark.parametrize("kw,want", [
+    (dict(), [2.5, 3.5]),  # FedAvg weighted by n_k = 1, 3 (the style guide's example)
+    (dict(aggregator="mean"), [2.0, 3.0]),
+    (dict(aggregator="median", num_clients=3), [1.0, 4.0]),
+    (dict(secure_aggregation=True, secagg_clip=8.0), [2.5, 3.5]),  # the same mean, masked integers
+])
+def test_aggregate_stage_follows_the_config(kw, want):
+    stages = build_stages(ExperimentConfig(**kw))
+    deltas = [A, B] if "median" not in kw.values() else [A, B, C]
+    got = stages.aggregate(deltas, [1, 3, 1][:len(deltas)], np.random.default_rng(0), A)
+    np.testing.assert_allclose(got[0], want, atol=1e-4)
+    empty = stages.aggregate([], [], np.random.default_rng(0), A)  # nobody sampled
+    np.testing.assert_array_equal(empty[0], [0.0, 0.0])
+
+
+def test_dp_stages_clip_on_the_client_and_add_seeded_noise_on_the_server():
+    cfg = ExperimentConfig(num_clients=4, dp_clip=1.0, aggregator="mean", client_fraction=0.5)
+    stages = build_stages(cfg)
+    uplink = stages.make_uplink()
+    sent = stages.client.transform(0, B, uplink, RoundStreams(0, 1))  # |B| = 5 -> clipped to 1
+    np.testing.assert_allclose(compression.decode(sent)[0], [0.6, 0.8], rtol=1e-6)
+    agg = stages.aggregate([compression.decode(sent)], [1], np.random.default_rng(5), A)
+    want = privacy.noisy_mean([compression.decode(sent)], A, 1.0, 1.0, 2.0, np.random.default_rng(5))
+    np.testing.assert_array_equal(agg[0], want[0])
+    assert stages.privacy_columns(3) == {"epsilon": privacy.dp_epsilon(1.0, 0.5, 3, 1e-5, sampling="fixed",
+                                                                      num_clients=4)}
+    assert build_stages(ExperimentConfig()).privacy_columns(3) == {}
+
+
+def test_server_side_records_bytes_clients_and_state():
+    cfg = ExperimentConfig(num_clients=3, server_optimizer="momentum", server_momentum=0.5)
+    stages = build_stages(cfg)
+    weights = [np.zeros(2, np.float32), np.ones(3, np.float32)]  # the second tensor is frozen
+    mask = [True, False]
+    state = initial_state(stages, weights, History(), lambda w: {"accuracy": 0.1, "loss": 2.0})
+    msgs = [ClientMessage(k, compression.encode_dense(d), n, 1.0 + k)
+            for k, d, n in ((0, A, 1), (2, B, 3))]
+    row = server_side(state, stages, mask, [0, 2], msgs, lambda w: {"accuracy": 0.5, "loss": 1.0},
+                      RoundStreams(0, 1), 0.0)
+    np.testing.assert_allclose(state.weights[0], [2.5, 3.5])  # momentum's first step: v = agg
+    assert state.weights[1] is weights[1] and state.round == 1 and state.seen == {0, 2}
+    dense = compression.dense_nbytes
+    assert row["bytes_up"] == 2 * dense(A)
+    assert row["bytes_down"] == 2 * dense(weights)  # new clients download everything once
+    assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 2], 2.0, 0.5)  # mean loss
+    assert isinstance(state.server_opt, ServerMomentum)
+    np.testing.assert_allclose(state.arrays()["server_opt/v/0"], [2.5, 3.5])
+
+
+def test_state_checkpoint_round_trip_and_config_check(tmp_path):
+    cfg = ExperimentConfig(compression="topk", sparsity=0.5, server_optimizer="adam", server_lr=0.01)
+    stages = build_stages(cfg)
+    state = ServerState([np.arange(4, dtype=np.float32)], stages.make_server_optimizer(),
+                        stages.make_uplink(), History(), {1}, 0)
+    stages.client.transform(1, [np.array([3.0, 1.0, 0.5, 0.0], np.float32)], state.uplink, RoundStreams(0, 1))
+    state.weights = state.server_opt.step(state.weights, [True], [np.ones(4, np.float32)])
+    state.round = 1
+    state.save(tmp_path, cfg.to_dict())
+    back = ServerState.load(tmp_path, build_stages(cfg), cfg.to_dict())
+    assert (back.round, back.seen) == (1, {1})
+    np.testing.assert_array_equal(back.weights[0], state.weights[0])
+    assert back.arrays().keys() == state.arrays().keys() and len(back.arrays()) == 3  # residual, m, v
+    for k, v in state.arrays().items():
+        np.testing.assert_array_equal(back.arrays()[k], v)
+    other = ExperimentConfig(compression="topk", sparsity=0.5, seed=1).to_dict()
+    with pytest.raises(ValueError, match="different config"):
+        ServerState.load(tmp_path, build_stages(cfg), other)
+    assert ServerState.load(tmp_path / "none", stages, cfg.to_dict()) is None
+
+
+def test_only_the_deployment_refuses_and_it_names_field_and_path():
+    cfg = ExperimentConfig(num_clients=3, secure_aggregation=True)
+    assert refusals(cfg, "simulation") == []
+    (msg,) = refusals(cfg, DEPLOYMENT)
+    assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment")
+    assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0), DEPLOYMENT) == []
