@@ -158,6 +158,7 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from fedtl_deploy.task import check_deployable
+
     from fedtl_helpers import storage
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.history import History

@@ -6,9 +6,12 @@ Chapters: "Differential privacy" and "Secure aggregation and robustness". Two mo
   client), so a run is reproducible and a resumed run repeats the uninterrupted one bit for bit.
   This is what the book uses. It gives **no privacy**: the seed is in every ``History``, and
   anyone who knows it regenerates the DP noise and subtracts it (chapter 11 shows the attack).
-- ``"secure"``: DP noise, client sampling, shuffling and rounding draw fresh keys from the
-  operating system (``secrets``) every time; nothing can be regenerated. Runs are not
-  reproducible. The only mode a deployment accepts (``require_secure``).
+- ``"secure"``: the streams a privacy guarantee rests on, DP noise and client sampling
+  (``SECURE_PURPOSES``), draw fresh keys from the operating system (``secrets``) every time;
+  nothing can regenerate them. A client's shuffling and stochastic rounding protect nothing and
+  stay seeded, so a secure run with every client in every round and no DP still repeats the
+  same numbers, in simulation and deployment alike. The only mode a deployment accepts
+  (``require_secure``).
 
 Streams are separated by purpose: the key of a stream is ``(purpose code, *ids)`` with a fixed
 number of ids per purpose, passed to numpy's ``SeedSequence`` as its ``spawn_key`` (which numpy
@@ -33,6 +36,12 @@ PURPOSES: dict[str, tuple[int, tuple[str, ...]]] = {
     "shuffle": (3, ("round", "client")),  # a client's minibatch order
     "rounding": (4, ("round", "client")),  # stochastic rounding of a client's compressed update
 }
+SECURE_PURPOSES = ("sampling", "noise")  # what "secure" mode draws from the operating system
+
+
+def fresh_entropy() -> int:
+    """128 fresh bits from the operating system (``secrets``): the key of a secure stream."""
+    return secrets.randbits(128)
 
 
 def check_mode(mode: str) -> None:
@@ -62,8 +71,8 @@ def seed_sequence(mode: str, seed: int, purpose: str, *ids: int) -> np.random.Se
     """
     check_mode(mode)
     key = _key(purpose, ids)
-    if mode == "secure":  # 128 fresh bits from the OS: nothing in the run's outputs determines them
-        return np.random.SeedSequence(secrets.randbits(128), spawn_key=key)
+    if mode == "secure" and purpose in SECURE_PURPOSES:  # nothing in the run's outputs determines it
+        return np.random.SeedSequence(fresh_entropy(), spawn_key=key)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed={seed!r} is invalid: allowed an integer >= 0.")
     return np.random.SeedSequence(int(seed), spawn_key=key)
@@ -77,14 +86,15 @@ def entropy(mode: str, seed: int, purpose: str, *ids: int) -> tuple[int, ...]:
 def generator(mode: str, seed: int, purpose: str, *ids: int) -> np.random.Generator:
     """A numpy ``Generator`` for one purpose of one round (and client).
 
-    In ``"simulation"`` mode a pure function of its arguments (PCG64). In ``"secure"`` mode a
-    Philox generator keyed with 128 fresh bits from ``secrets`` on every call; ``seed`` is
-    ignored. Philox is a counter-based generator built like a block cipher; the noise it gives
-    is still floating-point Gaussian sampling, which a production system replaces with a
+    In ``"simulation"`` mode a pure function of its arguments (PCG64). In ``"secure"`` mode, for
+    ``SECURE_PURPOSES``, a Philox generator keyed with 128 fresh bits from ``secrets`` on every
+    call; ``seed`` is ignored. Philox is a counter-based generator built like a block cipher;
+    the noise it gives is still floating-point Gaussian sampling, which a production system replaces with a
     vetted discrete or floating-point-safe sampler (see chapter 11's threat model).
     """
     ss = seed_sequence(mode, seed, purpose, *ids)
-    return np.random.Generator(np.random.Philox(ss) if mode == "secure" else np.random.PCG64(ss))
+    bits = np.random.Philox(ss) if mode == "secure" and purpose in SECURE_PURPOSES else np.random.PCG64(ss)
+    return np.random.Generator(bits)
 
 
 def require_secure(mode: str, path: str = "Flower deployment") -> None:

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import compression
+from . import compression, randomness
 from .aggregation import Weights
 from .client import ClientResult, LocalTrainer, client_update
 from .compression import Encoded, Uplink
-from .history import History
+from .history import History, dp_release
 from .server_opt import ServerOptimizer
-from .storage import load_checkpoint, save_checkpoint
+from .storage import check_resume, load_checkpoint, note_resume, save_checkpoint
 
 if TYPE_CHECKING:  # only for type hints: the round needs no Simulation, just its parts
     from .simulation import Simulation
@@ -41,31 +41,33 @@ if TYPE_CHECKING:  # only for type hints: the round needs no Simulation, just it
 # ------------------------------------------------------------------ randomness
 @dataclass(frozen=True)
 class RoundStreams:
-    """Every random stream of one round, derived from ``(seed, round)``: the one place they are made.
+    """Every random stream of one round: the one place they are made (see ``randomness``).
 
-    A resumed run repeats the uninterrupted one because nothing random is carried from round to
-    round: each stream is a pure function of the seed, the round and (for client streams) the
-    client.
+    One independent stream per purpose. In ``mode="simulation"`` each is a pure function of the
+    seed, the round and (for client streams) the client, so a resumed run repeats the
+    uninterrupted one; in ``mode="secure"`` client sampling and DP noise come from the
+    operating system.
     """
 
     seed: int
     round: int
+    mode: str = "simulation"
 
     def sampling(self) -> np.random.Generator:
         """Which clients take part (fixed-size or Poisson)."""
-        return np.random.default_rng([self.seed, self.round])
+        return randomness.generator(self.mode, self.seed, "sampling", self.round)
 
-    def shuffle(self, client: int) -> tuple[int, int, int]:
+    def shuffle(self, client: int) -> tuple[int, ...]:
         """Entropy for client ``client``'s local shuffling (``client_update``'s ``seed``)."""
-        return (self.seed, self.round, client)
+        return randomness.entropy(self.mode, self.seed, "shuffle", self.round, client)
 
     def uplink(self, client: int) -> np.random.Generator:
         """Client ``client``'s stochastic rounding when it encodes its update."""
-        return np.random.default_rng([self.seed, self.round, client, 1])
+        return randomness.generator(self.mode, self.seed, "rounding", self.round, client)
 
     def noise(self) -> np.random.Generator:
         """The server's DP noise on the aggregate."""
-        return np.random.default_rng([self.seed, self.round, 2])
+        return randomness.generator(self.mode, self.seed, "noise", self.round)
 
 
 # ------------------------------------------------------------------ the stages
@@ -99,8 +101,9 @@ class ClientStages:
 class Stages:
     """The round's stages, built once from the config by ``stages.build_stages``.
 
-    ``aggregate(deltas, counts, rng, like)`` combines decoded deltas (``like``: tensors shaped
-    as one update, for a round without clients); ``overhead(n)`` is the extra (up, down) bytes
+    ``aggregate(deltas, counts, rng, like, round_)`` combines decoded deltas (``like``: tensors
+    shaped as one update, for a round without clients; ``round_`` binds secure aggregation's
+    keys to the round); ``overhead(n)`` is the extra (up, down) bytes
     of the aggregation protocol for ``n`` clients; ``privacy_columns(rounds)`` the History's
     ``epsilon`` column (empty without DP).
     """
@@ -108,15 +111,21 @@ class Stages:
     seed: int
     sample: Callable[[np.random.Generator], list[int]]
     client: ClientStages
-    aggregate: Callable[[list[Weights], list[int], np.random.Generator, Weights], Weights]
+    aggregate: Callable[[list[Weights], list[int], np.random.Generator, Weights, int], Weights]
     make_server_optimizer: Callable[[], ServerOptimizer]
     make_uplink: Callable[[], Uplink]
     overhead: Callable[[int], tuple[int, int]]
     privacy_columns: Callable[[int], dict[str, float]]
     privacy_meta: dict[str, Any] | None = None  # what the final epsilon was computed for
+    randomness: str = "simulation"  # see ``randomness.MODES``
 
     def streams(self, rnd: int) -> RoundStreams:
-        return RoundStreams(self.seed, rnd)
+        return RoundStreams(self.seed, rnd, self.randomness)
+
+    def record(self, **row: Any) -> dict[str, Any]:
+        """A History row as released: under DP only what the accountant covers
+        (``history.dp_release``: no client-derived metrics, no sampled ids)."""
+        return row if self.privacy_meta is None else dp_release(row)
 
 
 # ------------------------------------------------------------------ the state
@@ -154,17 +163,19 @@ class ServerState:
         ------
         ValueError
             The checkpoint was written by a config that differs from ``config`` in more than
-            ``rounds`` (resuming with more rounds extends a finished run).
+            ``rounds`` (each differing field is named), or ``rounds`` is below the rounds done
+            (resuming with more rounds extends a finished run).
         """
         saved = load_checkpoint(directory)
         if saved is None:
             return None
         weights, meta = saved
-        if {**meta["config"], "rounds": config["rounds"]} != config:
-            raise ValueError(f"checkpoint in {directory} was written by a different config; "
-                             "use another checkpoint_dir or resume=False.")
+        # Only ``rounds`` may differ (extending a finished run), and never below the rounds done.
+        check_resume(meta["config"], config, meta["round"], config["rounds"])
+        history = History.from_dict(meta["history"])
+        note_resume(history.meta, config, meta["round"])
         state = cls(weights, stages.make_server_optimizer(), stages.make_uplink(),
-                    History.from_dict(meta["history"]), set(meta["seen"]), meta["round"])
+                    history, set(meta["seen"]), meta["round"])
         arrays = meta.get("arrays", {})
         for name, part in (("uplink", state.uplink), ("server_opt", state.server_opt)):
             part.load_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")})
@@ -176,8 +187,9 @@ def initial_state(stages: Stages, weights: Weights, history: History,
     """Round 0: the initial global model, evaluated and recorded, fresh stage states."""
     state = ServerState(weights, stages.make_server_optimizer(), stages.make_uplink(), history)
     ev = evaluate(weights)
-    history.append(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"], train_loss=None,
-                   clients=[], bytes_up=0, bytes_down=0, seconds=0.0, **stages.privacy_columns(0))
+    history.append(**stages.record(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
+                                   train_loss=None, clients=[], bytes_up=0, bytes_down=0, seconds=0.0,
+                                   **stages.privacy_columns(0)))
     return state
 
 
@@ -211,7 +223,8 @@ def server_side(state: ServerState, stages: Stages, mask: Sequence[bool], chosen
     weights = state.weights
     deltas = [compression.decode(m.encoded) for m in messages]  # decode
     like = [w for w, m in zip(weights, mask) if m]  # shapes of one update, for an empty round
-    agg = stages.aggregate(deltas, [m.num_examples for m in messages], streams.noise(), like)
+    agg = stages.aggregate(deltas, [m.num_examples for m in messages], streams.noise(), like,
+                           streams.round)
     state.weights = state.server_opt.step(weights, list(mask), agg)  # server step
     ev = evaluate(state.weights)  # evaluate
     # Record. New clients download the whole model once; afterwards only what training changes.
@@ -222,10 +235,10 @@ def server_side(state: ServerState, stages: Stages, mask: Sequence[bool], chosen
     losses = [m.train_loss for m in messages]
     state.seen.update(chosen)
     state.round = streams.round
-    state.history.append(round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                         train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
-                         bytes_up=bytes_up, bytes_down=bytes_down, seconds=time.perf_counter() - t0,
-                         **stages.privacy_columns(streams.round))
+    state.history.append(**stages.record(
+        round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
+        train_loss=float(np.mean(losses)) if losses else None, clients=chosen, bytes_up=bytes_up,
+        bytes_down=bytes_down, seconds=time.perf_counter() - t0, **stages.privacy_columns(streams.round)))
     return state.history.rows[-1]
 
 

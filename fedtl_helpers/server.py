@@ -5,8 +5,10 @@ broadcast -> client update -> clip | attack | encode -> decode -> aggregate -> s
 evaluate -> record), built once from the config by ``stages.build_stages``; this module only
 repeats it, shows progress and saves the ``ServerState`` after every round.
 
-Everything random is derived from ``config.seed`` and the round number (``round.RoundStreams``),
-so a run resumed from its last checkpoint repeats the uninterrupted run exactly.
+Everything random comes from ``round.RoundStreams``: one stream per purpose (sampling, noise,
+each client's shuffling and rounding), derived from ``config.seed``, the round and the client in
+``config.randomness="simulation"`` mode, so a run resumed from its last checkpoint repeats the
+uninterrupted run exactly; client sampling and DP noise come from the OS in ``"secure"`` mode.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -21,13 +24,14 @@ from tqdm import tqdm
 
 from .aggregation import Weights
 from .config import ExperimentConfig
-from .history import History
-from .round import RoundStreams, ServerState, initial_state, run_round
+from .history import DP_WITHHELD, History
+from .round import RoundStreams, ServerState, Stages, initial_state, run_round
 from .simulation import Dataset, Simulation, load_config_data
 from .stages import build_stages, fixed_sample
+from .storage import check_finite
 
-__all__ = ["Dataset", "FederatedResult", "Simulation", "aggregate", "load_config_data",
-           "run_federated", "sample_clients"]
+__all__ = ["Dataset", "FederatedResult", "Simulation", "aggregate", "finish_history",
+           "load_config_data", "new_history", "run_federated", "sample_clients"]
 
 
 @dataclass
@@ -37,20 +41,42 @@ class FederatedResult:
     model: keras.Model  # the shared model, holding the final global weights
 
 
-def sample_clients(num_clients: int, k: int, seed: int, round_: int) -> list[int]:
-    """The ``k`` clients taking part in ``round_`` (sorted), a pure function of its inputs."""
-    return fixed_sample(RoundStreams(seed, round_).sampling(), num_clients, k)
+def sample_clients(num_clients: int, k: int, seed: int, round_: int, mode: str = "simulation") -> list[int]:
+    """The ``k`` clients taking part in ``round_`` (sorted): a pure function of its inputs in
+    ``mode="simulation"``, drawn from OS randomness in ``"secure"`` mode."""
+    return fixed_sample(RoundStreams(seed, round_, mode).sampling(), num_clients, k)
 
 
 def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: list[int],
-              rng: np.random.Generator, *, like: Weights | None = None) -> Weights:
+              rng: np.random.Generator, *, like: Weights | None = None, round_: int = 0) -> Weights:
     """The aggregate stage ``config`` builds, applied to one round's decoded deltas.
 
     ``like`` (tensors shaped as one update) is needed when no client took part (Poisson
     sampling): the DP aggregate is then pure noise, the plain one all zeros.
     """
     return build_stages(config).aggregate(deltas, num_examples, rng,
-                                          like if like is not None else deltas[0])
+                                          like if like is not None else deltas[0], round_)
+
+
+def new_history(config: ExperimentConfig, sim: Simulation, stages: Stages, **meta: Any) -> History:
+    """An empty History whose ``meta`` says what ran: config, data, weights, randomness mode and,
+    under DP, the columns withheld from release; ``meta`` adds path-specific entries."""
+    return History(meta={"config": config.to_dict(), "describe": sim.describe(),
+                         "dataset": sim.data_source, "weights": config.weights or "random init",
+                         "randomness": config.randomness,
+                         "withheld": [] if stages.privacy_meta is None else list(DP_WITHHELD), **meta})
+
+
+def finish_history(history: History, config: ExperimentConfig, stages: Stages) -> None:
+    """Under DP, record the final privacy spent with what it was computed for (and, for seeded
+    noise, that it protects nothing)."""
+    if stages.privacy_meta is None:
+        return
+    history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], **stages.privacy_meta,
+                               "randomness": config.randomness}
+    if config.randomness == "simulation":  # say it where the epsilon is read
+        history.meta["privacy"]["warning"] = ("seeded noise (randomness='simulation'): anyone who "
+                                              "knows the seed can remove it; no privacy")
 
 
 def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
@@ -87,20 +113,18 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     if resume and checkpoint_dir:
         state = ServerState.load(checkpoint_dir, stages, config.to_dict())
     if state is None:
-        history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
-                                "dataset": sim.data_source,
-                                "weights": config.weights or "random init"})
+        history = new_history(config, sim, stages)
         state = initial_state(stages, sim.model.get_weights(), history, sim.evaluate)
     bar = tqdm(range(state.round + 1, config.rounds + 1), desc="rounds", disable=not progress,
                file=sys.stderr, initial=state.round, total=config.rounds)
     for _ in bar:
         row = run_round(state, stages, sim)
+        check_finite(state.weights, row["test_loss"], row["round"])  # before it can be saved
         bar.set_postfix(acc=f"{row['test_accuracy']:.3f}")
         if checkpoint_dir is not None:
             state.save(checkpoint_dir, config.to_dict())
     history = state.history
-    if stages.privacy_meta is not None:  # the final privacy spent, with what it was computed for
-        history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], **stages.privacy_meta}
+    finish_history(history, config, stages)
     if checkpoint_dir is not None:
         history.save(checkpoint_dir)
     sim.model.set_weights(state.weights)

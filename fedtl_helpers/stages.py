@@ -12,7 +12,7 @@ from functools import partial
 
 import numpy as np
 
-from . import aggregation, privacy, robust, secure_agg
+from . import aggregation, privacy, randomness, robust, secure_agg
 from .aggregation import Weights
 from .compression import Uplink
 from .config import ExperimentConfig
@@ -45,23 +45,25 @@ def attack_some(client: int, delta: Weights, *, malicious: frozenset[int], kind:
 
 # ------------------------------------------------------------------ aggregate
 def weighted_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                  like: Weights, *, weighted: bool) -> Weights:
+                  like: Weights, round_: int, *, weighted: bool) -> Weights:
     """FedAvg (weighted by ``n_k``) or the plain mean; zeros when nobody took part."""
     if not deltas:
         return [np.zeros_like(t) for t in like]
     return aggregation.fedavg(deltas, counts if weighted else [1] * len(deltas))
 
 
-def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
+                like: Weights, round_: int,
                 *, weighted: bool, threshold: int | None, clip: float) -> Weights:
     """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers."""
     if not deltas:
         return [np.zeros_like(t) for t in like]
     return secure_agg.secure_aggregate(deltas, counts if weighted else [1] * len(deltas),
-                                       threshold=threshold, clip=clip).mean
+                                       threshold=threshold, clip=clip, round_id=round_).mean
 
 
-def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
+                like: Weights, round_: int,
                 *, rule: str, trim_fraction: float, byzantine: int, multi: int) -> Weights:
     """A robust rule (ignores the counts: an attacker could lie about them)."""
     if not deltas:
@@ -69,7 +71,8 @@ def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generat
     return robust.aggregate(rule, deltas, trim_fraction=trim_fraction, byzantine=byzantine, multi=multi)
 
 
-def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator, like: Weights,
+def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
+                like: Weights, round_: int,
                   *, clip: float, noise_multiplier: float, denominator: float) -> Weights:
     """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients."""
     return privacy.noisy_mean(deltas, like, clip, noise_multiplier, denominator, rng)
@@ -138,7 +141,8 @@ def build_stages(config: ExperimentConfig) -> Stages:
         make_uplink=partial(Uplink, c.compression, bits=c.quantize_bits,
                             stochastic=c.stochastic_rounding, fraction=c.sparsity,
                             error_feedback=c.error_feedback, value_bits=c.sparse_value_bits),
-        overhead=overhead, privacy_columns=privacy_columns, privacy_meta=privacy_meta)
+        overhead=overhead, privacy_columns=privacy_columns, privacy_meta=privacy_meta,
+        randomness=c.randomness)
 
 
 # ------------------------------------------------------------------ what a path cannot run
@@ -148,13 +152,17 @@ DEPLOYMENT = "the Flower deployment"
 def refusals(config: ExperimentConfig, path: str) -> list[str]:
     """Why ``path`` cannot run ``config``: one message per field it would otherwise ignore.
 
-    Only the deployment refuses anything today: its clients are separate processes, and the
-    secure-aggregation protocol here runs every client in one process (Flower's SecAgg+
-    would be the way to deploy it).
+    Only the deployment refuses anything today: it needs ``randomness="secure"`` (real clients,
+    real privacy), and the secure-aggregation protocol here runs every client in one process
+    (Flower's SecAgg+ would be the way to deploy it).
     """
     if path != DEPLOYMENT:
         return []
     out = []
+    try:  # real clients: seeded noise and sampling would be reproducible by anyone with the seed
+        randomness.require_secure(config.randomness, path="Flower deployment")
+    except ValueError as e:
+        out.append(f"ExperimentConfig.{e} Pass --randomness secure.")
     if config.secure_aggregation:
         out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
                    "secure_agg.py runs all clients in one process: run it in simulation "

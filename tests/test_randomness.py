@@ -40,10 +40,19 @@ def test_no_two_purposes_share_numbers():
 def test_secure_mode_ignores_the_seed_and_never_repeats():
     a, b = _draws("secure", 0, "noise", 1), _draws("secure", 0, "noise", 1)
     assert not np.array_equal(a, b)
-    one, two = (randomness.entropy("secure", 0, "shuffle", 1, 2) for _ in range(2))
+    one, two = (randomness.entropy("secure", 0, "sampling", 1) for _ in range(2))
     assert one != two
     assert isinstance(randomness.generator("secure", 0, "noise", 1).bit_generator, np.random.Philox)
     assert abs(randomness.generator("secure", 0, "noise", 1).normal(0, 1, 100_000).std() - 1) < 0.02
+
+
+def test_secure_mode_keeps_the_streams_that_protect_nothing_seeded():
+    """Shuffling and rounding guard no secret: seeded, a secure run without DP and with every
+    client in every round repeats itself, in simulation and deployment alike."""
+    for purpose, ids in (("shuffle", (1, 2)), ("rounding", (1, 2))):
+        seeded = randomness.entropy("simulation", 0, purpose, *ids)
+        assert randomness.entropy("secure", 0, purpose, *ids) == seeded
+    assert set(randomness.SECURE_PURPOSES) == {"sampling", "noise"}
 
 
 def test_deployment_accepts_only_the_secure_mode():

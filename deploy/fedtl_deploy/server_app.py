@@ -32,11 +32,11 @@ from fedtl_deploy.task import (
     experiment_config,
     to_record,
 )
-from fedtl_helpers.history import History
 from fedtl_helpers.round import ClientMessage, initial_state, server_side
+from fedtl_helpers.server import finish_history, new_history
 from fedtl_helpers.simulation import Simulation
 from fedtl_helpers.stages import build_stages
-from fedtl_helpers.storage import atomic_write_text
+from fedtl_helpers.storage import atomic_write_text, check_finite
 
 app = ServerApp()
 
@@ -110,10 +110,8 @@ def main(grid: Grid, context: Context) -> None:
     node_of = partitions_of(grid, wait_for_nodes(grid, config.num_clients,
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
-    history = History(meta={"config": config.to_dict(), "describe": sim.describe(),
-                            "dataset": sim.data_source, "weights": config.weights or "random init",
-                            "runtime": "flower", "run_id": context.run_id,
-                            "nodes": {str(k): n for k, n in node_of.items()}})
+    history = new_history(config, sim, stages, runtime="flower", run_id=context.run_id,
+                          nodes={str(k): n for k, n in node_of.items()})
     # Round 1 broadcasts the pretrained initial model.
     state = initial_state(stages, sim.model.get_weights(), history, sim.evaluate)
     for rnd in range(1, config.rounds + 1):
@@ -131,9 +129,9 @@ def main(grid: Grid, context: Context) -> None:
                                   int(r.content["metrics"]["num-examples"]),
                                   float(r.content["metrics"]["train-loss"])) for r in replies]
         row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
+        check_finite(state.weights, row["test_loss"], rnd)  # a diverged run stops, as in simulation
         print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()})", flush=True)
-    if stages.privacy_meta is not None:  # the final privacy spent, as run_federated records it
-        history.meta["privacy"] = {"epsilon": history.rows[-1]["epsilon"], **stages.privacy_meta}
+    finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
               "history": history.to_dict()}
     atomic_write_text(result_path, json.dumps(result, indent=1))
