@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     from fedtl_helpers.cli import Parser, add_config_options
 
     parser = Parser(prog="python deploy/run_local.py", description=__doc__.split("\n\n")[0])
-    add_config_options(parser, num_clients=2, rounds=3, n_train=1000, n_test=500)
+    # The deployment accepts only randomness="secure": its default here, so it need not be typed.
+    add_config_options(parser, num_clients=2, rounds=3, n_train=1000, n_test=500, randomness="secure")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the result already in --out")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")

@@ -45,7 +45,7 @@ def attack_some(client: int, delta: Weights, *, malicious: frozenset[int], kind:
 
 # ------------------------------------------------------------------ aggregate
 def weighted_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                  like: Weights, round_: int, *, weighted: bool) -> Weights:
+                  like: Weights, round_: int = 0, *, weighted: bool) -> Weights:
     """FedAvg (weighted by ``n_k``) or the plain mean; zeros when nobody took part."""
     if not deltas:
         return [np.zeros_like(t) for t in like]
@@ -53,7 +53,7 @@ def weighted_mean(deltas: list[Weights], counts: list[int], rng: np.random.Gener
 
 
 def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int,
+                like: Weights, round_: int = 0,
                 *, weighted: bool, threshold: int | None, clip: float) -> Weights:
     """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers."""
     if not deltas:
@@ -63,7 +63,7 @@ def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generat
 
 
 def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int,
+                like: Weights, round_: int = 0,
                 *, rule: str, trim_fraction: float, byzantine: int, multi: int) -> Weights:
     """A robust rule (ignores the counts: an attacker could lie about them)."""
     if not deltas:
@@ -72,7 +72,7 @@ def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generat
 
 
 def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int,
+                like: Weights, round_: int = 0,
                   *, clip: float, noise_multiplier: float, denominator: float) -> Weights:
     """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients."""
     return privacy.noisy_mean(deltas, like, clip, noise_multiplier, denominator, rng)

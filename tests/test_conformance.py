@@ -12,13 +12,14 @@ aggregation), so each round stage is exercised by each path.
 
 import dataclasses
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
-from fedtl_helpers import privacy, secure_agg, stages
+from fedtl_helpers import privacy, randomness, secure_agg, stages
 from fedtl_helpers.config import ExperimentConfig
 from fedtl_helpers.personalization import run_fedper
 from fedtl_helpers.server import run_federated
@@ -50,7 +51,25 @@ CASES = {
                                aggregator="mean", client_sampling="poisson", client_fraction=0.5,
                                server_optimizer="momentum"),
 }
-REFUSED = {"secure_aggregation": dict(BASE, secure_aggregation=True)}
+REFUSED = {  # field -> (a config the deployment refuses, the start of its message)
+    "secure_aggregation": (dict(BASE, secure_aggregation=True, randomness="secure"),
+                           "secure_aggregation=True is not supported by the Flower deployment"),
+    "randomness": (dict(BASE),
+                   "ExperimentConfig.randomness='simulation' is invalid on the Flower deployment"),
+}
+
+
+@pytest.fixture
+def os_entropy(monkeypatch):
+    """A stand-in for the OS's entropy in ``randomness="secure"`` mode.
+
+    The deployment accepts only the secure mode, whose client sampling and DP noise come from
+    the OS. Comparing it with the simulation needs both paths to draw the same secure streams:
+    here the OS's 128 bits are one fixed number, so each stream is again a function of its
+    purpose, round and client (``randomness.seed_sequence``'s ``spawn_key``), as in simulation.
+    """
+    monkeypatch.setattr(randomness, "fresh_entropy", lambda: 0x5EC12E)
+
 
 
 class InProcessGrid:
@@ -104,13 +123,16 @@ def same_rows(got: list[dict], want: list[dict], tol: float = 1e-6) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_deployment_round_is_the_simulations(name, tmp_path):
-    config = ExperimentConfig(**CASES[name])
+def test_deployment_round_is_the_simulations(name, tmp_path, os_entropy):
+    config = ExperimentConfig(**CASES[name], randomness="secure")
     want = run_federated(config, progress=False).history
     got, grid = deploy_in_process(config, tmp_path)
     same_rows(got["history"]["rows"], want.rows)
     assert got["history"]["meta"].get("privacy") == want.meta.get("privacy")
-    assert len(grid.sent) == sum(len(r["clients"]) for r in want.rows)
+    # the clients each round sampled (a DP History withholds them)
+    built = stages.build_stages(config)
+    chosen = [built.sample(built.streams(r).sampling()) for r in range(1, config.rounds + 1)]
+    assert len(grid.sent) == sum(map(len, chosen))
     if config.compression == "topk" and config.error_feedback:  # each client kept its residual
         assert all("uplink-residual" in c.state for c in grid.contexts.values())
     accs = [r["test_accuracy"] for r in want.rows]
@@ -119,8 +141,9 @@ def test_deployment_round_is_the_simulations(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_deployment_refuses_what_it_cannot_run_before_training(name, tmp_path, monkeypatch):
-    config = ExperimentConfig(**REFUSED[name])
-    message = rf"{name}=True is not supported by the Flower deployment"
+    values, start = REFUSED[name]
+    config = ExperimentConfig(**values)
+    message = re.escape(start)
     with pytest.raises(ValueError, match=message):
         check_deployable(config)  # run_local.py's config check calls this before any process
 
@@ -131,13 +154,14 @@ def test_deployment_refuses_what_it_cannot_run_before_training(name, tmp_path, m
     with pytest.raises(ValueError, match=message):
         deploy_in_process(config, tmp_path)
     assert stages.refusals(config, "simulation") == []  # the simulation runs it
-    assert stages.refusals(ExperimentConfig(**BASE), stages.DEPLOYMENT) == []
+    assert stages.refusals(ExperimentConfig(**BASE, randomness="secure"), stages.DEPLOYMENT) == []
 
 
 def test_secure_aggregation_gives_plain_fedavgs_model_in_simulation():
     """Secure aggregation changes what the server sees and the bytes, not the model (to fixed point)."""
     plain = run_federated(ExperimentConfig(**BASE), progress=False).history.rows
-    secure = run_federated(ExperimentConfig(**REFUSED["secure_aggregation"]), progress=False).history.rows
+    secure = run_federated(ExperimentConfig(**dict(BASE, secure_aggregation=True)),
+                           progress=False).history.rows
     n = len(secure[1]["clients"])
     up, down = secure_agg.overhead_bytes(n)
     for p, s in zip(plain[1:], secure[1:]):
@@ -159,9 +183,9 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     def spy_build(cfg):
         built = real(cfg)
 
-        def aggregate(deltas, counts, rng, like):
+        def aggregate(deltas, counts, rng, like, round_):
             seen.append([privacy.global_norm(d) for d in deltas])
-            return built.aggregate(deltas, counts, rng, like)
+            return built.aggregate(deltas, counts, rng, like, round_)
 
         return dataclasses.replace(built, aggregate=aggregate)
 
@@ -170,11 +194,14 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     monkeypatch.setattr(personalization, "build_stages", spy_build)
     fp = run_fedper(config)
     sim = run_federated(config, progress=False).history
-    # The same clients every round (Poisson: a varying number), the same privacy accounting.
+    # The same clients every round (Poisson: a varying number; a DP History withholds them, so
+    # they are drawn again from the round's streams), the same privacy accounting.
     assert fp.history.column("clients") == sim.column("clients")[1:]
+    built = real(config)
+    chosen = [built.sample(built.streams(r).sampling()) for r in range(1, config.rounds + 1)]
     if config.dp_clip is not None:
         assert fp.history.column("epsilon") == sim.column("epsilon")[1:]
-    assert [len(s) for s in seen] == [len(c) for c in sim.column("clients")[1:]]
+    assert [len(s) for s in seen] == [len(c) for c in chosen]
     if config.dp_clip is not None:  # every update the server sees was clipped on the client
         assert all(n <= config.dp_clip * (1 + 1e-6) for s in seen for n in s)
     if config.compression == "topk":  # encoded: fewer bytes than the dense shared tensors

@@ -42,7 +42,9 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
     )
     from local_federation import running
 
-CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300)
+# The deployment accepts only randomness="secure" (OS randomness for sampling and DP noise); with
+# every client in every round and no DP it repeats the simulation's numbers all the same.
+CONFIG = ExperimentConfig(num_clients=2, rounds=2, n_train=600, n_test=300, randomness="secure")
 
 
 def free_ports(count: int) -> int:
@@ -138,7 +140,8 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
     feds = []
     with pytest.raises(run_local.DeploymentError,
                        match=r"(?s)ended as finished:failed.*result file missing.*nmu_clients"):
-        run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50), tmp_path,
+        run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50, randomness="secure"),
+                            tmp_path,
                             superlink_port=base, node_port=base + 1, federation=feds)
     assert not (tmp_path / "result.json").exists()
     assert running(feds[0].processes()) == []
@@ -147,7 +150,8 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
 def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
     """``run_local.py`` with two SuperNodes, once every Flower process runs; and those processes."""
     # Enough rounds that the run is still going when the signal arrives (one round can finish first).
-    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2", "--rounds", "100",
+    cmd = [sys.executable, str(DEPLOY / "run_local.py"), "--randomness", "secure", "--num-clients", "2",
+           "--rounds", "100",
            "--n-train", "200", "--n-test", "100", "--out", str(tmp_path),
            "--superlink-port", str(base), "--node-port", str(base + 1)]
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -274,7 +278,7 @@ def test_leftovers_of_an_earlier_launch_are_reported_and_stopped(tmp_path):
 def test_bad_launcher_options_are_one_line_exit_2_before_anything_starts(tmp_path, capsys, args,
                                                                          message):
     try:
-        code = run_local.main([*args, "--out", str(tmp_path / "out")])
+        code = run_local.main([*args, "--randomness", "secure", "--out", str(tmp_path / "out")])
     except SystemExit as e:  # argparse's own errors
         code = e.code
     err = capsys.readouterr().err
@@ -284,14 +288,14 @@ def test_bad_launcher_options_are_one_line_exit_2_before_anything_starts(tmp_pat
 
 def test_launcher_refuses_an_existing_result_a_locked_folder_and_a_file(tmp_path, capsys):
     (tmp_path / "result.json").write_text("{}")
-    assert run_local.main(["--out", str(tmp_path)]) == 2
+    assert run_local.main(["--randomness", "secure", "--out", str(tmp_path)]) == 2
     assert "already holds a result (result.json): allowed --overwrite" in capsys.readouterr().err
     (tmp_path / "result.json").unlink()
     (tmp_path / ".fedtl.lock").write_text(json.dumps(
         {"pid": os.getpid(), "hostname": socket.gethostname(), "what": "deploy/run_local.py"}))
-    assert run_local.main(["--out", str(tmp_path)]) == 2
+    assert run_local.main(["--randomness", "secure", "--out", str(tmp_path)]) == 2
     assert f"in use by pid {os.getpid()}" in capsys.readouterr().err
-    assert run_local.main(["--out", str(tmp_path / ".fedtl.lock")]) == 2
+    assert run_local.main(["--randomness", "secure", "--out", str(tmp_path / ".fedtl.lock")]) == 2
     assert "is a file" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
 
@@ -314,9 +318,11 @@ def test_sigkill_of_the_real_launcher_stops_the_flower_processes(tmp_path):
 # test_conformance.py. Krum needs 5 SuperNodes, so it is covered there only.
 E2E = {
     "topk_ef+fedadam": ExperimentConfig(num_clients=2, rounds=2, n_train=400, n_test=200, strategy="head",
+                                        randomness="secure",
                                         compression="topk", sparsity=0.1, server_optimizer="adam",
                                         server_lr=0.01),
     "median+sign_flip+quantize+fedavgm": ExperimentConfig(
+        randomness="secure",
         num_clients=3, rounds=2, n_train=450, n_test=200, strategy="head", aggregator="median",
         attack="sign_flip", malicious_fraction=0.34, compression="quantize", server_optimizer="momentum"),
 }
@@ -340,7 +346,8 @@ def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
 
 
 def test_secure_aggregation_is_refused_before_anything_starts(tmp_path, capsys):
-    code = run_local.main(["--num-clients", "3", "--secure-aggregation", "true", "--out", str(tmp_path)])
+    code = run_local.main(["--randomness", "secure", "--num-clients", "3", "--secure-aggregation", "true",
+                           "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert "secure_aggregation=True is not supported by the Flower deployment" in err

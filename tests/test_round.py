@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import compression, privacy
+from fedtl_helpers import compression, privacy, randomness
 from fedtl_helpers.config import ExperimentConfig
 from fedtl_helpers.history import History
 from fedtl_helpers.round import ClientMessage, RoundStreams, ServerState, initial_state, server_side
@@ -17,12 +17,16 @@ C = [np.array([-50.0, 9.0], np.float32)]
 
 
 def test_streams_are_the_books_seeds():
-    """Book numbers depend on these exact streams; a change must be deliberate (issue 23)."""
+    """Book numbers depend on these exact streams (one per purpose, ``randomness``); a change
+    must be deliberate."""
     s = RoundStreams(7, 3)
-    assert s.sampling().random() == np.random.default_rng([7, 3]).random()
-    assert s.shuffle(4) == (7, 3, 4)
-    assert s.uplink(4).random() == np.random.default_rng([7, 3, 4, 1]).random()
-    assert s.noise().random() == np.random.default_rng([7, 3, 2]).random()
+    assert s.sampling().random() == randomness.generator("simulation", 7, "sampling", 3).random()
+    assert s.shuffle(4) == randomness.entropy("simulation", 7, "shuffle", 3, 4)
+    assert s.uplink(4).random() == randomness.generator("simulation", 7, "rounding", 3, 4).random()
+    assert s.noise().random() == randomness.generator("simulation", 7, "noise", 3).random()
+    secure = RoundStreams(7, 3, "secure")
+    assert secure.shuffle(4) == s.shuffle(4)  # protects nothing: stays seeded
+    assert secure.noise().random() != s.noise().random()  # the OS's, not the seed's
     assert sample_clients(20, 5, 1, 3) == build_stages(
         ExperimentConfig(num_clients=20, client_fraction=0.25, seed=1)).sample(RoundStreams(1, 3).sampling())
     poisson = build_stages(ExperimentConfig(num_clients=20, client_fraction=0.3, client_sampling="poisson",
@@ -103,8 +107,10 @@ def test_state_checkpoint_round_trip_and_config_check(tmp_path):
 
 
 def test_only_the_deployment_refuses_and_it_names_field_and_path():
-    cfg = ExperimentConfig(num_clients=3, secure_aggregation=True)
+    cfg = ExperimentConfig(num_clients=3, secure_aggregation=True, randomness="secure")
     assert refusals(cfg, "simulation") == []
     (msg,) = refusals(cfg, DEPLOYMENT)
     assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment")
-    assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0), DEPLOYMENT) == []
+    assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0, randomness="secure"), DEPLOYMENT) == []
+    (msg,) = refusals(ExperimentConfig(), DEPLOYMENT)  # seeded noise and sampling on real clients
+    assert msg.startswith("ExperimentConfig.randomness='simulation' is invalid on the Flower deployment")
