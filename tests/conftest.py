@@ -32,6 +32,68 @@ SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
 REFERENCE_TAG = "nbval-check-output"
 collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not notebooks of the book
 
+# Tests that train for long or start processes (over ~10 s each under load on 2 cores, measured
+# with --durations): marked `slow` here, in one place, so `python3 dev.py test --quick` skips them
+# (tests/test_nbval.py checks that every name still exists). "*" marks the whole module.
+SLOW = {
+    "test_book.py": ["*"],  # builds the book
+    "test_deploy.py": [
+        "test_deployment_matches_simulation",
+        "test_a_run_that_fails_after_it_started_is_an_error",
+        "test_ctrl_c_stops_every_process",
+        "test_supernode_that_cannot_reach_the_superlink_stops_cleanly",
+    ],
+    "test_lab.py": [
+        "test_a_notebook_runs_on_the_kernel_by_name",
+    ],
+    "test_model_compression.py": [
+        "test_fine_tuning_keeps_pruned_weights_at_zero",
+        "test_int8_tflite_is_3_5x_smaller_and_agrees_with_keras",
+    ],
+    "test_notebooks.py": [
+        "test_case_study_runs_on_cifar10_in_the_real_format_and_resumes",
+    ],
+    "test_personalization.py": [
+        "test_personalisation_beats_the_global_model_under_label_skew",
+    ],
+    "test_pretrain.py": [
+        "test_same_seed_same_file_and_record",
+    ],
+    "test_privacy.py": [
+        "test_inverse_finds_a_multiplier_that_achieves_the_target",
+        "test_dp_run_records_epsilon_and_resumes_bit_identically",
+    ],
+    "test_robust.py": [
+        "test_end_to_end_attack_breaks_fedavg_and_median_holds",
+        "test_secure_aggregation_in_the_server_loop_equals_fedavg_up_to_quantisation",
+    ],
+    "test_server.py": [
+        "test_federated_run_learns_above_chance",
+        "test_resume_gives_same_final_weights",
+        "test_resume_rejects_other_config",
+        "test_feature_cache_matches_uncached",
+        "test_pretrained_beats_random_after_round_one",
+        "test_memory_objects_do_not_grow_with_clients",
+        "test_per_client_accuracy_on_holdout",
+        "test_unweighted_mean_aggregator_differs",
+        "test_crash_mid_run_then_resume_matches_uninterrupted",
+    ],
+    "test_server_opt.py": [
+        "test_resume_is_bit_identical_with_stateful_server_optimisers",
+    ],
+    "test_uplink.py": [
+        "test_history_counts_the_encoded_bytes",
+        "test_topk_with_error_feedback_uses_50x_fewer_bytes_and_still_learns",
+        "test_error_feedback_residuals_survive_checkpoint_and_resume",
+        "test_stochastic_quantisation_resumes_identically",
+    ],
+}
+
+
+def is_slow(item) -> bool:
+    names = SLOW.get(Path(str(item.path)).name, [])
+    return "*" in names or getattr(item, "originalname", item.name) in names
+
 
 def is_reference(cell) -> bool:
     """A code cell whose committed output nbval compares (and nbstripout keeps)."""
@@ -77,6 +139,8 @@ class NotebookRuns:
     @pytest.hookimpl(tryfirst=True)  # mark before `-m "not slow"` deselects
     def pytest_collection_modifyitems(self, items):
         for item in items:
+            if is_slow(item):
+                item.add_marker(pytest.mark.slow)
             if _is_cell(item):
                 item.add_marker(pytest.mark.slow)
                 item.add_marker(pytest.mark.nbval)

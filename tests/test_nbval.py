@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import nbformat
-from conftest import REFERENCE_TAG, is_reference
+from conftest import REFERENCE_TAG, SLOW, is_reference
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 HERE = Path(__file__).resolve().parent
@@ -56,3 +56,14 @@ def test_reference_cells_are_what_nbstripout_keeps():
     assert [is_reference(c) for c in stripped.cells] == [True, False]
     assert stripped.cells[0].outputs[0].text == "6\n" and stripped.cells[1].outputs == []
     assert [c.execution_count for c in stripped.cells] == [None, None]  # what the plugin gives back
+
+
+def test_every_test_marked_slow_exists():
+    """A renamed or removed test must leave the `slow` list too, or --quick would run it."""
+    import ast
+
+    for module, names in SLOW.items():
+        tree = ast.parse((HERE / module).read_text())
+        defined = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
+        missing = [n for n in names if n != "*" and n not in defined]
+        assert not missing, f"tests/conftest.py SLOW names {missing} that {module} no longer defines"
