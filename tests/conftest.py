@@ -174,7 +174,8 @@ class NotebookRuns:
         if not _is_cell(item) or (nextitem is not None and nextitem.parent is item.parent):
             return
         cells = [c for c in item.parent.session.items if _is_cell(c) and c.parent is item.parent]
-        if item.parent in self.failed or any(c.test_outputs is None for c in cells):
+        every = sum(c.cell_type == "code" for c in item.parent.nb.cells)
+        if item.parent in self.failed or len(cells) != every or any(c.test_outputs is None for c in cells):
             return  # a failed or partial run (-k, -x) is not an executed notebook
         path = Path(str(item.parent.path))
         self.seconds[path] = time.perf_counter() - self.started[item.parent]
@@ -187,7 +188,7 @@ class NotebookRuns:
         if self.seconds:
             terminalreporter.write_sep("-", "seconds per notebook (nbval; the book build reuses these runs)")
             for path, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
-                terminalreporter.write_line(f"{seconds:7.1f}  {path.relative_to(ROOT)}")
+                terminalreporter.write_line(f"{seconds:7.1f}  {os.path.relpath(path, ROOT)}")
 
 
 def _executed(cells):
