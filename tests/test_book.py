@@ -1,7 +1,9 @@
-"""Build the whole book (executing every notebook) and check the HTML a reader gets.
+"""Build the whole book and check the HTML a reader gets.
 
 The build runs with warnings as errors, so a notebook that raises, a broken cross-reference
-or a bad docstring fails here. Execution is cached in ``_build/.jupyter_cache``.
+or a bad docstring fails here. Execution is cached in ``_build/.jupyter_cache``; in the full suite
+nbval has just executed every notebook and stored it there (``tests/conftest.py``), so this build
+executes none: run on its own (``pytest tests/test_book.py``) it executes what the cache lacks.
 """
 
 import html.parser
@@ -43,24 +45,50 @@ class _Refs(html.parser.HTMLParser):
             self.imgs.append(a["src"])
 
 
+def _records() -> set[tuple[int, str]]:
+    """The execution cache's records: (id, notebook path); a notebook executed anew gets a new id."""
+    from jupyter_cache import get_cache
+
+    cache = ROOT / "_build" / ".jupyter_cache"
+    return {(r.pk, r.uri) for r in get_cache(str(cache)).list_cache_records()} if cache.exists() else set()
+
+
 @pytest.fixture(scope="module")
-def book():
+def built():
+    """The build's HTML pages, and the notebooks it executed itself (cache records it added)."""
     sys.path.insert(0, str(ROOT))
     import dev  # noqa: PLC0415  (the project's task file: it copies MathJax into place)
 
     dev.copy_mathjax()
     dev.drop_stale_execution_cache()
+    before = _records()
     jb = Path(sys.executable).parent / "jupyter-book"
     proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "--keep-going"], cwd=ROOT,
                           capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    executed = {uri for _, uri in _records() - before}
     pages = {}
     for page in HTML.rglob("*.html"):
         parser = _Refs()
         parser.feed(page.read_text(encoding="utf-8"))
         pages[page] = parser
-    return pages
+    return pages, executed
+
+
+@pytest.fixture(scope="module")
+def book(built):
+    return built[0]
+
+
+def test_build_reuses_the_notebooks_nbval_executed(built, request):
+    """One execution per notebook per test run: the build adds no cache record for a notebook
+    nbval ran in this session."""
+    ran = getattr(request.config.pluginmanager.get_plugin("fedtl-nbval"), "seconds", {})
+    if not ran:
+        pytest.skip("nbval ran no notebook in this session (e.g. `pytest tests/test_book.py` alone)")
+    again = sorted({Path(uri).resolve() for uri in built[1]} & {Path(p).resolve() for p in ran})
+    assert not again, f"the book build executed again: {again}"
 
 
 def test_every_chapter_page_present(book):

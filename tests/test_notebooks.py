@@ -1,44 +1,77 @@
-"""Every notebook runs end to end with papermill at tiny sizes (parameters injected).
+"""The notebooks as committed, and their papermill interface, checked without executing them.
 
-The book build (tests/test_book.py) executes every notebook with its classroom defaults; this
-test checks the other promise: that the ``parameters`` cell is the notebook's whole interface,
-so a notebook still runs, top to bottom, with other values.
+Which run executes what (README, "Tests"): nbval executes every chapter and solution notebook
+once, with its classroom defaults, and compares its reference cells (``tests/conftest.py``); the
+book build in ``tests/test_book.py`` reuses those runs. This file executes no notebook: what
+parameter injection adds is checked on the ``parameters`` cell itself, and what the case-study
+chapter does with non-default parameters is checked on the helpers it calls.
 """
 
+import ast
+import re
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 import pytest
+from conftest import REFERENCE_TAG, is_reference
+
+import fedtl_helpers as fl
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-TINY = {"n_train": 800, "n_test": 300, "rounds": 1, "epochs": 1, "local_epochs": 1,
-        "drift_epochs": [1, 2], "fractions": [0.5, 1.0], "server_lrs": [1.0]}
-# Chapters whose "## Exercises" section is checked (all of them once chapters 08-12 have theirs).
+CASE_STUDY = ROOT / "notebooks" / "13_case_study.ipynb"
+# Chapters edited on other branches when the reference cells came in; they are executed by nbval
+# but compare nothing yet. Recipe (the lead, once merged): tag >= 2 cells with deterministic output
+# (the chapter's checker cells print "Exercise N.M: not attempted yet ..."; plus e.g. a shape, a
+# partition or a byte count) with the tag "nbval-check-output" AND metadata "keep_output": true,
+# then `python -m pytest tests/test_nbval.py notebooks/NN_name.ipynb --write-references`,
+# `nbstripout notebooks/NN_name.ipynb`, check `git diff` shows only those outputs, remove the
+# chapter from this set (the strict xfail below fails until you do).
+AWAITING_REFERENCES = {"03_transfer_learning", "04_pretrained_init", "11_differential_privacy",
+                       "12_secure_aggregation"}
+
+
+def code_cells(path: Path) -> list:
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
 def test_notebooks_found():
-    assert len(NOTEBOOKS) >= 7
+    assert len(NOTEBOOKS) >= 14
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_with_injected_parameters(path, tmp_path):
+def test_parameters_cell_is_the_whole_interface(path):
+    """What papermill overrides: literal assignments in the first code cell, each one used later."""
     declared = pm.inspect_notebook(str(path))
-    assert declared, f"{path.name} has no cell tagged 'parameters'"
-    params = {k: v for k, v in TINY.items() if k in declared}
-    out = tmp_path / path.name
-    pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
-                        progress_bar=False, cwd=str(ROOT))
-    assert out.is_file()
+    code = code_cells(path)
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
+    assigned = []
+    for stmt in ast.parse(code[0].source).body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+        assert isinstance(target, ast.Name), f"{path.name}: only `name = literal`, not {ast.unparse(stmt)!r}"
+        ast.literal_eval(stmt.value)  # a value papermill can write back, not an expression
+        assigned.append(target.id)
+    assert list(declared) == assigned
+    rest = "\n".join(c.source for c in code[1:])
+    unused = [name for name in assigned if not re.search(rf"\b{name}\b", rest)]
+    assert not unused, f"{path.name}: parameters {unused} change nothing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_clean_and_well_formed(path):
-    """Outputs are stripped (the book executes them); the chapter has the course's shape."""
-    import nbformat
-
+    """Outputs are stripped except nbval's reference cells; the chapter has the course's shape."""
+    code = code_cells(path)
+    for n, cell in enumerate(code):
+        assert cell.execution_count is None, f"{path.name} cell {n}: strip execution counts (nbstripout)"
+        if not is_reference(cell):
+            assert not cell.outputs, f"{path.name} cell {n}: strip outputs (nbstripout)"
+            continue
+        # nbstripout keeps a cell's output only with keep_output; nbval compares only tagged cells
+        assert cell.metadata.get("keep_output") is True and REFERENCE_TAG in cell.metadata.get("tags", []), (
+            f"{path.name} cell {n}: a reference cell needs the tag {REFERENCE_TAG!r} and keep_output: true")
+        assert cell.outputs, f"{path.name} cell {n}: a reference cell without stored output compares nothing"
     nb = nbformat.read(path, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs (nbstripout)"
-    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for heading in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
         assert heading in text, f"{path.name} lacks {heading!r}"
@@ -47,43 +80,48 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     assert "fedtl_helpers" in "\n".join(c.source for c in code)
 
 
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(p.stem in AWAITING_REFERENCES, strict=True,
+                                                        reason="reference cells come with the merge"))
+    for p in NOTEBOOKS])
+def test_every_chapter_has_two_reference_cells(path):
+    refs = [c for c in code_cells(path) if is_reference(c)]
+    assert len(refs) >= 2, f"{path.name}: nbval compares {len(refs)} cell(s); tag at least two (see above)"
+
+
+def test_case_study_reads_the_data_through_the_helpers_tested_here():
+    """The tests below stand for runs of chapter 13 with other parameters: the chapter must keep
+    passing its parameters into the config and loading through ``load_config_data``."""
+    source = "\n".join(c.source for c in code_cells(CASE_STUDY))
+    for needle in ("data_dir=data_dir", "fl.server.load_config_data(config)",
+                   "checkpoint_dir=output_dir, resume=output_dir is not None",
+                   'result.history.meta["dataset"]'):
+        assert needle in source, f"13_case_study no longer contains {needle!r}"
+
+
 def test_case_study_without_cifar_archive_stops_with_the_loaders_message(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.delenv("FEDTL_DATA_DIR", raising=False)
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"dataset": "cifar10", "data_dir": str(tmp_path)},
-                            kernel_name="python3", progress_bar=False, cwd=str(ROOT))
-    assert err.value.ename == "FileNotFoundError"
-    assert "CIFAR-10 not found" in err.value.evalue and "cifar-10-python.tar.gz" in err.value.evalue
+    config = fl.ExperimentConfig(dataset="cifar10", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError) as err:
+        fl.server.load_config_data(config)
+    assert "CIFAR-10 not found" in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)
 
 
-def test_case_study_writes_metrics_and_resumes(tmp_path):
-    out = tmp_path / "run"
-    params = {"n_train": 600, "n_test": 200, "rounds": 1, "strategy": "head", "output_dir": str(out)}
-    pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "a.ipynb"),
-                        parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
-    import json
-
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["round"] for r in metrics["per_round"]] == [0, 1]
-    assert 0 <= metrics["final"]["test_accuracy"] <= 1 and "shapes" in metrics["final"]["dataset"]
-    assert (out / "checkpoint.npz").is_file() and (out / "history.json").is_file()
-
-
-def test_case_study_runs_on_cifar10_in_the_real_format(tmp_path, monkeypatch):
-    """dataset="cifar10" reads the official layout (a small extracted folder the test writes)."""
+def test_case_study_runs_on_cifar10_in_the_real_format_and_resumes(tmp_path, monkeypatch):
+    """dataset="cifar10" reads the official layout (a small extracted folder the test writes); the
+    run writes its checkpoint and history, and resuming the finished run repeats it."""
     from test_data import write_folder  # builds cifar-10-batches-py/ exactly as the official files
 
     write_folder(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    config = fl.ExperimentConfig(dataset="cifar10", data_dir=str(tmp_path), n_train=None, n_test=None,
+                                 rounds=1, strategy="head")
+    data = fl.server.load_config_data(config)
     out = tmp_path / "run"
-    pm.execute_notebook(str(ROOT / "notebooks" / "13_case_study.ipynb"), str(tmp_path / "c.ipynb"),
-                        parameters={"dataset": "cifar10", "data_dir": str(tmp_path), "n_train": None,
-                                    "n_test": None, "rounds": 1, "strategy": "head",
-                                    "output_dir": str(out)},
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
-    import json
-
-    final = json.loads((out / "metrics.json").read_text())["final"]
-    assert final["dataset"].startswith("cifar10 (official extracted folder at")
+    first = fl.run_federated(config, dataset=data, checkpoint_dir=out, resume=True)
+    assert first.history.meta["dataset"].startswith("cifar10 (official extracted folder at")
+    assert [r["round"] for r in first.history.rows] == [0, 1]
+    assert (out / "checkpoint.npz").is_file() and (out / "history.json").is_file()
+    again = fl.run_federated(config, dataset=data, checkpoint_dir=out, resume=True)
+    assert again.history.column("test_accuracy") == first.history.column("test_accuracy")

@@ -1,9 +1,10 @@
 """The worked solutions pass their checkers, and every exercise has a checker and a solution.
 
-Every ``notebooks/solutions/*.ipynb`` is executed; each cell that calls
-``fl.check.exercise_N_M(...)`` must print ``Exercise N.M: correct``. So a change to the helpers
-or to a checker that breaks a solution fails here, and the exercises, their checkers and their
-solutions cannot drift apart, whoever adds a chapter.
+nbval executes every ``notebooks/solutions/*.ipynb`` (``tests/conftest.py``) and compares each
+cell that calls ``fl.check.exercise_N_M(...)`` with its stored output, which this file requires
+to be ``Exercise N.M: correct``. So a change to the helpers or to a checker that breaks a solution
+fails there, and the exercises, their checkers and their solutions cannot drift apart, whoever
+adds a chapter. Nothing here executes a notebook.
 """
 
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REFERENCE_TAG, is_reference
 
 import fedtl_helpers as fl
 
@@ -29,22 +31,21 @@ def test_solution_notebooks_found():
     assert SOLUTIONS, "no notebooks/solutions/*.ipynb"
 
 
+def stored_text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_every_checker_in_a_solution_prints_correct(path):
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    assert all(not c.outputs for c in nb.cells if c.cell_type == "code"), "strip outputs (nbstripout)"
-    NotebookClient(nb, kernel_name="python3", timeout=300,
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    """Each checker cell is an nbval reference cell whose stored output says "correct"."""
     checked = 0
-    for cell in (c for c in nb.cells if c.cell_type == "code"):
-        printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    for cell in (c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"):
         for m in CALL.finditer(cell.source):
             number = f"{m.group(2)}.{m.group(3)}"
-            assert f"Exercise {number}: correct" in printed, (
+            assert is_reference(cell), f"{path.name}: tag the cell of exercise {number} {REFERENCE_TAG!r}"
+            assert f"Exercise {number}: correct" in stored_text(cell), (
                 f"{path.name}: the solution of exercise {number} does not pass its checker; it printed:\n"
-                f"{printed}")
+                f"{stored_text(cell)}")
             checked += 1
     assert checked, f"{path.name} calls no checker"
 
@@ -75,6 +76,9 @@ def test_placeholders_in_chapters_leave_the_book_buildable():
     """The chapter's own exercise cells raise nothing when untouched (they print "not attempted")."""
     for path in CHAPTERS:
         nb = nbformat.read(path, as_version=4)
-        for src in (c.source for c in nb.cells if c.cell_type == "code" and CALL.search(c.source)):
+        for cell in (c for c in nb.cells if c.cell_type == "code" and CALL.search(c.source)):
+            src = cell.source
             shipped = "NotImplementedError" in src or re.search(r"^\w+ = None\b", src, re.M)
             assert shipped, f"{path.name}: an exercise cell ships a solution, not its placeholder:\n{src}"
+            if is_reference(cell):  # what nbval holds the chapter's run to
+                assert "not attempted" in stored_text(cell), f"{path.name}: {stored_text(cell)}"
