@@ -36,8 +36,19 @@ collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not not
 # with --durations): marked `slow` here, in one place, so `python3 dev.py test --quick` skips them
 # (tests/test_nbval.py checks that every name still exists). "*" marks the whole module.
 SLOW = {
+    "test_batchnorm.py": [
+        "test_random_init_is_evaluated_with_statistics_that_keep_up",
+    ],
     "test_book.py": ["*"],  # builds the book
+    "test_cli.py": [
+        "test_cli_run_writes_history_and_prints_json",
+        "test_diverged_round_stops_with_exit_1_and_keeps_the_last_good_checkpoint",
+        "test_ctrl_c_says_what_was_kept_and_how_to_resume",
+    ],
+    "test_conformance.py": ["*"],  # every feature through the deployment's code and FedPer
     "test_deploy.py": [
+        "test_deployment_runs_the_simulations_stages_end_to_end",
+        "test_sigkill_of_the_real_launcher_stops_the_flower_processes",
         "test_deployment_matches_simulation",
         "test_a_run_that_fails_after_it_started_is_an_error",
         "test_ctrl_c_stops_every_process",
@@ -60,8 +71,14 @@ SLOW = {
         "test_same_seed_same_file_and_record",
     ],
     "test_privacy.py": [
+        "test_noise_subtraction_from_a_run_and_its_history_works_only_on_seeded_noise",
+        "test_secure_mode_runs_are_not_reproducible",
+        "test_dp_run_survives_an_empty_round_and_noise_moves_the_model",
         "test_inverse_finds_a_multiplier_that_achieves_the_target",
         "test_dp_run_records_epsilon_and_resumes_bit_identically",
+    ],
+    "test_results.py": [
+        "test_bench_transfer_first_rounds_reproduce",
     ],
     "test_robust.py": [
         "test_end_to_end_attack_breaks_fedavg_and_median_holds",
