@@ -33,7 +33,13 @@ def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
         ax.plot(xs, h.column("test_accuracy"), marker="o", ms=3, label=label)
     if logx:
         ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("round" if x == "round" else f"cumulative {x.replace('_', ' ')} (MB)")
+    return _accuracy_axes(ax, "round" if x == "round" else f"cumulative {x.replace('_', ' ')} (MB)",
+                          title)
+
+
+def _accuracy_axes(ax, xlabel: str, title: str) -> plt.Axes:
+    """Labels, limits, grid, legend and title of an accuracy plot."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("global test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
@@ -58,13 +64,7 @@ def accuracy_bands(curves: Mapping[str, Sequence[Sequence[float]]], title: str, 
                           label=f"{label} (mean of {len(a)} seeds; band: min to max)")
         ax.fill_between(rounds, a.min(0), a.max(0), color=line.get_color(), alpha=0.2, lw=0)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("round")
-    ax.set_ylabel("global test accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title, fontsize=10)
-    return ax
+    return _accuracy_axes(ax, "round", title)
 
 
 def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: str,
