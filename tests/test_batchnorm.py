@@ -11,7 +11,6 @@ import pytest
 
 import fedtl_helpers as fl
 from fedtl_helpers import models
-from fedtl_helpers.tuning import grid_search, validation_split
 
 
 def test_build_model_sets_the_federated_momentum_on_every_batchnorm_layer():
@@ -57,23 +56,3 @@ def test_random_init_is_evaluated_with_statistics_that_keep_up():
     recalibrated = sim.trainer.evaluate(sim.test_inputs, sim.y_test)["accuracy"]
     assert abs(inference - recalibrated) <= 0.03, (inference, recalibrated)
     assert inference >= 0.14  # chance is 0.10; 0.99 momentum gave 0.100 here
-
-
-def test_validation_split_is_stratified_disjoint_and_reproducible():
-    y = np.repeat(np.arange(4), [10, 20, 5, 1])
-    x = np.arange(len(y))
-    (xt, yt), (xv, yv) = validation_split(x, y, 0.2, seed=3)
-    assert sorted(np.concatenate([xt, xv]).tolist()) == x.tolist()
-    assert np.bincount(yv, minlength=4).tolist() == [2, 4, 1, 0]  # a singleton class stays in train
-    (_, _), (xv2, _) = validation_split(x, y, 0.2, seed=3)
-    assert xv.tolist() == xv2.tolist()
-    with pytest.raises(ValueError, match="fraction"):
-        validation_split(x, y, 1.0)
-
-
-def test_grid_search_keeps_the_best_and_the_first_of_ties():
-    tuned = grid_search("learning_rate", [1e-3, 3e-3, 1e-2], {1e-3: 0.5, 3e-3: 0.7, 1e-2: 0.7}.get)
-    assert tuned.best == 3e-3 and tuned.scores[1e-2] == 0.7
-    assert "<- chosen" in tuned.table().splitlines()[2]
-    with pytest.raises(ValueError, match="candidates"):
-        grid_search("learning_rate", [], float)
