@@ -30,8 +30,8 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
 from . import randomness
+from .aggregation import Weights
 
-Weights = list[np.ndarray]
 SAMPLINGS = ("fixed", "poisson")  # mirrors config.CLIENT_SAMPLINGS
 ACCOUNTANTS = ("rdp", "pld")
 

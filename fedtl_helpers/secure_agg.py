@@ -55,9 +55,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import shamir
+from .aggregation import Weights
 from .compression import HEADER_BYTES
 
-Weights = list[np.ndarray]
 STEPS = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 KEY_BYTES = 32  # an X25519 public key, a ChaCha20 key, a self-mask seed
 ID_BYTES = 4  # a client id on the wire

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord
 
+from fedtl_helpers.aggregation import Weights
+
 if TYPE_CHECKING:
     from fedtl_helpers.compression import Encoded
     from fedtl_helpers.config import ExperimentConfig
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 # Flower starts a fresh ClientApp process for every message, so this module imports
 # fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is needed; hence
 # this alias of ``fedtl_helpers.aggregation.Weights`` instead of an import.
-Weights = list[np.ndarray]
 
 
 def experiment_config(run_config: dict[str, Any]) -> ExperimentConfig:
