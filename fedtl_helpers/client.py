@@ -15,7 +15,7 @@ the optimizer by recompiling. Here one ``LocalTrainer`` serves every client:
 
 Memory therefore stays flat in the number of clients.
 
-FedProx (chapter "Non-IID data and personalisation", Li et al. 2020): with ``config.prox_mu > 0``
+FedProx (chapter "Non-IID data and personalisation", Li et al. 2020): with ``prox_mu > 0``
 each client minimises ``loss + prox_mu/2 * ||w - w_global||^2``, which keeps a client with
 skewed data from drifting far from the global model. ``w_global`` lives in non-trainable
 variables that ``fit`` assigns from the weights it starts from (the broadcast global weights),
@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 from .aggregation import Weights
-from .config import ExperimentConfig
 
 _LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -70,8 +69,16 @@ class LocalTrainer:
     ----------
     model
         Built by ``models.build_model`` with a strategy applied (``models.set_strategy``).
-    config
-        Supplies optimizer, learning rate, strategy and ``partial_lr_scale``.
+    learning_rate, optimizer
+        The clients' optimizer (``"adam"`` or ``"sgd"``) and its learning rate (the new head's).
+    batch_size
+        Local minibatch size.
+    body_lr_scale
+        The backbone's learning rate is ``learning_rate * body_lr_scale`` (``"partial"``: the
+        unfrozen blocks learn more slowly than the new head, so the pretrained features are
+        adjusted, not overwritten).
+    prox_mu
+        FedProx's proximal weight (0: plain local training).
     train_model
         The (sub-)model whose forward pass is trained: ``model`` itself, or its ``"head"``
         when training on cached backbone features.
@@ -79,28 +86,26 @@ class LocalTrainer:
         ``models.updatable_mask(model)``: which tensors clients update and send.
     """
 
-    def __init__(self, model: keras.Model, config: ExperimentConfig,
+    def __init__(self, model: keras.Model, *, learning_rate: float, optimizer: str = "adam",
+                 batch_size: int = 32, body_lr_scale: float = 1.0, prox_mu: float = 0.0,
                  train_model: keras.Model | None = None, mask: list[bool] | None = None):
         self.model = model
         self.train_model = train_model or model
         self.mask = mask if mask is not None else [True] * len(model.weights)
-        # "partial": the unfrozen backbone blocks learn with a lower rate than the new head,
-        # so the pretrained features are adjusted, not overwritten. Two optimizers do this.
+        # Two optimizers when the backbone trains: the head's and the backbone's learning rates.
         head_vars = model.get_layer("head").trainable_variables
         head_ids = {id(v) for v in head_vars}
         body_vars = [v for v in self.train_model.trainable_variables if id(v) not in head_ids]
-        lr = config.learning_rate
-        body_lr = lr * config.partial_lr_scale if config.strategy == "partial" else lr
-        self.groups = [(head_vars, _make_optimizer(config.client_optimizer, lr))]
+        self.groups = [(head_vars, _make_optimizer(optimizer, learning_rate))]
         if body_vars:
-            self.groups.append((body_vars, _make_optimizer(config.client_optimizer, body_lr)))
+            self.groups.append((body_vars, _make_optimizer(optimizer, learning_rate * body_lr_scale)))
         for variables, opt in self.groups:
             opt.build(variables)
-        self.prox_mu = float(config.prox_mu)
+        self.prox_mu = float(prox_mu)
         # FedProx's w_global: variables (not constants), so assigning them never retraces.
         self._anchors = ([tf.Variable(v, trainable=False, name="prox_anchor")
                           for group, _ in self.groups for v in group] if self.prox_mu > 0 else [])
-        self.batch_size = config.batch_size
+        self.batch_size = batch_size
         shape = (None, *self.train_model.input_shape[1:])
         in_dtype = tf.uint8 if len(shape) == 4 else tf.float32
         x_spec = tf.TensorSpec(shape, in_dtype)

@@ -58,7 +58,10 @@ class Simulation:
         self.mask = models.updatable_mask(self.model)
         self.cached = config.strategy == "head" and config.feature_cache
         train_model = self.model.get_layer("head") if self.cached else self.model
-        self.trainer = LocalTrainer(self.model, config, train_model, self.mask)
+        self.trainer = LocalTrainer(
+            self.model, learning_rate=config.learning_rate, optimizer=config.client_optimizer,
+            batch_size=config.batch_size, prox_mu=config.prox_mu, train_model=train_model, mask=self.mask,
+            body_lr_scale=config.partial_lr_scale if config.strategy == "partial" else 1.0)
         self._extract = FeatureExtractor(self.model) if self.cached else None
         self._features: dict[int, np.ndarray] = {}
         self.test_inputs = self._extract(self.x_test) if self.cached else self.x_test

@@ -11,7 +11,14 @@ def _trainer(strategy="full", weights=None, optimizer="adam"):
                            batch_size=16)
     model = models.build_model("builtin_cnn", weights, seed=0)
     models.set_strategy(model, "builtin_cnn", strategy)
-    return LocalTrainer(model, cfg, mask=models.updatable_mask(model)), cfg
+    return trainer_for(model, cfg), cfg
+
+
+def trainer_for(model, cfg):
+    """The trainer ``Simulation`` builds for ``cfg`` (plain arguments taken from the config)."""
+    return LocalTrainer(model, learning_rate=cfg.learning_rate, optimizer=cfg.client_optimizer,
+                        batch_size=cfg.batch_size, prox_mu=cfg.prox_mu, mask=models.updatable_mask(model),
+                        body_lr_scale=cfg.partial_lr_scale if cfg.strategy == "partial" else 1.0)
 
 
 def _data(n=48, seed=0):
@@ -103,7 +110,7 @@ def test_fedprox_pulls_towards_global_and_is_traced_once():
                                batch_size=8, prox_mu=mu)
         model = models.build_model("builtin_cnn", None, seed=0)
         models.set_strategy(model, "builtin_cnn", "head")
-        trainer = LocalTrainer(model, cfg, mask=models.updatable_mask(model))
+        trainer = trainer_for(model, cfg)
         w0 = trainer.model.get_weights()
         for k in range(3):  # several clients, the anchor reassigned each time
             res = client_update(trainer, w0, k, x, y, epochs=2, seed=(0, 1, 0))
