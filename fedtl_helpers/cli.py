@@ -151,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    # `kill` (SIGTERM) stops a run like Ctrl-C: the same message, the lock released.
+    # `kill` (SIGTERM) stops a run like Ctrl-C: the same message, the lock released. SIGINT is
+    # installed explicitly too: a process started in the background by a non-interactive shell
+    # (`nohup ... &`, a CI script) inherits SIGINT *ignored*, and would never see Ctrl-C.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    previous_int = signal.signal(signal.SIGINT, _interrupt) if in_main_thread else None
     try:
         if args.command == "experiments":
             return args.handler(args)
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _interrupt(signum: int, frame: object) -> None:
