@@ -110,6 +110,12 @@ def noisy_mean(clipped: Sequence[Weights], like: Sequence[np.ndarray], clip: flo
     return [((s + rng.normal(0.0, std, s.shape)) / denominator).astype(np.float32) for s in total]
 
 
+def poisson_sample(rng: np.random.Generator, num_clients: int, rate: float) -> list[int]:
+    """Each of ``num_clients`` clients independently with probability ``rate`` (the round's
+    sampling stage under DP accounting's Poisson sampling); can be empty."""
+    return np.flatnonzero(rng.random(num_clients) < rate).tolist()
+
+
 def poisson_sample_clients(num_clients: int, sampling_rate: float, seed: int, round_: int,
                            mode: str = "simulation") -> list[int]:
     """Poisson sampling: each client takes part independently with probability ``sampling_rate``.
@@ -118,8 +124,7 @@ def poisson_sample_clients(num_clients: int, sampling_rate: float, seed: int, ro
     ``"secure"`` mode drawn from OS randomness (amplification by sampling assumes nobody can
     predict the sample). The number of clients varies from round to round and can be zero.
     """
-    rng = randomness.generator(mode, seed, "sampling", round_)
-    return np.flatnonzero(rng.random(num_clients) < sampling_rate).tolist()
+    return poisson_sample(randomness.generator(mode, seed, "sampling", round_), num_clients, sampling_rate)
 
 
 # ------------------------------------------------------------------ accounting

@@ -26,12 +26,6 @@ def fixed_sample(rng: np.random.Generator, num_clients: int, k: int) -> list[int
     return sorted(rng.choice(num_clients, size=k, replace=False).tolist())
 
 
-def poisson_sample(rng: np.random.Generator, num_clients: int, rate: float) -> list[int]:
-    """Each client independently with probability ``rate`` (DP accounting's Poisson sampling);
-    the same draw as ``privacy.poisson_sample_clients``."""
-    return np.flatnonzero(rng.random(num_clients) < rate).tolist()
-
-
 # ------------------------------------------------------------------ client side
 def no_attack(client: int, delta: Weights) -> Weights:
     return delta
@@ -100,7 +94,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
     """
     c = config
     if c.client_sampling == "poisson":
-        sample = partial(poisson_sample, num_clients=c.num_clients, rate=c.client_fraction)
+        sample = partial(privacy.poisson_sample, num_clients=c.num_clients, rate=c.client_fraction)
     else:
         sample = partial(fixed_sample, num_clients=c.num_clients, k=c.clients_per_round)
 
