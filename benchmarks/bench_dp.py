@@ -1,53 +1,47 @@
-"""DP-FedAvg at epsilon <= 8 (delta 1e-5) vs the same run without privacy, side by side.
+"""DP-FedAvg at epsilon <= 8 (delta 1e-5) against a tuned non-private run and a clipped control.
 
-Embedded shapes data, built-in pretrained backbone, head-only training on cached features.
-Client-level DP needs many clients per round: the noise std z*C on the sum is divided by the
-expected number of clients q*N, so we use many small clients with Poisson sampling. The noise
-multiplier is the smallest that keeps epsilon <= the target after all rounds (dp-accounting).
+Chapter: "Differential privacy". Embedded shapes data, built-in pretrained backbone, head-only
+training on cached features. Client-level DP needs many clients per round: the noise std z*C on
+the sum is divided by the expected number of clients q*N, so we use many small clients with
+Poisson sampling. The noise multiplier is the smallest that keeps epsilon <= the target after
+all rounds (dp-accounting, RDP).
 
-Usage: python benchmarks/bench_dp.py [--clients 500] [--per-client 40] [--q 0.2] [--rounds 30]
-       [--clip 0.5] [--lr 0.01] [--server-lr 2]
-Last line: one JSON object with the figures and the settings.
+Three arms, compared fairly:
+
+* ``nonprivate``: plain mean of the updates (no clipping, no noise);
+* ``clipped``: every update clipped to norm ``--clip``, no noise (the control that separates
+  what clipping does from what the noise does; epsilon is infinite);
+* ``dp``: clipped and noised (DP-FedAvg).
+
+Each arm gets its own client learning rate and server learning rate, chosen together on a 20%
+validation split of the training data (seed ``--seeds[0]``, ``--tune-rounds`` rounds; never the
+test set), then runs ``--rounds`` rounds for every seed. Choosing the DP arm's settings on the
+private data itself would cost privacy that this accounting does not include; a deployment tunes
+on public or proxy data (or accounts the tuning).
+
+    python benchmarks/bench_dp.py [--clients 500] [--per-client 40] [--rounds 30] [--seeds 0 1 2]
+           [--out results/bench_dp.json]
+
+Last line: one JSON object with, per arm, ``client_lr``, ``server_lr``, ``final_acc`` (mean over
+seeds of the mean of the last ``--last`` rounds), ``final_acc_min``/``_max``; ``epsilon``,
+``noise_multiplier``, ``acc_drop_points`` (non-private minus DP, mean over seeds, with ``_min``/
+``_max``) and ``clip_effect_points`` (clipped minus non-private).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fedtl_helpers as fl  # noqa: E402
-from fedtl_helpers import privacy  # noqa: E402
-from fedtl_helpers.server import Simulation  # noqa: E402
-
-
-def settings(clients: int, per_client: int, q: float, rounds: int, lr: float, server_lr: float,
-             seed: int, target_epsilon: float, delta: float, n_test: int) -> tuple[dict, float]:
-    """The shared config fields and the noise multiplier that reaches the target epsilon."""
-    z = privacy.noise_multiplier_for_epsilon(target_epsilon, q, rounds, delta, sampling="poisson")
-    base = dict(n_train=clients * per_client, n_test=n_test, num_clients=clients, rounds=rounds,
-                client_fraction=q, client_sampling="poisson", aggregator="mean", strategy="head",
-                feature_cache=True, local_epochs=1, batch_size=16, learning_rate=lr,
-                server_lr=server_lr, seed=seed, dp_delta=delta)
-    return base, z
-
-
-def run_pair(base: dict, z: float, clip: float, nonprivate_server_lr: float | None = None):
-    """Non-private and DP runs on one Simulation (same clients, same cached features)."""
-    nonpriv_cfg = fl.ExperimentConfig(**{**base, "server_lr": nonprivate_server_lr or base["server_lr"]})
-    dp_cfg = fl.ExperimentConfig(**base, dp_clip=clip, dp_noise_multiplier=z)
-    sim = Simulation(nonpriv_cfg)
-    start = sim.model.get_weights()
-    t0 = time.perf_counter()
-    nonpriv = fl.run_federated(nonpriv_cfg, simulation=sim, progress=False)
-    t1 = time.perf_counter()
-    sim.model.set_weights(start)
-    private = fl.run_federated(dp_cfg, simulation=sim, progress=False)
-    t2 = time.perf_counter()
-    return sim, nonpriv, private, (t1 - t0, t2 - t1)
+import numpy as np  # noqa: E402
 
 
 def main() -> None:
@@ -56,39 +50,75 @@ def main() -> None:
     p.add_argument("--per-client", type=int, default=40)
     p.add_argument("--q", type=float, default=0.2)
     p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--last", type=int, default=5, help="final accuracy = mean of the last rounds")
     p.add_argument("--clip", type=float, default=0.5)
-    p.add_argument("--lr", type=float, default=0.01, help="clients' Adam learning rate")
-    p.add_argument("--server-lr", type=float, default=2.0)
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2],
+                   help="clients' Adam learning rates tried for every arm")
+    p.add_argument("--server-lrs", type=float, nargs="+", default=[1.0, 2.0, 4.0],
+                   help="server learning rates tried for every arm (with each client rate)")
+    p.add_argument("--tune-rounds", type=int, default=10)
     p.add_argument("--target-epsilon", type=float, default=8.0)
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--n-test", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, help="also write the JSON (curves, provenance) atomically")
     a = p.parse_args()
-    base, z = settings(a.clients, a.per_client, a.q, a.rounds, a.lr, a.server_lr, a.seed,
-                       a.target_epsilon, a.delta, a.n_test)
-    sim, nonpriv, private, secs = run_pair(base, z, a.clip, nonprivate_server_lr=1.0)
-    eps = private.history.meta["privacy"]["epsilon"]
-    acc_np, acc_p = nonpriv.history.final_accuracy, private.history.final_accuracy
-    print(f"# {sim.describe()}")
-    print(f"# {a.clients} clients x {a.per_client} images, Poisson q={a.q} "
-          f"(expected {a.q * a.clients:.0f} clients/round), {a.rounds} rounds, clip C={a.clip}, "
-          f"z={z:.3f}, client lr={a.lr}, server_lr={a.server_lr} (non-private: 1.0)")
-    print(f"{'round':>5} {'acc_nonprivate':>14} {'acc_private':>11} {'epsilon':>8}")
-    for r_np, r_p in zip(nonpriv.history.rows, private.history.rows):
-        if r_p["round"] % max(1, a.rounds // 10) == 0 or r_p["round"] == a.rounds:
-            print(f"{r_p['round']:>5} {r_np['test_accuracy']:>14.4f} {r_p['test_accuracy']:>11.4f} "
-                  f"{r_p['epsilon']:>8.3f}")
-    print(f"non-private {acc_np:.4f} ({secs[0]:.0f} s), DP {acc_p:.4f} at epsilon {eps:.2f} "
-          f"({secs[1]:.0f} s): drop {100 * (acc_np - acc_p):.1f} points")
-    print(json.dumps({
-        "dataset": "shapes (embedded)", "weights": "builtin", "epsilon": round(eps, 4),
-        "delta": a.delta, "acc_private": round(acc_p, 4), "acc_nonprivate": round(acc_np, 4),
-        "acc_drop_points": round(100 * (acc_np - acc_p), 2), "noise_multiplier": round(z, 4),
-        "clip": a.clip, "clients": a.clients, "images_per_client": a.per_client, "q": a.q,
-        "expected_clients_per_round": a.q * a.clients, "rounds": a.rounds, "client_lr": a.lr,
-        "server_lr_private": a.server_lr, "server_lr_nonprivate": 1.0,
-        "strategy": "head", "accountant": "rdp", "sampling": "poisson",
-        "seconds_nonprivate": round(secs[0], 1), "seconds_private": round(secs[1], 1)}))
+    if a.rounds < a.last or a.last < 1 or a.tune_rounds < 1 or not a.seeds:
+        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+
+    from fedtl_helpers import data, privacy
+    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.tuning import compare_arms
+
+    t0 = time.perf_counter()
+    z = privacy.noise_multiplier_for_epsilon(a.target_epsilon, a.q, a.rounds, a.delta, sampling="poisson")
+    n_train = a.clients * a.per_client
+    base = dict(n_train=n_train, n_test=a.n_test, num_clients=a.clients, rounds=a.rounds,
+                client_fraction=a.q, client_sampling="poisson", aggregator="mean", strategy="head",
+                feature_cache=True, local_epochs=1, batch_size=16, dp_delta=a.delta)
+    arms = {"nonprivate": ExperimentConfig(**base),
+            "clipped": ExperimentConfig(**base, dp_clip=a.clip, dp_noise_multiplier=0.0),
+            "dp": ExperimentConfig(**base, dp_clip=a.clip, dp_noise_multiplier=z)}
+    comp = compare_arms(arms, list(itertools.product(a.lrs, a.server_lrs)), seeds=a.seeds,
+                        field=("learning_rate", "server_lr"), tune_rounds=a.tune_rounds,
+                        load=lambda seed: data.load_dataset("shapes", n_train=n_train, n_test=a.n_test,
+                                                            seed=seed),
+                        log=lambda s: print(s, flush=True))
+    summary = comp.summary(a.last)
+    finals = {arm: comp.finals(arm, a.last) for arm in arms}
+
+    def points(x, y):
+        d = [100 * (u - v) for u, v in zip(finals[x], finals[y])]
+        return round(float(np.mean(d)), 2), round(min(d), 2), round(max(d), 2)
+
+    drop, clip_effect = points("nonprivate", "dp"), points("clipped", "nonprivate")
+    result = {
+        "dataset": "shapes (embedded)", "weights": "builtin", "strategy": "head",
+        "clients": a.clients, "images_per_client": a.per_client, "q": a.q,
+        "expected_clients_per_round": a.q * a.clients, "rounds": a.rounds, "last": a.last,
+        "seeds": a.seeds, "clip": a.clip, "noise_multiplier": round(z, 4), "delta": a.delta,
+        "epsilon": round(comp.histories["dp"][0].rows[-1]["epsilon"], 4),
+        "accountant": "rdp", "sampling": "poisson",
+        "arms": {arm: {"client_lr": s["learning_rate"], "server_lr": s["server_lr"],
+                       "final_acc": round(s["mean"], 4), "final_acc_min": round(s["min"], 4),
+                       "final_acc_max": round(s["max"], 4),
+                       "tuning_scores": {f"{lr}/{slr}": round(v, 4)
+                                         for (lr, slr), v in comp.tuned[arm].scores.items()}}
+                 for arm, s in summary.items()},
+        "acc_drop_points": drop[0], "acc_drop_points_min": drop[1], "acc_drop_points_max": drop[2],
+        "clip_effect_points": clip_effect[0], "clip_effect_points_min": clip_effect[1],
+        "clip_effect_points_max": clip_effect[2],
+        "configs": comp.configs(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if a.out:
+        from fedtl_helpers.provenance import provenance
+        from fedtl_helpers.storage import atomic_write_text
+
+        curves = {arm: [h.column("test_accuracy") for h in hs] for arm, hs in comp.histories.items()}
+        record = {**result, "curves": curves, "provenance": provenance(sys.argv, result["seconds"])}
+        atomic_write_text(a.out, json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 
 
 if __name__ == "__main__":

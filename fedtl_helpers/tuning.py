@@ -52,16 +52,37 @@ def validation_split(x: np.ndarray, y: np.ndarray, fraction: float = 0.2,
     return (x[keep], y[keep]), (x[val_idx], y[val_idx])
 
 
+def _run_federated(config, dataset):
+    from .server import run_federated  # imported here: tuning itself needs no TensorFlow
+
+    return run_federated(config, dataset=dataset, progress=False).history
+
+
+def _fields(field: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (field,) if isinstance(field, str) else tuple(field)
+
+
+def _changes(field: str | tuple[str, ...], value: Any) -> dict[str, Any]:
+    """The config changes for one candidate: ``{field: value}``, or field by field for tuples."""
+    fields = _fields(field)
+    if len(fields) == 1:
+        return {fields[0]: value}
+    if not isinstance(value, tuple) or len(value) != len(fields):
+        raise ValueError(f"candidate {value!r} is invalid for field={field!r}: allowed a tuple of "
+                         f"{len(fields)} values, one per field.")
+    return dict(zip(fields, value))
+
+
 @dataclass(frozen=True)
 class Tuned:
     """The value chosen for ``field`` and the validation score of every candidate."""
 
-    field: str
+    field: str | tuple[str, ...]
     best: Any
     scores: dict[Any, float]
 
     def table(self) -> str:
-        lines = [f"{self.field:>14} {'val_acc':>8}"]
+        lines = [f"{'/'.join(_fields(self.field)):>14} {'val_acc':>8}"]
         lines += [f"{c!s:>14} {s:>8.4f}{'  <- chosen' if c == self.best else ''}"
                   for c, s in self.scores.items()]
         return "\n".join(lines)
@@ -76,8 +97,10 @@ def grid_search(field: str, candidates: Sequence[Any], score: Callable[[Any], fl
     return Tuned(field, best, scores)
 
 
-def tune_federated(config, candidates: Sequence[Any], *, dataset, field: str = "learning_rate",
-                   rounds: int | None = None, last: int = 3, val_fraction: float = 0.2) -> Tuned:
+def tune_federated(config, candidates: Sequence[Any], *, dataset,
+                   field: str | tuple[str, ...] = "learning_rate", rounds: int | None = None,
+                   last: int = 3, val_fraction: float = 0.2,
+                   run: Callable[..., Any] | None = None) -> Tuned:
     """Choose ``config.<field>`` among ``candidates`` by federated training on a validation split.
 
     Parameters
@@ -85,7 +108,9 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset, field: str = "
     config
         The ``ExperimentConfig`` of the arm being tuned; only ``field`` (and ``rounds``) change.
     candidates
-        Values to try, e.g. ``[3e-4, 1e-3, 3e-3]`` for the learning rate.
+        Values to try, e.g. ``[3e-4, 1e-3, 3e-3]`` for the learning rate; with a tuple of
+        fields, tuples of values (``field=("learning_rate", "server_lr")``,
+        ``candidates=[(1e-2, 1.0), (1e-2, 2.0)]``): settings that interact are tuned together.
     dataset
         ``((x_train, y_train), (x_test, y_test))``; the test part is never used here.
     rounds
@@ -95,19 +120,93 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset, field: str = "
     val_fraction
         Share of the training data held out for validation (stratified, seeded by
         ``config.seed``).
+    run
+        ``run(config, dataset) -> History``; default ``run_federated(...).history``.
     """
-    from .server import run_federated  # imported here: tuning itself needs no TensorFlow
+    run = run or _run_federated
 
-    if not hasattr(config, field):
-        raise ValueError(f"field={field!r} is not an ExperimentConfig field.")
+    fields = _fields(field)
+    for name in fields:
+        if not hasattr(config, name):
+            raise ValueError(f"field={name!r} is not an ExperimentConfig field.")
     (x, y), _ = dataset
     train, val = validation_split(x, y, val_fraction, seed=config.seed)
     rounds = config.rounds if rounds is None else rounds
 
     def score(value):
-        trial = dataclasses.replace(config, **{field: value}, rounds=rounds, n_train=len(train[1]),
-                                    n_test=len(val[1]))
-        history = run_federated(trial, dataset=(train, val), progress=False).history
-        return history.tail_accuracy(min(last, rounds))
+        trial = dataclasses.replace(config, **_changes(field, value), rounds=rounds,
+                                    n_train=len(train[1]), n_test=len(val[1]))
+        return run(trial, (train, val)).tail_accuracy(min(last, rounds))
 
     return grid_search(field, candidates, score)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every arm of a comparison: its tuned value and its History for every seed."""
+
+    field: str | tuple[str, ...]
+    tuned: dict[str, Tuned]
+    histories: dict[str, list]  # arm -> one History per seed, in ``seeds`` order
+    seeds: tuple[int, ...]
+
+    def finals(self, arm: str, last: int = 1) -> list[float]:
+        """The arm's test accuracy (mean of its last ``last`` rounds), one value per seed."""
+        return [h.tail_accuracy(last) for h in self.histories[arm]]
+
+    def configs(self) -> dict[str, dict]:
+        """Every arm's config as run for the first seed (tuned value in), as plain dicts."""
+        return {arm: hs[0].meta["config"] for arm, hs in self.histories.items()}
+
+    def summary(self, last: int = 1) -> dict[str, dict[str, float]]:
+        """Per arm: tuned value, mean, min and max over seeds (Python floats, ready to glue)."""
+        out = {}
+        for arm in self.histories:
+            f = self.finals(arm, last)
+            out[arm] = {**_changes(self.field, self.tuned[arm].best), "mean": float(np.mean(f)),
+                        "min": float(min(f)), "max": float(max(f))}
+        return out
+
+
+def compare_arms(arms: dict[str, Any], candidates: Sequence[Any] | dict[str, Sequence[Any]], *,
+                 seeds: Sequence[int], load: Callable[[int], Any],
+                 field: str | tuple[str, ...] = "learning_rate", tune_rounds: int | None = None,
+                 run: Callable[..., Any] | None = None, log: Callable[[str], None] = print) -> Comparison:
+    """Run a fair comparison: tune ``field`` for every arm, then run every arm on every seed.
+
+    Parameters
+    ----------
+    arms
+        Arm name -> its ``ExperimentConfig`` (the seed in it is replaced by each of ``seeds``).
+    candidates
+        Values of ``field`` tried for every arm on a validation split of seed ``seeds[0]``'s
+        training data (never the test set); a dict gives each arm its own list.
+    seeds
+        Each seed gives a new dataset draw, partition, initialisation and shuffling.
+    load
+        ``seed -> ((x_train, y_train), (x_test, y_test))``.
+    tune_rounds
+        Rounds per tuning trial (default: each arm's ``rounds``).
+    run
+        ``run(config, dataset) -> History``; default ``run_federated(...).history``.
+    """
+    if not arms:
+        raise ValueError("arms is empty: allowed a dict of at least one name -> ExperimentConfig.")
+    if not seeds:
+        raise ValueError("seeds is empty: allowed a non-empty list of ints.")
+    run = run or _run_federated
+    first = load(seeds[0])
+    tuned = {}
+    for arm, config in arms.items():
+        grid = candidates[arm] if isinstance(candidates, dict) else candidates
+        tuned[arm] = tune_federated(dataclasses.replace(config, seed=seeds[0]), grid,
+                                    dataset=first, field=field, rounds=tune_rounds, run=run)
+        log(f"# {arm}: {field} chosen on a 20% validation split, seed {seeds[0]}\n{tuned[arm].table()}")
+    histories: dict[str, list] = {arm: [] for arm in arms}
+    for seed in seeds:
+        ds = first if seed == seeds[0] else load(seed)
+        for arm, config in arms.items():
+            h = run(dataclasses.replace(config, seed=seed, **_changes(field, tuned[arm].best)), ds)
+            histories[arm].append(h)
+            log(f"# seed {seed} {arm}: " + " ".join(f"{a:.3f}" for a in h.column("test_accuracy")))
+    return Comparison(field, tuned, histories, tuple(seeds))

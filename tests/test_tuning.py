@@ -40,3 +40,47 @@ def test_accuracy_bands_draw_the_mean_and_the_min_max_band():
     assert "mean of 2 seeds" in ax.get_legend().get_texts()[0].get_text()
     with pytest.raises(ValueError, match="curves"):
         plotting.accuracy_bands({"a": []}, "t")
+
+
+def _fake_run(config, dataset):
+    """A stand-in for federated training: accuracy peaks at each arm's own best rate."""
+    from fedtl_helpers.history import History
+
+    (_, y_train), (_, y_eval) = dataset
+    best = {"head": 1e-2, "full": 1e-3}[config.strategy]
+    acc = 0.9 - abs(np.log10(config.learning_rate / best)) * 0.2 + 0.01 * config.seed
+    if config.server_lr != 1.0:
+        acc -= 0.1
+    # the tuning must see a validation split of the training data, never the test set
+    assert len(y_eval) in (20, 50) and len(y_train) in (80, 100)
+    return History(rows=[{"round": r, "test_accuracy": acc} for r in range(config.rounds + 1)])
+
+
+def _load(seed):
+    rng = np.random.default_rng(seed)
+    return ((rng.normal(size=(100, 2)), np.tile(np.arange(10), 10)),
+            (rng.normal(size=(50, 2)), np.tile(np.arange(10), 5)))
+
+
+def test_compare_arms_tunes_each_arm_on_validation_and_runs_every_seed():
+    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.tuning import compare_arms
+
+    arms = {s: ExperimentConfig(strategy=s, rounds=3, n_train=100, n_test=50) for s in ("head", "full")}
+    comp = compare_arms(arms, [1e-3, 1e-2], seeds=[0, 1, 2], load=_load, run=_fake_run, log=lambda s: None)
+    assert {a: t.best for a, t in comp.tuned.items()} == {"head": 1e-2, "full": 1e-3}
+    assert comp.finals("full") == pytest.approx([0.9, 0.91, 0.92])
+    summary = comp.summary()
+    assert summary["head"] == pytest.approx({"learning_rate": 1e-2, "mean": 0.91, "min": 0.9, "max": 0.92})
+
+    # settings that interact are tuned together: a tuple of fields, tuples of values
+    pair = compare_arms({"full": arms["full"]}, [(1e-3, 2.0), (1e-3, 1.0), (1e-2, 1.0)],
+                        field=("learning_rate", "server_lr"), seeds=[0], load=_load, run=_fake_run,
+                        log=lambda s: None)
+    assert pair.tuned["full"].best == (1e-3, 1.0)
+    assert pair.summary()["full"]["server_lr"] == 1.0
+    with pytest.raises(ValueError, match="one per field"):
+        compare_arms({"full": arms["full"]}, [1e-3], field=("learning_rate", "server_lr"), seeds=[0],
+                     load=_load, run=_fake_run, log=lambda s: None)
+    with pytest.raises(ValueError, match="seeds"):
+        compare_arms(arms, [1e-3], seeds=[], load=_load, run=_fake_run)

@@ -1,0 +1,98 @@
+"""Client fine-tuning strategies (head, partial, full), each at its own tuned learning rate.
+
+Chapter "Client fine-tuning" interprets the gap between the strategies; this run makes that gap
+fair: each strategy's client learning rate is chosen among ``--lrs`` on a validation split of the
+training data (never the test set), every strategy runs ``--rounds`` rounds on the same clients
+for every seed, and the spread over seeds is reported.
+
+    python benchmarks/bench_strategies.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_strategies.json]
+
+Last line: one JSON object with, per strategy, ``lr``, ``final_acc`` (mean over seeds of the mean
+of the last 3 rounds), ``final_acc_min``/``final_acc_max`` (over seeds), ``acc_round1`` (mean)
+and ``mb_up_per_client_round``; and ``full_minus_head_points`` (mean over seeds),
+``full_minus_head_points_min``/``_max``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STRATEGIES = ("head", "partial", "full")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--per-client", type=int, default=1000)
+    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2],
+                   help="client learning rates tried for each strategy on the validation split")
+    p.add_argument("--tune-rounds", type=int, default=5, help="rounds per tuning trial")
+    p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
+    p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
+    args = p.parse_args()
+    if args.rounds < args.last or args.tune_rounds < 1 or not args.seeds:
+        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+
+    from fedtl_helpers import data
+    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.tuning import compare_arms
+
+    n_train = args.clients * args.per_client
+    t0 = time.perf_counter()
+    arms = {s: ExperimentConfig(num_clients=args.clients, n_train=n_train, n_test=args.n_test,
+                                rounds=args.rounds, strategy=s, weights="builtin")
+            for s in STRATEGIES}
+    comp = compare_arms(arms, args.lrs, seeds=args.seeds, tune_rounds=args.tune_rounds,
+                        load=lambda seed: data.load_dataset("shapes", n_train=n_train,
+                                                            n_test=args.n_test, seed=seed),
+                        log=lambda s: print(s, flush=True))
+    summary = comp.summary(args.last)
+    gaps = [100 * (f - h) for f, h in zip(comp.finals("full", args.last), comp.finals("head", args.last))]
+    first = {s: hs[0] for s, hs in comp.histories.items()}
+    result = {
+        "data": f"{first['head'].meta['dataset']}; {args.clients} IID clients x {args.per_client} "
+                f"images, {args.n_test} test images, 1 local epoch",
+        "weights": "builtin",
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "last": args.last,
+        "strategies": {
+            s: {"lr": summary[s]["learning_rate"],
+                "final_acc": round(summary[s]["mean"], 4),
+                "final_acc_min": round(summary[s]["min"], 4),
+                "final_acc_max": round(summary[s]["max"], 4),
+                "acc_round1": round(float(np.mean([h.rows[1]["test_accuracy"]
+                                                   for h in comp.histories[s]])), 4),
+                "mb_up_per_client_round": round(first[s].rows[1]["bytes_up"]
+                                                / len(first[s].rows[1]["clients"]) / 1e6, 4),
+                "tuning_scores": {str(k): round(v, 4) for k, v in comp.tuned[s].scores.items()}}
+            for s in STRATEGIES},
+        "full_minus_head_points": round(float(np.mean(gaps)), 2),
+        "full_minus_head_points_min": round(min(gaps), 2),
+        "full_minus_head_points_max": round(max(gaps), 2),
+        "configs": comp.configs(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if args.out:
+        from fedtl_helpers.provenance import provenance
+        from fedtl_helpers.storage import atomic_write_text
+
+        curves = {s: [h.column("test_accuracy") for h in hs] for s, hs in comp.histories.items()}
+        record = {**result, "curves": curves, "provenance": provenance(sys.argv, result["seconds"])}
+        atomic_write_text(args.out, json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
+
+
+if __name__ == "__main__":
+    main()
