@@ -13,7 +13,8 @@ Chapter: "Non-IID data and personalisation". Embedded data (``shapes``), one see
    repeats the comparison on other partitions and initialisations.
 
 Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 60]
-[--gap-seeds 0 1 2]``. Last line: JSON with the figures of the parts that ran.
+[--gap-seeds 0 1 2] [--out results/bench_noniid.json]``. Last line: JSON with the figures of the
+parts that ran.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -142,6 +145,7 @@ def main() -> None:
                     help="part 3 uses more data per client, so random init learns at all")
     ap.add_argument("--gap-clients", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="also write the JSON (with its provenance) atomically")
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
         ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
@@ -162,6 +166,12 @@ def main() -> None:
     if 3 in args.parts:
         out.update(gap_part(args, common, skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)
+    if args.out:
+        from fedtl_helpers.provenance import provenance
+        from fedtl_helpers.storage import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps({**out, "provenance": provenance(sys.argv, out["seconds"])},
+                                               indent=1))
     print(json.dumps(out))
 
 
