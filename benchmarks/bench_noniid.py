@@ -1,6 +1,7 @@
 """Non-IID data: what label skew costs, what personalisation and pretraining give back.
 
-Chapter: "Non-IID data and personalisation". Embedded data (``shapes``), one seed, side by side:
+Chapter: "Non-IID data and personalisation". Embedded data (``shapes``), side by side (parts 1
+and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
 
 1. alpha = 0.1 (Dirichlet label skew), head-only FedAvg on the built-in pretrained backbone:
    per-client held-out accuracy of the global model vs local fine-tuning, the interpolation
@@ -126,6 +127,17 @@ def gap_part(args, common, skew) -> dict:
     return out
 
 
+def summarise(per_seed: list[dict]) -> dict:
+    """Every numeric figure: its mean over seeds, and its min and max as ``_min`` / ``_max``."""
+    out = {}
+    for key, value in per_seed[0].items():
+        if isinstance(value, float) and key not in ("seed",):
+            values = [fig[key] for fig in per_seed]
+            out[key] = round(float(np.mean(values)), 4)
+            out[key + "_min"], out[key + "_max"] = min(values), max(values)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=3000)
@@ -144,27 +156,35 @@ def main() -> None:
     ap.add_argument("--gap-n-train", type=int, default=5000,
                     help="part 3 uses more data per client, so random init learns at all")
     ap.add_argument("--gap-clients", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="parts 1 and 2: one run per seed; the JSON gives each figure's mean, and "
+                         "its min and max over seeds as <name>_min / <name>_max")
     ap.add_argument("--out", type=Path, help="also write the JSON (with its provenance) atomically")
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
         ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
     t_all = time.perf_counter()
-    common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=args.seed)
     skew = dict(partition="dirichlet", alpha=args.alpha)
-    if {1, 2} & set(args.parts):  # part 3 loads its own, larger data set per seed
-        data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=args.seed)
-        print(f"data: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} clients, "
-              f"Dirichlet alpha={args.alpha}, seed={args.seed}")
-
     out: dict = {"dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
                  "parts": args.parts}
-    if 1 in args.parts:
-        out.update(personal_part(args, data, common, skew))
-    if 2 in args.parts:
-        out.update(algorithm_part(args, data, common, skew))
+    per_seed = []
+    for seed in args.seeds if {1, 2} & set(args.parts) else []:  # part 3 has its own data and seeds
+        args.seed = seed
+        common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=seed)
+        data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=seed)
+        print(f"\ndata: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} "
+              f"clients, Dirichlet alpha={args.alpha}, seed={seed}")
+        fig: dict = {}
+        if 1 in args.parts:
+            fig.update(personal_part(args, data, common, skew))
+        if 2 in args.parts:
+            fig.update({f"algorithm {k}": v for k, v in algorithm_part(args, data, common, skew)
+                        ["algorithms"].items()})
+        per_seed.append(fig)
+    if per_seed:
+        out.update(summarise(per_seed), seeds=args.seeds, per_seed=per_seed)
     if 3 in args.parts:
-        out.update(gap_part(args, common, skew))
+        out.update(gap_part(args, dict(n_test=args.n_test), skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     if args.out:
         from fedtl_helpers.provenance import provenance
