@@ -117,7 +117,8 @@ def test(args: list[str]) -> None:
         return
     install_chromium()
     copy_mathjax()
-    sh(PY, "-m", "pytest", *args)
+    # --durations: the log names the slowest tests, so the time budget (README, "Tests") is checked
+    sh(PY, "-m", "pytest", "--durations=25", *args)
 
 
 def run(args: list[str]) -> None:

@@ -79,6 +79,7 @@ SLOW = {
     ],
     "test_results.py": [
         "test_bench_transfer_first_rounds_reproduce",
+        "test_fair_comparison_first_rounds_reproduce",
     ],
     "test_robust.py": [
         "test_end_to_end_attack_breaks_fedavg_and_median_holds",

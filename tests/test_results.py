@@ -44,3 +44,40 @@ def test_bench_transfer_first_rounds_reproduce(arm, rounds):
     assert bench["per_seed"][0]["seed"] == config.seed
     # 0.002 = 4 of the 2,000 test images: room for floating-point order, not for another result
     assert history.column("test_accuracy") == pytest.approx(recorded, abs=0.002)
+
+
+# The fair comparisons of chapters "Client fine-tuning" and "Differential privacy": each arm's
+# tuned setting, every seed's curve, and summary figures that follow from the curves.
+FAIR = {"bench_strategies": ("strategies", "lr", "learning_rate"),
+        "bench_dp": ("arms", "client_lr", "learning_rate")}
+
+
+def _record(name):
+    return fl.results.load(name, show=False)
+
+
+@pytest.mark.parametrize("name", FAIR)
+def test_fair_comparison_record_is_complete_and_consistent(name):
+    bench = _record(name)
+    arms_key, lr_key, field = FAIR[name]
+    assert bench["provenance"]["command"].startswith(f"python benchmarks/{name}.py")
+    assert len(bench["seeds"]) >= 3
+    for arm, r in bench[arms_key].items():
+        curves = bench["curves"][arm]
+        assert len(curves) == len(bench["seeds"]) and {len(c) for c in curves} == {bench["rounds"] + 1}
+        # the reported accuracy is what the curves say: mean over seeds of the last rounds' mean
+        tails = [sum(c[-bench["last"]:]) / bench["last"] for c in curves]
+        assert r["final_acc"] == pytest.approx(sum(tails) / len(tails), abs=1e-4)
+        assert r["final_acc_min"] == pytest.approx(min(tails), abs=1e-4)
+        # the setting run is the validation-split winner, and the recorded config ran with it
+        scores = r["tuning_scores"]
+        chosen = max(scores, key=scores.get)
+        assert float(chosen.split("/")[0]) == r[lr_key] == bench["configs"][arm][field]
+
+
+@pytest.mark.parametrize("name, arm, rounds", [("bench_strategies", "head", 2), ("bench_dp", "dp", 1)])
+def test_fair_comparison_first_rounds_reproduce(name, arm, rounds):
+    bench = _record(name)
+    config = fl.ExperimentConfig.from_dict({**bench["configs"][arm], "rounds": rounds})
+    history = fl.run_federated(config, progress=False).history
+    assert history.column("test_accuracy") == pytest.approx(bench["curves"][arm][0][:rounds + 1], abs=0.002)

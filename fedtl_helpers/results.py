@@ -1,0 +1,35 @@
+"""Committed results: the long, fair comparisons a chapter shows but cannot run in class.
+
+Chapters: "Pretrained initialisation", "Client fine-tuning", "Non-IID data", "Differential
+privacy".
+
+Some comparisons need tuned settings for every arm, many rounds and several seeds: an hour of
+CPU, too long for a book build. A benchmark runs them and writes ``results/<name>.json`` with its
+provenance (command, commit, date, machine, seconds); the chapter reads that file through
+:func:`load`, which prints where the numbers come from, and ``tests/test_results.py`` re-runs
+the start of each recorded run to show the file is not stale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str, *, root: Path = ROOT, show: bool = True) -> dict:
+    """The record ``results/<name>.json``; with ``show``, print its provenance first.
+
+    Raises ``FileNotFoundError`` naming the benchmark command that writes it when it is missing.
+    """
+    path = root / "results" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/{name}.py --out {path}` "
+                                "(see the benchmark's docstring for its settings)")
+    record = json.loads(path.read_text())
+    if show:
+        p = record["provenance"]
+        print(f"results/{name}.json, written by: {p['command']}\n"
+              f"  commit {p['commit']}, {p['date']}, {p['machine']}, {p['seconds'] / 60:.0f} min")
+    return record
