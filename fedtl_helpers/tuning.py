@@ -81,10 +81,25 @@ class Tuned:
     best: Any
     scores: dict[Any, float]
 
+    def at_edge(self) -> list[str]:
+        """The fields whose chosen value is the smallest or largest tried (with more than one
+        value tried): a better value may lie beyond the grid, which should then be extended."""
+        fields = _fields(self.field)
+        values = [c if len(fields) > 1 else (c,) for c in self.scores]
+        best = self.best if len(fields) > 1 else (self.best,)
+        edge = []
+        for i, name in enumerate(fields):
+            tried = sorted({v[i] for v in values})
+            if len(tried) > 1 and best[i] in (tried[0], tried[-1]):
+                edge.append(name)
+        return edge
+
     def table(self) -> str:
         lines = [f"{'/'.join(_fields(self.field)):>14} {'val_acc':>8}"]
         lines += [f"{c!s:>14} {s:>8.4f}{'  <- chosen' if c == self.best else ''}"
                   for c, s in self.scores.items()]
+        if self.at_edge():
+            lines.append(f"(chosen on the grid's edge for {', '.join(self.at_edge())})")
         return "\n".join(lines)
 
 

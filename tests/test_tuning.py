@@ -84,3 +84,15 @@ def test_compare_arms_tunes_each_arm_on_validation_and_runs_every_seed():
                      load=_load, run=_fake_run, log=lambda s: None)
     with pytest.raises(ValueError, match="seeds"):
         compare_arms(arms, [1e-3], seeds=[], load=_load, run=_fake_run)
+
+
+def test_a_choice_on_the_grids_edge_is_named():
+    from fedtl_helpers.tuning import Tuned
+
+    pair = Tuned(("learning_rate", "server_lr"), (1e-2, 2.0),
+                 {(1e-2, 1.0): 0.5, (1e-2, 2.0): 0.8, (1e-2, 4.0): 0.6, (3e-2, 2.0): 0.7})
+    assert pair.at_edge() == ["learning_rate"]  # 1e-2 is the smallest rate tried; 2.0 is inside
+    assert "edge for learning_rate" in pair.table()
+    assert grid_search("lr", [1, 2, 3], {1: 0, 2: 1, 3: 0}.get).at_edge() == []
+    assert grid_search("lr", [1, 2, 3], {1: 0, 2: 1, 3: 2}.get).at_edge() == ["lr"]
+    assert grid_search("lr", [1], {1: 0}.get).at_edge() == []
