@@ -21,7 +21,7 @@ test set), then runs ``--rounds`` rounds for every seed. Choosing the DP arm's s
 private data itself would cost privacy that this accounting does not include; a deployment tunes
 on public or proxy data (or accounts the tuning).
 
-    python benchmarks/bench_dp.py [--clients 500] [--per-client 40] [--rounds 30] [--seeds 0 1 2]
+    python benchmarks/bench_dp.py [--clients 500] [--per-client 40] [--rounds 20] [--seeds 0 1 2]
            [--out results/bench_dp.json]
 
 Last line: one JSON object with, per arm, ``client_lr``, ``server_lr``, ``final_acc`` (mean over
