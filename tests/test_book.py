@@ -160,7 +160,10 @@ _PROBE = r"""
     const page = location.pathname.split("/").slice(-2).join("/").replace("_layout_probe_", "");
     const out = {page: page, width: vw,
                  page_overflow: document.documentElement.scrollWidth - vw,
-                 clipped: [], cut_lines: [], wide_math: [], scrolling_math: []};
+                 clipped: [], cut_lines: [], wide_math: [], scrolling_math: [],
+                 math_errors: [...document.querySelectorAll("mjx-merror, mjx-container")]
+                   // an error box, or a macro MathJax does not know, printed as its name in red
+                   .filter(m => m.tagName === "MJX-MERROR" || m.textContent.includes("\\")).map(name)};
     for (const el of root.querySelectorAll("*")) {
       if (el.closest("mjx-container") || el.classList.contains("math")) continue;  // checked below
       const cs = getComputedStyle(el);
@@ -234,7 +237,8 @@ def layout_reports(chromium: str, pages: list[Path], width: int, workdir: Path) 
 def test_no_page_clips_text_or_overflows_with_equations(book, tmp_path, width):
     """Headless Chromium at desktop and phone width: nothing in a page's content is cut off
     (overflow hidden), runs past the page, or hides a line of code or output behind a scrollbar;
-    display equations fit the column at 1280 px and at most scroll in their own box on a phone."""
+    display equations fit the column at 1280 px and at most scroll in their own box on a phone;
+    MathJax typesets every formula (no unknown macro shown in red)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (python3 dev.py test installs it with apt-get as root)")
@@ -242,8 +246,9 @@ def test_no_page_clips_text_or_overflows_with_equations(book, tmp_path, width):
     reports = layout_reports(chromium, pages, width, tmp_path)
     assert len(reports) == len(pages)
     assert all(abs(r["width"] - width) <= 20 for r in reports), {r["page"]: r["width"] for r in reports}
-    bad = {r["page"]: {k: r[k] for k in ("clipped", "cut_lines", "wide_math") if r[k]}
-           for r in reports if r["clipped"] or r["cut_lines"] or r["wide_math"] or r["page_overflow"] > 1}
+    kinds = ("clipped", "cut_lines", "wide_math", "math_errors")  # math_errors: TeX MathJax cannot typeset
+    bad = {r["page"]: {k: r[k] for k in kinds if r[k]}
+           for r in reports if any(r[k] for k in kinds) or r["page_overflow"] > 1}
     assert not bad, bad
     if width >= 1280:
         scrolling = {r["page"]: r["scrolling_math"] for r in reports if r["scrolling_math"]}
