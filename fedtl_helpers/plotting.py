@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .history import History
 
@@ -30,9 +31,15 @@ def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
             xs = np.cumsum(np.add(h.column("bytes_up"), h.column("bytes_down"))) / 1e6
         else:
             xs = np.cumsum(h.column(x)) / 1e6 if x.startswith("bytes") else h.column(x)
-        ax.plot(xs, h.column("test_accuracy"), marker="o", ms=3, label=label)
+        ys = np.asarray(h.column("test_accuracy"), dtype=float)
+        if logx:  # a log axis has no 0: drop round 0 (nothing sent yet) instead of drawing in from 0
+            keep = np.asarray(xs) > 0
+            xs, ys = np.asarray(xs)[keep], ys[keep]
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
     if logx:
-        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xscale("log")
+    if x == "round":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole: no 2.5, 7.5
     return _accuracy_axes(ax, "round" if x == "round" else f"cumulative {x.replace('_', ' ')} (MB)",
                           title)
 
@@ -44,7 +51,7 @@ def _accuracy_axes(ax, xlabel: str, title: str) -> plt.Axes:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     return ax
 
 
@@ -63,7 +70,7 @@ def accuracy_bands(curves: Mapping[str, Sequence[Sequence[float]]], title: str, 
         (line,) = ax.plot(rounds, a.mean(0), marker="o", ms=3,
                           label=f"{label} (mean of {len(a)} seeds; band: min to max)")
         ax.fill_between(rounds, a.min(0), a.max(0), color=line.get_color(), alpha=0.2, lw=0)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _accuracy_axes(ax, "round", title)
 
 
@@ -80,8 +87,8 @@ def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: 
             ax.axis("off")
             if j < len(idx):
                 ax.imshow(x[idx[j]])
-        axes[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+        axes[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize="small")
+    fig.suptitle(title)
     return fig
 
 
@@ -89,11 +96,11 @@ def partition_heatmap(stats: np.ndarray, class_names: Sequence[str], title: str,
     """Examples per (client, class): how the data is spread over clients."""
     ax = _axes(ax, figsize=(6.4, 0.35 * len(stats) + 1.5))
     im = ax.imshow(stats, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(stats)), [f"client {k}" for k in range(len(stats))], fontsize=8)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(len(stats)), [f"client {k}" for k in range(len(stats))], fontsize="small")
     ax.set_xlabel("class")
     ax.figure.colorbar(im, ax=ax, label="examples")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     return ax
 
 
@@ -102,12 +109,12 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, ax=None):
     ax = _axes(ax, figsize=(5.5, 4.8))
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(len(class_names)), class_names, fontsize="small")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.figure.colorbar(im, ax=ax, label="share of the true class")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     return ax
 
 
@@ -116,10 +123,10 @@ def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
     ax = _axes(ax)
     names = list(values)
     ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     return ax
 
 
@@ -131,11 +138,11 @@ def partition_bars(stats: np.ndarray, class_names: Sequence[str], title: str, ax
     for c, name in enumerate(class_names):
         ax.bar(range(len(stats)), stats[:, c], bottom=bottom, color=colors(c % colors.N), label=name)
         bottom += stats[:, c]
-    ax.set_xticks(range(len(stats)), [str(k) for k in range(len(stats))], fontsize=8)
+    ax.set_xticks(range(len(stats)), [str(k) for k in range(len(stats))], fontsize="small")
     ax.set_xlabel("client")
     ax.set_ylabel("training examples")
-    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
-    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize="small", ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
+    ax.set_title(title)
     return ax
 
 
@@ -153,12 +160,12 @@ def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
                label="one client")
     ax.hlines(acc.mean(axis=1), xs - 0.25, xs + 0.25, color="tab:red", lw=2, zorder=3, label="mean")
     ax.scatter(xs, acc.min(axis=1), marker="v", s=40, color="black", zorder=3, label="worst client")
-    ax.set_xticks(xs, names, rotation=15, ha="right", fontsize=8)
+    ax.set_xticks(xs, names, rotation=15, ha="right", fontsize="small")
     ax.set_ylabel("held-out accuracy on the client's own data")
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title(title)
     return ax
 
 
@@ -178,11 +185,12 @@ def protocol_sequence(transcript: Sequence, title: str, ax=None):
         a, b = lane[m.sender], lane[m.receiver]
         c = colours.get(m.step, "k")
         ax.annotate("", xy=(b, y), xytext=(a, y), arrowprops=dict(arrowstyle="->", color=c, lw=1.2))
-        ax.text((a + b) / 2, y - 0.12, f"{m.what} ({m.nbytes:,} B)", ha="center", va="bottom", fontsize=7)
+        ax.text((a + b) / 2, y - 0.12, f"{m.what} ({m.nbytes:,} B)", ha="center", va="bottom",
+                fontsize="small")
         if y == 0 or transcript[y - 1].step != m.step:
             ax.text(-0.6, y, m.step.replace("_", " "), ha="right", va="center", fontsize=9, color=c)
     ax.set_xlim(-1.7, len(parties) - 0.4)
     ax.set_ylim(len(transcript), -1.5)
     ax.axis("off")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     return ax

@@ -140,3 +140,116 @@ def test_screenshot_of_a_chapter_is_not_blank(book, tmp_path):
     assert img.shape[0] >= 1000 and img.shape[1] >= 1200
     dark = (img.mean(axis=2) < 0.5).mean()  # text, figures: a blank page has none
     assert img.std() > 0.05 and dark > 0.005, (img.std(), dark)
+
+
+# The layout probe: injected into a copy of each page, it runs after MathJax has typeset and
+# reports what a reader would see cut off. Each page is loaded in an iframe of the given width
+# (Chromium's window cannot be narrower than about 500 px; an iframe's viewport can), and sends
+# its report to the frame page, which --dump-dom prints.
+_PROBE = r"""
+<script>
+(function () {
+  function name(el) {
+    let s = el.tagName.toLowerCase();
+    if (el.classList.length) s += "." + [...el.classList].slice(0, 2).join(".");
+    return s + ": " + (el.textContent || "").trim().replace(/\s+/g, " ").slice(0, 50);
+  }
+  function probe() {
+    const vw = document.documentElement.clientWidth;
+    const root = document.querySelector("article.bd-article") || document.body;
+    const page = location.pathname.split("/").slice(-2).join("/").replace("_layout_probe_", "");
+    const out = {page: page, width: vw,
+                 page_overflow: document.documentElement.scrollWidth - vw,
+                 clipped: [], cut_lines: [], wide_math: [], scrolling_math: [],
+                 math_errors: [...document.querySelectorAll("mjx-merror, mjx-container")]
+                   // an error box, or a macro MathJax does not know, printed as its name in red
+                   .filter(m => m.tagName === "MJX-MERROR" || m.textContent.includes("\\")).map(name)};
+    for (const el of root.querySelectorAll("*")) {
+      if (el.closest("mjx-container") || el.classList.contains("math")) continue;  // checked below
+      const cs = getComputedStyle(el);
+      const over = el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1;
+      if (over && (cs.overflowX === "hidden" || cs.overflowX === "clip")) out.clipped.push(name(el));
+      if (over && el.tagName === "PRE") out.cut_lines.push(name(el));  // a line runs past the box
+      const r = el.getBoundingClientRect();
+      // inside a pre only the pre itself counts (a wrapped line's hanging space is not cut text)
+      const inPre = el.tagName !== "PRE" && el.closest("pre");
+      if (r.width > 0 && r.right > vw + 1 && !el.closest("table") && !inPre)
+        out.clipped.push("past the page: " + name(el));
+    }
+    for (const m of root.querySelectorAll("mjx-container[display='true']")) {
+      const cs = getComputedStyle(m);
+      const over = m.scrollWidth > m.clientWidth + 1 || m.getBoundingClientRect().right > vw + 1;
+      if (over && cs.overflowX !== "auto" && cs.overflowX !== "scroll") out.wide_math.push(name(m));
+      else if (over) out.scrolling_math.push(name(m));
+    }
+    window.parent.postMessage(JSON.stringify(out), "*");
+  }
+  window.addEventListener("load", function () {
+    const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+    ready.then(function () { setTimeout(probe, 300); });
+  });
+})();
+</script>
+"""
+
+_FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{frames}
+<script>const seen = [];
+window.addEventListener("message", function (e) {{
+  seen.push(e.data);
+  if (seen.length === {count}) {{
+    const pre = document.createElement("pre"); pre.id = "layout-reports";
+    pre.textContent = "[" + seen.join(",") + "]"; document.body.appendChild(pre);
+  }}
+}});</script></body></html>"""
+
+
+def layout_reports(chromium: str, pages: list[Path], width: int, workdir: Path) -> list[dict]:
+    """Load every page at ``width`` CSS pixels in headless Chromium and return the probe's reports."""
+    import html as html_lib
+    import json
+    import re
+
+    copies = []
+    for page in pages:
+        copy = page.with_name(f"_layout_probe_{page.name}")
+        copy.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"),
+                        encoding="utf-8")
+        copies.append(copy)
+    frame = HTML / f"_layout_frame_{width}.html"
+    frame.write_text(_FRAME.format(count=len(copies), frames="\n".join(
+        f'<iframe src="{c.relative_to(HTML).as_posix()}" style="border:0;width:{width}px;height:900px">'
+        "</iframe>" for c in copies)), encoding="utf-8")
+    try:
+        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={workdir / 'profile'}",
+                               "--window-size=1400,1000", "--virtual-time-budget=120000", "--dump-dom",
+                               frame.as_uri()], capture_output=True, text=True, timeout=600)
+    finally:
+        for c in copies + [frame]:
+            c.unlink()
+    found = re.search(r'<pre id="layout-reports">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"the layout probe reported nothing at {width} px: {proc.stderr[-1500:]}"
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_no_page_clips_text_or_overflows_with_equations(book, tmp_path, width):
+    """Headless Chromium at desktop and phone width: nothing in a page's content is cut off
+    (overflow hidden), runs past the page, or hides a line of code or output behind a scrollbar;
+    display equations fit the column at 1280 px and at most scroll in their own box on a phone;
+    MathJax typesets every formula (no unknown macro shown in red)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (python3 dev.py test installs it with apt-get as root)")
+    pages = [HTML / f"{f}.html" for f in _toc_files()]
+    reports = layout_reports(chromium, pages, width, tmp_path)
+    assert len(reports) == len(pages)
+    assert all(abs(r["width"] - width) <= 20 for r in reports), {r["page"]: r["width"] for r in reports}
+    kinds = ("clipped", "cut_lines", "wide_math", "math_errors")  # math_errors: TeX MathJax cannot typeset
+    bad = {r["page"]: {k: r[k] for k in kinds if r[k]}
+           for r in reports if any(r[k] for k in kinds) or r["page_overflow"] > 1}
+    assert not bad, bad
+    if width >= 1280:
+        scrolling = {r["page"]: r["scrolling_math"] for r in reports if r["scrolling_math"]}
+        assert not scrolling, f"display equations wider than the column at {width} px: {scrolling}"

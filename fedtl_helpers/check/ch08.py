@@ -12,7 +12,8 @@ def exercise_8_1(quantize, dequantize) -> Verdict:
     x = np.array([-1.0, -0.25, 0.0, 0.1, 0.5, 2.0], np.float32)
     out = call_or_none(quantize, x)
     if out is None:
-        return not_attempted("8.1", "Hint: scale = (max - min) / 255, levels = round((x - min) / scale).")
+        return not_attempted("8.1", "Replace the raise lines with your code: 256 levels must cover the "
+                             "range of x, from its smallest to its largest value.")
     try:
         levels, lo, scale = out
     except (TypeError, ValueError):
@@ -29,7 +30,7 @@ def exercise_8_1(quantize, dequantize) -> Verdict:
              "with 8 bits there are 256 levels, so 255 steps between the minimum and the maximum.")
     back = call_or_none(dequantize, levels, lo, scale)
     if back is None:
-        return not_attempted("8.1", "my_quantize works; now write my_dequantize: lo + levels * scale.")
+        return not_attempted("8.1", "my_quantize works; now write my_dequantize, its inverse.")
     err = np.abs(np.asarray(back, np.float64) - x)
     if err.max() > expected_scale / 2 + 1e-6:
         i = int(err.argmax())

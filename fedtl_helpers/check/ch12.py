@@ -16,8 +16,8 @@ def exercise_12_1(my_median) -> Verdict:
     deltas = [[np.array([2.0, 0.0]), np.array([[1.0]])], [np.array([3.0, 1.0]), np.array([[5.0]])],
               [np.array([-50.0, 9.0]), np.array([[2.0]])]]
     if is_placeholder(my_median, deltas):
-        return not_attempted("12.1", "For each tensor i, stack [d[i] for d in deltas] and take "
-                             "np.median over axis 0.")
+        return not_attempted("12.1", "Replace the raise line with your code; the text above the cell "
+                             "says what the function receives and returns.")
     got = my_median(deltas)
     want = [np.array([2.0, 1.0]), np.array([[2.0]])]
     if not isinstance(got, (list, tuple)) or len(got) != 2:
@@ -54,8 +54,8 @@ def exercise_12_2(mask_inputs) -> Verdict:
     """``mask_inputs(xs, masks)``: pairwise-masked inputs whose sum mod 2**32 is the inputs' sum."""
     xs, masks = _instance()
     if is_placeholder(mask_inputs, [x.copy() for x in xs], dict(masks)):
-        return not_attempted("12.2", "y_i = x_i + sum of masks[(i, j)] for j > i - sum of masks[(j, i)] "
-                             "for j < i; uint32 arithmetic wraps mod 2**32 by itself.")
+        return not_attempted("12.2", "Replace the raise line with your code. Think about what must "
+                             "happen to each pair's mask so that the sum is unchanged.")
     ys = mask_inputs([x.copy() for x in xs], dict(masks))
     if not isinstance(ys, (list, tuple)) or len(ys) != len(xs):
         fail("12.2", f"mask_inputs should return one masked vector per client ({len(xs)} here), got {ys!r}.")
@@ -81,7 +81,8 @@ def exercise_12_2(mask_inputs) -> Verdict:
 def exercise_12_3(smallest_trim_fraction) -> Verdict:
     """``smallest_trim_fraction(n, f)``: the smallest beta in [0, 0.5) with floor(beta * n) >= f, or None."""
     if is_placeholder(smallest_trim_fraction, 10, 2):
-        return not_attempted("12.3", "floor(beta * n) >= f first holds at beta = f / n; it must stay < 0.5.")
+        return not_attempted("12.3", "Replace the raise line with your code; start from the condition "
+                             "the exercise states and solve it for beta.")
     cases = [(10, 2, 0.2), (7, 2, 2 / 7), (10, 0, 0.0), (9, 4, 4 / 9), (10, 5, None), (3, 2, None)]
     for n, f, want in cases:
         got = smallest_trim_fraction(n, f)
