@@ -181,6 +181,9 @@ def test_bench_deploy_summary_numbers():
     got = summarise(local, 20.0, remote, 50.0)
     assert got["deploy_round_ratio"] == 1.5 and got["deploy_overhead_s"] == 2.5  # medians 5 and 7.5
     assert got["deploy_total_ratio"] == 2.5 and got["accuracy_equal"] is True
+    assert got["transport_and_polling_s"] is None  # not reported
+    flower = [2.9, 2.0, 2.6, 2.4]  # per round 1..4; rounds 2 and later count
+    assert summarise(local, 20.0, remote, 50.0, flower)["transport_and_polling_s"] == 2.4
     remote[2]["test_accuracy"] = 0.5 + 1e-9
     assert summarise(local, 20.0, remote, 50.0)["accuracy_equal"] is False
 

@@ -21,6 +21,7 @@ would load its own data from disk (see the chapter).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -64,6 +65,7 @@ def train(msg: Message, context: Context) -> Message:
     """Load the broadcast global weights, run the client's stages, send back the encoded update."""
     from fedtl_helpers.round import client_side
 
+    t0 = time.perf_counter()
     k, _ = node_partition(context.node_config)
     sim, stages = node_simulation(context.run_config, k)
     weights = from_record(msg.content["arrays"])
@@ -78,6 +80,9 @@ def train(msg: Message, context: Context) -> Message:
         context.state[RESIDUAL] = to_record(uplink.residuals[k])
     arrays, header = encoded_to_records(sent.encoded)
     metrics = MetricRecord({"num-examples": sent.num_examples, "partition-id": k,
-                            "train-loss": sent.train_loss})
+                            "train-loss": sent.train_loss,
+                            # How long the node worked (data and model included): the server
+                            # tells the network's and Flower's share of a round from it.
+                            "client-seconds": time.perf_counter() - t0})
     return Message(RecordDict({"update": arrays, "encoding": header, "metrics": metrics}),
                    reply_to=msg)

@@ -148,6 +148,7 @@ def main(grid: Grid, context: Context) -> None:
                                     "config": ConfigRecord({"round": rnd})}),
                         node_of[k], MessageType.TRAIN, group_id=str(rnd)) for k in chosen]
         replies = _replies(grid, msgs, round_timeout, f"round {rnd}") if msgs else []
+        waited = time.perf_counter() - t0
         # In the order of `chosen` (sorted partitions), as the simulation (float sums depend on it).
         replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
         messages = [ClientMessage(int(r.content["metrics"]["partition-id"]),
@@ -156,7 +157,11 @@ def main(grid: Grid, context: Context) -> None:
                                   float(r.content["metrics"]["train-loss"])) for r in replies]
         row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
         check_finite(state.weights, row["test_loss"], rnd)  # a diverged run stops, as in simulation
-        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()})", flush=True)
+        # Of the wait for the replies, the slowest client worked `busy` s; the rest is transport
+        # and Flower's polling (a SuperNode asks for messages every 3 s when it has none).
+        busy = max((float(r.content["metrics"]["client-seconds"]) for r in replies), default=0.0)
+        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); replies "
+              f"after {waited:.2f} s, slowest client worked {busy:.2f} s", flush=True)
     finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
               "history": history.to_dict()}
