@@ -38,10 +38,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from credentials import TlsFiles, make_node_key, make_tls
+
+if TYPE_CHECKING:  # imported where used: the watchdog (this file run alone) needs none of it
+    from credentials import TlsFiles
 
 APP_DIR = Path(__file__).resolve().parent
 REPO = APP_DIR.parent
@@ -355,6 +357,8 @@ class LocalFederation:
         for k in range(self.num_nodes):
             check_port_free(self.node_port + k, f"SuperNode {k}", "--node-port")
         if self.secure:
+            from credentials import make_tls
+
             self.tls = make_tls(self.workdir / "certs")
         self._write_cli_config()
         if not self.external:
@@ -379,6 +383,8 @@ class LocalFederation:
 
     def node_key(self, k: int) -> tuple[Path, Path]:
         """SuperNode ``k``'s key pair (private, public), made on first use."""
+        from credentials import make_node_key
+
         private = self.workdir / "keys" / f"node-{k}"
         if not private.exists():
             return make_node_key(private)
