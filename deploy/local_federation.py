@@ -335,10 +335,10 @@ class LocalFederation:
             if code is None:
                 continue
             log = self.logs[name]
-            if name.startswith("clientapp"):
-                raise DeploymentError(f"{name} (the persistent ClientApp process of supernode-"
-                                      f"{name.rpartition('-')[2]}) stopped (exit code {code}). "
-                                      f"Its log ({log}) ends with:\n{_tail(log)}")
+            if name.startswith("clientapp-"):
+                raise DeploymentError(f"{name} (the persistent ClientApp process of SuperNode "
+                                      f"{name.removeprefix('clientapp-')}) stopped (exit code "
+                                      f"{code}). Its log ({log}) ends with:\n{_tail(log)}")
             if name == "superlink":
                 raise DeploymentError(f"the SuperLink on {self.address} stopped (exit code {code}). "
                                       f"Its log ({log}) ends with:\n{_tail(log)}")
@@ -408,7 +408,7 @@ class LocalFederation:
             "--max-wait-time", str(self.connect_timeout),
             "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])
         if self.persistent:  # it claims the node's tasks on its Runtime API, TensorFlow loaded once
-            self._spawn(name.replace("supernode", "clientapp"), [
+            self._spawn("clientapp-" + name.removeprefix("supernode-"), [
                 sys.executable, str(APP_DIR / "persistent_clientapp.py"),
                 "--runtime-api-address", f"{HOST}:{port}",
                 "--parent-pid", str(self.procs[name].pid)])

@@ -112,6 +112,7 @@ def test_deployment_matches_simulation(tmp_path):
     assert "SuperNode authentication is disabled" not in superlink
 
 
+@pytest.mark.slow  # starts Flower processes: 30-100 s on a loaded 2-core machine
 def test_secured_superlink_refuses_unknown_and_plain_text_nodes(tmp_path):
     """Only registered keys join; a node without TLS cannot even talk to the SuperLink."""
     from credentials import make_node_key
