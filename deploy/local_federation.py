@@ -1,10 +1,20 @@
 """A local federation: a SuperLink and N SuperNodes as real processes, and the flwr CLI.
 
 Chapter: "From simulation to deployment". ``LocalFederation`` starts Flower's processes on
-127.0.0.1 (insecure mode: a local rehearsal), checks its ports first, names the address and
-what to do when a process stops, follows a run through the ``flwr`` command line (JSON
-output) and stops every process it or Flower started: terminate, then kill after a timeout.
-``run_local.py`` uses it to deploy one experiment.
+127.0.0.1, checks its ports first, names the address and what to do when a process stops,
+follows a run through the ``flwr`` command line (JSON output) and stops every process it or
+Flower started: terminate, then kill after a timeout. ``run_local.py`` uses it to deploy one
+experiment.
+
+Persistent ClientApps (``persistent=True``, the default): each SuperNode runs with
+``--isolation process`` and next to it one ``persistent_clientapp.py`` process that runs all
+of that node's messages with the app (TensorFlow, the node's data and model) loaded once;
+with ``persistent=False`` Flower starts a fresh ``flwr-clientapp`` process per message.
+Secured (``secure=True``): TLS on every connection to the SuperLink (a CA and a server
+certificate made with ``credentials.make_tls``) and SuperNode authentication (each node's key
+registered with ``flwr supernode register`` before it starts; the SuperLink runs with
+``--enable-supernode-auth``). Without it the SuperLink speaks plain HTTP and accepts any node:
+acceptable on 127.0.0.1 only.
 
 No orphans, whatever kills the launcher: a watchdog process (this file run with
 ``--watchdog``, in its own session) holds the read end of a pipe from the launcher and learns
@@ -28,14 +38,20 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:  # imported where used: the watchdog (this file run alone) needs none of it
+    from credentials import TlsFiles
 
 APP_DIR = Path(__file__).resolve().parent
 REPO = APP_DIR.parent
 HOST = "127.0.0.1"
 CONNECTION = "fedtl"  # name of the SuperLink connection in the launcher's Flower config
+# Seconds between a SuperExec's task claims (Flower's FLWR_SUPEREXEC_TASK_POLL_INTERVAL, default
+# 1 s): the SuperLink's SuperExec starts the ServerApp this much sooner.
+SUPEREXEC_POLL = "0.1"
 
 
 class DeploymentError(RuntimeError):
@@ -176,12 +192,27 @@ class LocalFederation:
         Seconds a SuperNode keeps trying to reach the SuperLink before it gives up.
     stop_timeout
         Seconds between terminate and kill when stopping.
+    persistent
+        One long-running ClientApp process per SuperNode (``--isolation process``), instead of
+        Flower's fresh process per message.
+    secure
+        TLS and SuperNode authentication (needs the SuperLink started here).
+
+    Raises
+    ------
+    ValueError
+        ``secure=True`` with ``superlink_address`` (the launcher can register node keys and
+        trust a certificate only on a SuperLink it started).
     """
 
     def __init__(self, workdir: str | os.PathLike, num_nodes: int, *, superlink_port: int = 9093,
                  node_port: int = 9094, superlink_address: str | None = None,
                  connect_timeout: float = 60.0, stop_timeout: float = 10.0,
-                 notify=None):
+                 persistent: bool = True, secure: bool = False, notify=None):
+        if secure and superlink_address is not None:
+            raise ValueError("secure=True is invalid with superlink_address: allowed only with the "
+                             "SuperLink the launcher starts (it makes its certificate and registers "
+                             "the node keys)")
         self.workdir = Path(workdir).resolve()
         self.num_nodes = num_nodes
         self.superlink_port = superlink_port
@@ -196,6 +227,9 @@ class LocalFederation:
         self.cli_home = self.workdir / "flwr_home" / "cli"
         self.watchdog: subprocess.Popen | None = None
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
+        self.persistent = persistent
+        self.secure = secure
+        self.tls: TlsFiles | None = None  # made by start() when secure
 
     def __enter__(self) -> LocalFederation:
         return self
@@ -213,6 +247,7 @@ class LocalFederation:
         # Flower starts flower-superexec, flwr-serverapp and flwr-clientapp by name.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL)
         return env
 
     def _spawn(self, name: str, args: Sequence[str]) -> None:
@@ -300,6 +335,10 @@ class LocalFederation:
             if code is None:
                 continue
             log = self.logs[name]
+            if name.startswith("clientapp-"):
+                raise DeploymentError(f"{name} (the persistent ClientApp process of SuperNode "
+                                      f"{name.removeprefix('clientapp-')}) stopped (exit code "
+                                      f"{code}). Its log ({log}) ends with:\n{_tail(log)}")
             if name == "superlink":
                 raise DeploymentError(f"the SuperLink on {self.address} stopped (exit code {code}). "
                                       f"Its log ({log}) ends with:\n{_tail(log)}")
@@ -317,21 +356,62 @@ class LocalFederation:
             check_port_free(self.superlink_port, "SuperLink", "--superlink-port")
         for k in range(self.num_nodes):
             check_port_free(self.node_port + k, f"SuperNode {k}", "--node-port")
+        if self.secure:
+            from credentials import make_tls
+
+            self.tls = make_tls(self.workdir / "certs")
         self._write_cli_config()
         if not self.external:
             self._spawn("superlink", [
-                flower_executable("flower-superlink"), "--insecure", "--host", HOST,
+                flower_executable("flower-superlink"), *self.superlink_security(), "--host", HOST,
                 "--port", str(self.superlink_port),
                 # The app's code comes with this checkout; never `uv sync` at run time.
                 "--disable-runtime-dependency-installation"])
             self._wait_listening()
         for k in range(self.num_nodes):
-            self._spawn(f"supernode-{k}", [
-                flower_executable("flower-supernode"), "--insecure", "--superlink", self.address,
-                "--host", HOST, "--port", str(self.node_port + k),
-                "--max-wait-time", str(self.connect_timeout),
-                "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])
+            if self.secure:  # only registered keys may join
+                self.flwr("supernode", "register", str(self.node_key(k)[1]))
+            self.start_supernode(k, f"supernode-{k}", self.supernode_security(k))
         self._wait_nodes_online()
+
+    def superlink_security(self) -> list[str]:
+        """The SuperLink's TLS and node-authentication options (``--insecure`` when not secure)."""
+        if self.tls is None:
+            return ["--insecure"]
+        return ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
+                "--ssl-keyfile", str(self.tls.server_key), "--enable-supernode-auth"]
+
+    def node_key(self, k: int) -> tuple[Path, Path]:
+        """SuperNode ``k``'s key pair (private, public), made on first use."""
+        from credentials import make_node_key
+
+        private = self.workdir / "keys" / f"node-{k}"
+        if not private.exists():
+            return make_node_key(private)
+        return private, private.with_name(private.name + ".pub")
+
+    def supernode_security(self, k: int) -> list[str]:
+        """SuperNode ``k``'s options: trust the CA and sign with its key (``--insecure`` when not secure)."""
+        if self.tls is None:
+            return ["--insecure"]
+        return ["--root-certificates", str(self.tls.ca_cert),
+                "--auth-supernode-private-key", str(self.node_key(k)[0])]
+
+    def start_supernode(self, k: int, name: str, security: Sequence[str],
+                        port: int | None = None) -> None:
+        """Start a SuperNode holding partition ``k`` (and its persistent ClientApp process)."""
+        port = self.node_port + k if port is None else port
+        isolation = ["--isolation", "process"] if self.persistent else []
+        self._spawn(name, [
+            flower_executable("flower-supernode"), *security, "--superlink", self.address,
+            "--host", HOST, "--port", str(port), *isolation,
+            "--max-wait-time", str(self.connect_timeout),
+            "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])
+        if self.persistent:  # it claims the node's tasks on its Runtime API, TensorFlow loaded once
+            self._spawn("clientapp-" + name.removeprefix("supernode-"), [
+                sys.executable, str(APP_DIR / "persistent_clientapp.py"),
+                "--runtime-api-address", f"{HOST}:{port}",
+                "--parent-pid", str(self.procs[name].pid)])
 
     def _wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -399,7 +479,8 @@ class LocalFederation:
         self.cli_home.mkdir(parents=True, exist_ok=True)
         (self.cli_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{self.address}"\ninsecure = true\n')
+            f'address = "{self.address}"\n'
+            + (f'root-certificates = "{self.tls.ca_cert}"\n' if self.tls else "insecure = true\n"))
 
     def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
         """Run ``flwr <args> fedtl --format json``; its JSON, or ``DeploymentError``."""

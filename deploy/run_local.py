@@ -3,17 +3,23 @@
 Chapter: "From simulation to deployment". ::
 
     python deploy/run_local.py --num-clients 2 --rounds 3 --n-train 1000 --out runs/deploy
+    python deploy/run_local.py --secure ...   # TLS + SuperNode authentication
 
 Every ``ExperimentConfig`` field is an option, as for ``python -m fedtl_helpers run``. The
-processes are real Flower processes talking over sockets, on 127.0.0.1 only and in insecure
-mode (no TLS): a local rehearsal of a deployment (the chapter shows the commands for real
-machines). The launcher
+processes are real Flower processes talking over sockets, on 127.0.0.1 only: a local
+rehearsal of a deployment (the chapter shows the commands for real machines). By default the
+connections are plain HTTP and any SuperNode may join; ``--secure`` makes a CA and a server
+certificate (TLS on every connection to the SuperLink) and a key pair per SuperNode, and the
+SuperLink accepts only the registered keys. Each SuperNode's messages run in one persistent
+ClientApp process (``persistent_clientapp.py``: TensorFlow, data and model loaded once);
+``--fresh-clientapps`` gives Flower's default, a new process per message. The launcher
 
 1. checks the config and that the ports are free (``--superlink-port``, ``--node-port``:
    SuperNode ``k`` uses ``node-port + k``) before starting anything;
-2. starts ``flower-superlink`` and ``flower-supernode`` processes, each in its own process
-   group, logging to ``<out>/logs/``; SuperNode ``k`` holds partition ``k`` of the data
-   (node config ``partition-id=k num-partitions=N``);
+2. starts ``flower-superlink`` and ``flower-supernode`` processes (and a persistent ClientApp
+   process per SuperNode), each in its own process group, logging to ``<out>/logs/``;
+   SuperNode ``k`` holds partition ``k`` of the data (node config
+   ``partition-id=k num-partitions=N``);
 3. waits until every SuperNode is online, submits the app with ``flwr run`` and follows the
    run's status with ``flwr ls`` (``flwr run`` can print ``"success": false`` and still exit 0,
    and a run can fail after it started: only the final status ``finished:completed`` *and* the
@@ -50,14 +56,16 @@ __all__ = ["DeploymentError", "LocalFederation", "run_local", "main"]
 
 def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, node_port: int = 9094,
               superlink_address: str | None = None, connect_timeout: float = 60.0,
-              run_timeout: float = 900.0, stop_timeout: float = 10.0,
+              run_timeout: float = 900.0, stop_timeout: float = 10.0, persistent: bool = True,
+              secure: bool = False,
               federation: list[LocalFederation] | None = None) -> dict[str, Any]:
     """Deploy ``config`` (an ``ExperimentConfig``) locally and return the ServerApp's result.
 
     One SuperNode per client (``config.num_clients``). The result is the JSON the ServerApp
     wrote (``<out>/result.json``: per-round history, dataset and weights) plus ``run_id`` and
-    ``status``. ``federation``, if given, receives the ``LocalFederation`` (tests use it to
-    check that no process outlives the call).
+    ``status``. ``persistent`` and ``secure`` are ``LocalFederation``'s (one long-running
+    ClientApp process per node; TLS and node authentication). ``federation``, if given,
+    receives the ``LocalFederation`` (tests use it to check that no process outlives the call).
 
     Raises
     ------
@@ -74,7 +82,8 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
     t0 = time.perf_counter()
     with LocalFederation(out, config.num_clients, superlink_port=superlink_port,
                          node_port=node_port, superlink_address=superlink_address,
-                         connect_timeout=connect_timeout, stop_timeout=stop_timeout) as fed:
+                         connect_timeout=connect_timeout, stop_timeout=stop_timeout,
+                         persistent=persistent, secure=secure) as fed:
         if federation is not None:
             federation.append(fed)
         fed.start()
@@ -106,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the result already in --out")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--secure", action="store_true",
+                        help="TLS on every connection and SuperNode authentication (certificates and "
+                             "node keys made in --out)")
+    parser.add_argument("--fresh-clientapps", action="store_true",
+                        help="Flower's default: a new ClientApp process (TensorFlow import, data, "
+                             "model) for every message, instead of one persistent process per node")
     for name, default, what in (
             ("--out", "runs/deploy", "folder for logs, Flower homes and result.json"),
             ("--superlink-port", 9093, "the SuperLink's port on 127.0.0.1"),
@@ -147,6 +162,10 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
                         f"ports {options['node_port']}..{options['node_port'] + num_clients - 1}: "
                         "allowed a port outside them")
     address = options["superlink_address"]
+    if address is not None and options.get("secure"):
+        raise UserError("--secure is invalid with --superlink-address: allowed only with the "
+                        "SuperLink the launcher starts (it makes the certificate and registers the "
+                        "node keys); secure an external SuperLink as the chapter shows")
     if address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
         raise UserError(f"--superlink-address={address!r} is invalid: allowed host:port, e.g. "
                         "127.0.0.1:9093")
@@ -168,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: args.pop(k) for k in ("out", "superlink_port", "node_port", "superlink_address",
                                          "connect_timeout", "run_timeout", "stop_timeout")}
     overwrite, debug = args.pop("overwrite"), args.pop("debug")
+    options.update(secure=args.pop("secure"), persistent=not args.pop("fresh_clientapps"))
     out = options.pop("out")
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the federation like Ctrl-C
     # Installed explicitly: a process started in the background by a non-interactive shell
@@ -203,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"final_test_accuracy": result["final_test_accuracy"], "rounds": config.rounds,
                       "dataset": result["history"]["meta"]["dataset"],
                       "weights": result["history"]["meta"]["weights"], "runtime": "flower",
+                      "secure": options["secure"], "persistent_clientapps": options["persistent"],
                       "run_id": result["run_id"], "seconds": round(result["seconds"], 1),
                       "result": result["result_path"]}))
     return 0

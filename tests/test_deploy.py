@@ -1,7 +1,8 @@
 """The Flower deployment (deploy/): same numbers as the simulation, clear errors, no orphans.
 
-The end-to-end test starts real Flower processes (a SuperLink and two SuperNodes on 127.0.0.1)
-and compares with ``run_federated`` on the same config. The tolerance is one test image per
+The end-to-end test starts real Flower processes (a SuperLink and two SuperNodes on 127.0.0.1,
+secured: TLS and SuperNode authentication; one persistent ClientApp process per node) and
+compares with ``run_federated`` on the same config. The tolerance is one test image per
 round (1/n_test): both runs use the same seeds and the same code, and the weights cross the
 network bit for bit, so only the summation order of multi-threaded CPU kernels could differ
 between processes; measured, accuracies and losses are identical.
@@ -10,6 +11,7 @@ between processes; measured, accuracies and losses are identical.
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +42,7 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
         experiment_config,
         run_config_for,
     )
-    from local_federation import running
+    from local_federation import LocalFederation, running, strip_colours
 
 # The deployment accepts only randomness="secure" (OS randomness for sampling and DP noise); with
 # every client in every round and no DP it repeats the simulation's numbers all the same.
@@ -70,10 +72,11 @@ def _free(port: int) -> bool:
 
 
 def test_deployment_matches_simulation(tmp_path):
+    """Secured (TLS + node authentication) and with persistent ClientApps: the simulation's History."""
     base = free_ports(3)
     feds = []
     result = run_local.run_local(CONFIG, tmp_path / "deploy", superlink_port=base,
-                                 node_port=base + 1, connect_timeout=60, federation=feds)
+                                 node_port=base + 1, connect_timeout=60, federation=feds, secure=True)
     rows = result["history"]["rows"]
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert result["run_status"] == "finished:completed"
@@ -92,9 +95,96 @@ def test_deployment_matches_simulation(tmp_path):
         assert d["bytes_up"] == s["bytes_up"] and (d["train_loss"] is None) == (s["train_loss"] is None)
     # Every process the launcher or Flower started is gone, and the ports are free again.
     fed = feds[0]
-    assert len(fed.processes()) >= 5  # SuperLink, 2 SuperNodes and their SuperExecs at least
+    assert len(fed.processes()) >= 5  # SuperLink, its SuperExec, 2 SuperNodes, 2 ClientApps at least
     assert running(fed.processes()) == []
     assert all(_free(p) for p in (base, base + 1, base + 2))
+    # One ClientApp process per node ran all its messages (the query and one per round).
+    for k in range(CONFIG.num_clients):
+        log = (tmp_path / "deploy" / "logs" / f"clientapp-{k}.log").read_text()
+        done = re.findall(r"ClientApp task done in process (\d+) \((\d+) so far\)", log)
+        assert [n for _, n in done] == [str(i) for i in range(1, CONFIG.rounds + 2)], log[-2000:]
+        assert len({pid for pid, _ in done}) == 1
+    # The connections were TLS and the SuperLink checked node keys.
+    superlink = strip_colours((tmp_path / "deploy" / "logs" / "superlink.log").read_text())
+    assert f"Uvicorn running on https://127.0.0.1:{base}" in superlink
+    assert "SuperNode authentication is disabled" not in superlink
+
+
+@pytest.mark.slow  # starts Flower processes: 30-100 s on a loaded 2-core machine
+def test_secured_superlink_refuses_unknown_and_plain_text_nodes(tmp_path):
+    """Only registered keys join; a node without TLS cannot even talk to the SuperLink."""
+    from credentials import make_node_key
+    from cryptography.hazmat.primitives import serialization
+
+    base = free_ports(4)
+    with LocalFederation(tmp_path, 1, superlink_port=base, node_port=base + 1, secure=True,
+                         persistent=False, connect_timeout=30) as fed:
+        fed.start()  # SuperLink with TLS and --enable-supernode-auth, node 0 registered and online
+        fed.connect_timeout = 5  # the intruders' --max-wait-time: they give up after 5 s
+        stranger = make_node_key(tmp_path / "keys" / "stranger")[0]  # a valid key, never registered
+        fed.start_supernode(0, "stranger", ["--root-certificates", str(fed.tls.ca_cert),
+                                            "--auth-supernode-private-key", str(stranger)], port=base + 2)
+        fed.start_supernode(0, "plain", ["--insecure"], port=base + 3)  # plain HTTP to a TLS port
+        codes = {name: fed.procs[name].wait(timeout=90) for name in ("stranger", "plain")}
+        nodes = fed.flwr("supernode", "ls")["nodes"]
+        logs = {name: strip_colours(fed.logs[name].read_text())
+                for name in ("superlink", "stranger", "plain")}
+    assert codes["stranger"] != 0 and codes["plain"] != 0
+    for name in ("stranger", "plain"):  # Flower's exit code 305: no connection to the SuperLink
+        assert "could not establish a connection to the SuperLink" in logs[name], logs[name][-2000:]
+    assert "Server disconnected without sending a response" in logs["plain"]  # no TLS handshake
+    assert [n["status"] for n in nodes] == ["online"]  # node 0 only
+    # The SuperLink turned the stranger's key away (API error 2004, HTTP 412); plain never got in.
+    pem = serialization.load_ssh_private_key(stranger.read_bytes(), None).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    refused = [line for line in logs["superlink"].splitlines() if "[ApiError:2004]" in line]
+    assert len(refused) >= 1 and all(pem.splitlines()[1][:40] in line for line in refused)
+    assert logs["superlink"].count('"POST /v1/fleet/activate-node HTTP/1.1" 200') == 1  # node 0
+    assert running(fed.processes()) == []
+
+
+def test_certificates_and_node_keys(tmp_path):
+    from credentials import make_node_key, make_tls
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+    tls = make_tls(tmp_path / "certs", hosts=("127.0.0.1", "superlink.example.org"))
+    ca = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(tls.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)  # raises if the CA did not sign it
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert san.get_values_for_type(x509.DNSName) == ["superlink.example.org"]
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    private, public = make_node_key(tmp_path / "keys" / "node-0")
+    key = load_ssh_private_key(private.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    assert load_ssh_public_key(public.read_bytes()) == key.public_key()
+    for secret in (private, tls.server_key, tmp_path / "certs" / "ca.key"):
+        assert secret.stat().st_mode & 0o077 == 0  # readable by the owner only
+    with pytest.raises(ValueError, match=r"hosts=\(\) is invalid"):
+        make_tls(tmp_path, hosts=())
+    with pytest.raises(ValueError, match="secure=True is invalid with superlink_address"):
+        LocalFederation(tmp_path, 1, superlink_address="127.0.0.1:9093", secure=True)
+
+
+def test_bench_deploy_summary_numbers():
+    sys.path.insert(0, str(DEPLOY.parent / "benchmarks"))
+    from bench_deploy import summarise
+
+    local = [{"round": r, "seconds": s, "test_accuracy": a}
+             for r, s, a in [(0, None, 0.1), (1, 5.0, 0.4), (2, 4.0, 0.5), (3, 6.0, 0.6), (4, 5.0, 0.7)]]
+    remote = [{**r, "seconds": None if r["seconds"] is None else r["seconds"] + 2.5} for r in local]
+    got = summarise(local, 20.0, remote, 50.0)
+    assert got["deploy_round_ratio"] == 1.5 and got["deploy_overhead_s"] == 2.5  # medians 5 and 7.5
+    assert got["deploy_total_ratio"] == 2.5 and got["accuracy_equal"] is True
+    assert got["transport_and_polling_s"] is None  # not reported
+    flower = [2.9, 2.0, 2.6, 2.4]  # per round 1..4; rounds 2 and later count
+    assert summarise(local, 20.0, remote, 50.0, flower)["transport_and_polling_s"] == 2.4
+    remote[2]["test_accuracy"] = 0.5 + 1e-9
+    assert summarise(local, 20.0, remote, 50.0)["accuracy_equal"] is False
 
 
 def test_port_in_use_is_named_and_nothing_starts(tmp_path):
@@ -127,7 +217,7 @@ def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
                             node_port=base + 1, connect_timeout=3, federation=feds)
     assert time.monotonic() - t0 < 60
     fed = feds[0]
-    assert sorted(fed.procs) == ["supernode-0", "supernode-1"]
+    assert sorted(fed.procs) == ["clientapp-0", "clientapp-1", "supernode-0", "supernode-1"]
     assert running(fed.processes()) == []
 
 
@@ -235,10 +325,17 @@ def test_sigkill_of_the_launcher_leaves_no_process_behind(tmp_path):
     launcher.kill()  # SIGKILL: no handler, no `finally` runs in the launcher
     launcher.wait()
     deadline = time.monotonic() + 30
-    while running(procs) and time.monotonic() < deadline:
+
+    def watchdog_running() -> bool:  # it exits right after the last process it stopped
+        try:
+            return psutil.Process(watchdog).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while (running(procs) or watchdog_running()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert running(procs) == []
-    assert not psutil.pid_exists(watchdog) or psutil.Process(watchdog).status() == psutil.STATUS_ZOMBIE
+    assert not watchdog_running()
     assert "launcher gone: stopping 4 process(es)" in (tmp_path / "logs" / "watchdog.log").read_text()
 
 
@@ -269,6 +366,8 @@ def test_leftovers_of_an_earlier_launch_are_reported_and_stopped(tmp_path):
     (["--node-port", "65535", "--num-clients", "3"], "--node-port=65535 is invalid with 3 clients"),
     (["--superlink-port", "9095", "--node-port", "9094"], "collides with the SuperNodes' ports"),
     (["--superlink-address", "localhost"], "--superlink-address='localhost' is invalid"),
+    (["--secure", "--superlink-address", "127.0.0.1:9093"],
+     "--secure is invalid with --superlink-address"),
     (["--run-timeout", "inf"], "--run-timeout=inf is invalid"),
     (["--connect-timeout", "0"], "--connect-timeout=0.0 is invalid"),
     (["--learning-rate", "nan"], "learning_rate=nan is invalid"),

@@ -9,14 +9,20 @@ starting point is the global model the server sends (in round 1, the pretrained 
 Top-k's error-feedback residual is the client's own memory: it lives in the node's
 ``context.state``, which Flower keeps between the messages of a run.
 
-Flower starts a fresh ClientApp process for every message, so ``query`` (which partition do
-you hold?) answers without importing TensorFlow, and ``train`` builds its data and model each
-time (a real node would load its own data from disk; see the chapter).
+The node's data, model, trainer (with its traced train step) and stages are built at the
+first ``train`` message and kept in this module (``node_simulation``) for the messages that
+follow. That pays off when the ClientApp process stays up across messages, as the launcher's
+``persistent_clientapp.py`` does (``--isolation process``); under Flower's default, a fresh
+``flwr-clientapp`` process per message, they are rebuilt every time, with the same result.
+``query`` (which partition do you hold?) answers without importing TensorFlow. A real node
+would load its own data from disk (see the chapter).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -25,6 +31,25 @@ from fedtl_deploy.task import encoded_to_records, experiment_config, from_record
 
 app = ClientApp()
 RESIDUAL = "uplink-residual"  # key of the error-feedback residual in the node's context.state
+_NODE: dict[tuple[str, int], tuple[Any, Any]] = {}  # (experiment JSON, partition) -> (sim, stages)
+
+
+def node_simulation(run_config: dict[str, Any], k: int) -> tuple[Any, Any]:
+    """This node's ``(Simulation, Stages)`` for the run's experiment, built once per process.
+
+    The ``Simulation`` holds the node's data, the model *architecture* (``weights=None``: its
+    weights are always the broadcast's) and the trainer, reused as ``run_federated`` reuses
+    them from round to round. One experiment at a time: a new one replaces the old.
+    """
+    from fedtl_helpers.simulation import Simulation
+    from fedtl_helpers.stages import build_stages
+
+    key = (str(run_config.get("experiment", "{}")), k)
+    if key not in _NODE:
+        _NODE.clear()
+        config = experiment_config(run_config)
+        _NODE[key] = (Simulation(dataclasses.replace(config, weights=None)), build_stages(config))
+    return _NODE[key]
 
 
 @app.query()
@@ -39,14 +64,10 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Load the broadcast global weights, run the client's stages, send back the encoded update."""
     from fedtl_helpers.round import client_side
-    from fedtl_helpers.simulation import Simulation
-    from fedtl_helpers.stages import build_stages
 
-    config = experiment_config(context.run_config)
-    stages = build_stages(config)
+    t0 = time.perf_counter()
     k, _ = node_partition(context.node_config)
-    # weights=None: the architecture with random weights, overwritten by the broadcast below.
-    sim = Simulation(dataclasses.replace(config, weights=None))
+    sim, stages = node_simulation(context.run_config, k)
     weights = from_record(msg.content["arrays"])
     streams = stages.streams(int(msg.content["config"]["round"]))
     sim.model.set_weights(weights)  # before client_data: cached features use the global backbone
@@ -59,6 +80,9 @@ def train(msg: Message, context: Context) -> Message:
         context.state[RESIDUAL] = to_record(uplink.residuals[k])
     arrays, header = encoded_to_records(sent.encoded)
     metrics = MetricRecord({"num-examples": sent.num_examples, "partition-id": k,
-                            "train-loss": sent.train_loss})
+                            "train-loss": sent.train_loss,
+                            # How long the node worked (data and model included): the server
+                            # tells the network's and Flower's share of a round from it.
+                            "client-seconds": time.perf_counter() - t0})
     return Message(RecordDict({"update": arrays, "encoding": header, "metrics": metrics}),
                    reply_to=msg)

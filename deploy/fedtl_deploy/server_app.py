@@ -74,9 +74,35 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
         time.sleep(0.5)
 
 
+REPLY_POLL = 0.05  # seconds between asking the SuperLink for replies
+
+
+def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
+    """Push ``messages`` and pull their replies every ``REPLY_POLL`` s until all came or ``timeout``.
+
+    Flower's ``Grid.send_and_receive`` does the same but sleeps 3 s between pulls (hard-coded
+    in flwr 1.42), which adds 1.5 s to every round on average; ``push_messages`` and
+    ``pull_messages`` are the public Grid calls it is made of. A grid that is not Flower's
+    (the in-process one of ``tests/test_conformance.py``) answers at once through its own
+    ``send_and_receive``.
+    """
+    if not isinstance(grid, Grid):
+        return list(grid.send_and_receive(messages, timeout=timeout))
+    waiting = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting and time.monotonic() < deadline:
+        got = list(grid.pull_messages(waiting))
+        replies += got
+        waiting -= {r.metadata.reply_to_message_id for r in got}
+        if waiting:
+            time.sleep(REPLY_POLL)
+    return replies
+
+
 def _replies(grid: Grid, messages: list[Message], timeout: float, what: str) -> list[Message]:
     """Send, wait for every reply, and fail loudly on a missing or failed one."""
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = send_and_receive(grid, messages, timeout)
     if len(replies) != len(messages):
         raise RuntimeError(f"{what}: {len(replies)} of {len(messages)} SuperNodes replied "
                            f"within {timeout:.0f} s.")
@@ -122,6 +148,7 @@ def main(grid: Grid, context: Context) -> None:
                                     "config": ConfigRecord({"round": rnd})}),
                         node_of[k], MessageType.TRAIN, group_id=str(rnd)) for k in chosen]
         replies = _replies(grid, msgs, round_timeout, f"round {rnd}") if msgs else []
+        waited = time.perf_counter() - t0
         # In the order of `chosen` (sorted partitions), as the simulation (float sums depend on it).
         replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
         messages = [ClientMessage(int(r.content["metrics"]["partition-id"]),
@@ -130,7 +157,11 @@ def main(grid: Grid, context: Context) -> None:
                                   float(r.content["metrics"]["train-loss"])) for r in replies]
         row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
         check_finite(state.weights, row["test_loss"], rnd)  # a diverged run stops, as in simulation
-        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()})", flush=True)
+        # Of the wait for the replies, the slowest client worked `busy` s; the rest is transport
+        # and Flower's polling (a SuperNode asks for messages every 3 s when it has none).
+        busy = max((float(r.content["metrics"]["client-seconds"]) for r in replies), default=0.0)
+        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); replies "
+              f"after {waited:.2f} s, slowest client worked {busy:.2f} s", flush=True)
     finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
               "history": history.to_dict()}

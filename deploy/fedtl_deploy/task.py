@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from fedtl_helpers.compression import Encoded
     from fedtl_helpers.config import ExperimentConfig
 
-# Flower starts a fresh ClientApp process for every message, so this module imports
-# fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is needed; hence
-# this alias of ``fedtl_helpers.aggregation.Weights`` instead of an import.
+# Under Flower's default isolation a fresh ClientApp process starts for every message, so this
+# module imports fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is
+# needed: a `query` answers without it.
 
 
 def experiment_config(run_config: dict[str, Any]) -> ExperimentConfig:
