@@ -427,11 +427,41 @@ def phase_strategy(strategy: str, round_: int, switch_round: int, then: str = "f
     return "head" if round_ <= switch_round else then
 
 
-def lora_pairs(model: keras.Model) -> list[tuple[int, int]]:
-    """Positions ``(i_A, i_B)`` in ``model.weights`` of every LoRA layer's two factors."""
+def lora_pairs(model: keras.Model) -> list[tuple[int, int, int]]:
+    """Positions ``(i_W, i_A, i_B)`` in ``model.weights`` of every LoRA layer's frozen kernel
+    and its two factors."""
     index = {id(v): i for i, v in enumerate(model.weights)}
-    return [(index[id(layer.lora_kernel_a)], index[id(layer.lora_kernel_b)])
+    return [(index[id(layer._kernel)], index[id(layer.lora_kernel_a)], index[id(layer.lora_kernel_b)])
             for layer in leaf_layers(model) if getattr(layer, "lora_enabled", False)]
+
+
+def average_lora_products(global_weights: list[np.ndarray], client_weights: list[list[np.ndarray]],
+                          counts: list[int], triples: list[tuple[int, int, int]],
+                          scale: float = 1.0) -> list[np.ndarray]:
+    """The alternative to averaging LoRA's factors: average the weight changes they make.
+
+    Every tensor is FedAvg-ed (weights ``counts``) except LoRA's: there the server keeps the
+    global factors ``A0, B0`` and folds the exact mean of the clients' products into the frozen
+    kernel, ``W + scale * (mean_k(A_k @ B_k) - A0 @ B0)``, so the model computes with
+    ``W + scale * mean_k(A_k @ B_k)``, what the clients' changes average to. (It also changes
+    ``W``, which the clients must then download: the price of exactness.) ``triples`` from
+    ``lora_pairs``; ``scale`` is Keras' ``lora_alpha / rank`` (1 by default).
+    """
+    w = np.asarray(counts, dtype=np.float64)
+    if len(client_weights) == 0 or w.shape != (len(client_weights),) or (w <= 0).any():
+        raise ValueError(f"counts={counts!r} is invalid: allowed one positive number per client "
+                         f"({len(client_weights)} clients).")
+    w = w / w.sum()
+    out = [sum(wi * np.asarray(c[i], np.float64) for wi, c in zip(w, client_weights)).astype(g.dtype)
+           for i, g in enumerate(global_weights)]
+    for iw, ia, ib in triples:
+        mean_ab = sum(wi * (np.asarray(c[ia], np.float64) @ np.asarray(c[ib], np.float64))
+                      for wi, c in zip(w, client_weights))
+        a0, b0 = global_weights[ia], global_weights[ib]
+        out[iw] = (global_weights[iw] + scale * (mean_ab - a0.astype(np.float64) @ b0)).astype(
+            global_weights[iw].dtype)
+        out[ia], out[ib] = a0.copy(), b0.copy()
+    return out
 
 
 def lora_factor_gap(a_list: list[np.ndarray], b_list: list[np.ndarray],

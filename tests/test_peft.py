@@ -121,6 +121,22 @@ def test_lora_factor_gap_hand_checked():
         models.lora_factor_gap([a, a], [b, b], counts=[1, 0])
 
 
+def test_average_lora_products_folds_the_exact_mean_into_the_kernel():
+    # one "layer": W (1x1), A (1x1), B (1x1); and a plain tensor averaged as FedAvg does
+    glob = [np.array([[2.0]]), np.array([[1.0]]), np.array([[0.0]]), np.array([0.0])]
+    c1 = [np.array([[2.0]]), np.array([[1.0]]), np.array([[1.0]]), np.array([1.0])]
+    c2 = [np.array([[2.0]]), np.array([[3.0]]), np.array([[0.5]]), np.array([4.0])]
+    out = models.average_lora_products(glob, [c1, c2], [1, 3], [(0, 1, 2)])
+    # mean(A B) = (1*1 + 3*(3*0.5)) / 4 = 1.375; A0 B0 = 0: W = 2 + 1.375; A, B stay A0, B0
+    np.testing.assert_allclose(out[0], [[3.375]])
+    np.testing.assert_array_equal(out[1], glob[1])
+    np.testing.assert_array_equal(out[2], glob[2])
+    np.testing.assert_allclose(out[3], [3.25])  # FedAvg: (1 + 3*4) / 4
+    # factor averaging would compute with mean(A) mean(B) = 2.5 * 0.625 = 1.5625, not 1.375
+    with pytest.raises(ValueError, match="counts"):
+        models.average_lora_products(glob, [c1, c2], [1], [(0, 1, 2)])
+
+
 # ------------------------------------------------------------------ in the round
 def _frozen_unchanged(before, after, mask):
     return all(np.array_equal(a, b) for a, b, m in zip(before, after, mask) if not m)
@@ -133,7 +149,7 @@ def test_lora_round_sends_only_adapters_and_head_and_keeps_the_rest(tiny):
     res = run_federated(cfg, simulation=sim, progress=False)
     assert res.history.rows[1]["bytes_up"] == upload(2, HEAD + lora_values(2), 14)
     assert _frozen_unchanged(start, res.weights, sim.mask)
-    b_factors = [res.weights[ib] for _, ib in models.lora_pairs(sim.model)]
+    b_factors = [res.weights[ib] for _, _, ib in models.lora_pairs(sim.model)]
     assert all(np.abs(b).max() > 0 for b in b_factors)  # B starts at zero and has trained
 
 
