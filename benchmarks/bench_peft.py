@@ -95,13 +95,13 @@ def main() -> None:
     if args.rounds < 2 or args.tune_rounds < 1 or not args.seeds or args.switch_round >= args.rounds:
         p.error("--rounds >= 2 and > --switch-round, --tune-rounds >= 1, --seeds non-empty")
 
+    import tensorflow as tf
+
     from fedtl_helpers import data, personalization
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.server import run_federated
     from fedtl_helpers.simulation import Simulation
     from fedtl_helpers.tuning import Tuned, tune_federated
-
-    import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # each strategy's new trainer is traced once: expected, not a bug
     t0 = time.perf_counter()
@@ -176,9 +176,11 @@ def main() -> None:
         "strategies": strategies,
         "lora_bytes_ratio": round(strategies["full"]["bytes_up_per_round"]
                                   / strategies["lora"]["bytes_up_per_round"], 2),
-        "lora_acc_gap_points": round(100 * (strategies["full"]["final_acc"] - strategies["lora"]["final_acc"]), 2),
+        "lora_acc_gap_points": round(100 * (strategies["full"]["final_acc"]
+                                            - strategies["lora"]["final_acc"]), 2),
         "lpft_dip_points": round(max(lpft_dip(d["curves"]["lpft"]) for d in per_seed), 2),
-        "fedbn_gain_points": round(100 * float(np.mean([np.mean(d["fedbn_client_acc"]) - np.mean(d["fedavg_client_acc"])
+        "fedbn_gain_points": round(100 * float(np.mean([np.mean(d["fedbn_client_acc"])
+                                                        - np.mean(d["fedavg_client_acc"])
                                                         for d in per_seed])), 2),
         "fedavg_client_acc_mean": mean([np.mean(d["fedavg_client_acc"]) for d in per_seed]),
         "fedbn_client_acc_mean": mean([np.mean(d["fedbn_client_acc"]) for d in per_seed]),
@@ -194,8 +196,8 @@ def main() -> None:
         from fedtl_helpers.provenance import provenance
         from fedtl_helpers.storage import atomic_write_text
 
-        atomic_write_text(args.out, json.dumps({**summary, "provenance": provenance(sys.argv, summary["seconds"])},
-                                               indent=1))
+        record = {**summary, "provenance": provenance(sys.argv, summary["seconds"])}
+        atomic_write_text(args.out, json.dumps(record, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}))
 
 
