@@ -246,3 +246,35 @@ def test_fedbn_and_fedper_refuse_what_they_cannot_run(tiny):
         personalization.run_fedbn(_cfg(strategy="head"), dataset=tiny)
     with pytest.raises(ValueError, match="strategy='lpft' is invalid for FedPer"):
         personalization.run_fedper(_cfg(strategy="lpft"), dataset=tiny)
+
+
+# ------------------------------------------------------------------ the chapter's checkers
+def test_checkers_5_4_and_5_5(capsys):
+    import fedtl_helpers as fl
+    from fedtl_helpers.check import ExerciseError
+
+    def todo(*args):
+        raise NotImplementedError
+
+    assert not fl.check.exercise_5_4(todo) and not fl.check.exercise_5_5(todo)
+    assert capsys.readouterr().out.count("not attempted yet") == 2
+
+    def values(shape, rank):
+        return int(np.prod(shape[:-1])) * rank + rank * shape[-1]
+
+    assert fl.check.exercise_5_4(values)
+    with pytest.raises(ExerciseError, match="keeps the kernel's spatial size"):
+        fl.check.exercise_5_4(lambda shape, r: shape[-2] * r + r * shape[-1])
+    with pytest.raises(ExerciseError, match="multiplied the two factors"):
+        fl.check.exercise_5_4(lambda shape, r: int(np.prod(shape[:-1])) * r * r * shape[-1])
+
+    def product_mean(a, b, counts):
+        w = np.asarray(counts, float) / sum(counts)
+        return sum(wi * (x @ y) for wi, x, y in zip(w, a, b))
+
+    assert fl.check.exercise_5_5(product_mean)
+    with pytest.raises(ExerciseError, match="averaging the factors separately"):
+        fl.check.exercise_5_5(lambda a, b, c: (
+            sum(ci * x for ci, x in zip(c, a)) / sum(c)) @ (sum(ci * y for ci, y in zip(c, b)) / sum(c)))
+    with pytest.raises(ExerciseError, match="unweighted mean"):
+        fl.check.exercise_5_5(lambda a, b, c: sum(x @ y for x, y in zip(a, b)) / len(a))
