@@ -206,6 +206,23 @@ def test_lora_runs_with_dp_and_secure_aggregation(tiny, kw):
     assert res.history.rows[1]["bytes_up"] >= upload(2, HEAD + lora_values(4), 14)
 
 
+def test_bitfit_resumes_bit_identically_with_topk_error_feedback(tiny, tmp_path):
+    kw = dict(strategy="bitfit", compression="topk", sparsity=0.1)
+    full = run_federated(_cfg(rounds=2, **kw), dataset=tiny, progress=False)
+    run_federated(_cfg(rounds=1, **kw), dataset=tiny, progress=False, checkpoint_dir=tmp_path)
+    resumed = run_federated(_cfg(rounds=2, **kw), dataset=tiny, progress=False,
+                            checkpoint_dir=tmp_path, resume=True)
+    for a, b in zip(full.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lpft_runs_with_dp_across_the_switch(tiny):
+    res = run_federated(_cfg(strategy="lpft", lpft_switch_round=1, rounds=2, dp_clip=1.0,
+                             aggregator="mean", lpft_then="partial"), dataset=tiny, progress=False)
+    assert res.history.column("epsilon")[2] > res.history.column("epsilon")[1] > 0
+    assert np.isfinite(res.history.rows[2]["test_loss"])
+
+
 # ------------------------------------------------------------------ feature skew and FedBN
 def test_feature_skew_styles_each_client_and_keeps_labels():
     rng = np.random.default_rng(0)
