@@ -89,6 +89,8 @@ def main() -> None:
     p.add_argument("--tune-rounds", type=int, default=2, help="rounds per tuning trial (LP-FT: at least "
                    "--switch-round + 1, so its tuning sees the switch)")
     p.add_argument("--no-tune", action="store_true", help="use --lrs[0] for every strategy")
+    p.add_argument("--tuning-scores", type=Path, help="skip tuning: a JSON file {strategy: {lr: validation "
+                   "accuracy}} that an earlier run of this script printed; each strategy takes its best")
     p.add_argument("--fedbn-rounds", type=int, help="rounds of the FedAvg/FedBN runs (default --rounds)")
     p.add_argument("--out", type=Path, help="also write the JSON (with curves and provenance) here")
     args = p.parse_args()
@@ -115,7 +117,14 @@ def main() -> None:
 
     ds0 = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=args.seeds[0])
     tuned = {}
+    earlier = json.loads(args.tuning_scores.read_text()) if args.tuning_scores else {}
     for s in STRATEGIES:
+        if s in earlier:  # chosen by an earlier run on the same validation split
+            scores = {float(k): v for k, v in earlier[s].items()}
+            tuned[s] = Tuned("learning_rate", max(scores, key=lambda c: (scores[c], -list(scores).index(c))),
+                             scores)
+            print(f"# {s}: learning rate from {args.tuning_scores}\n{tuned[s].table()}", flush=True)
+            continue
         if args.no_tune:
             tuned[s] = Tuned("learning_rate", args.lrs[0], {})
             continue

@@ -47,12 +47,12 @@ class Simulation:
             self.y_train, config.num_clients, config.partition, alpha=config.alpha,
             shards_per_client=config.shards_per_client, seed=config.seed,
             quantity_alpha=config.quantity_alpha)
+        if config.feature_skew:  # each client's images (its held-out part too) in its own style
+            self.x_train = partitioning.feature_skew(self.x_train, self.parts, seed=config.seed)
         self.holdout: list[np.ndarray] = []  # per-client evaluation data, never trained on
         if config.holdout_fraction > 0:
             self.parts, self.holdout = evaluation.local_holdout(
                 self.parts, config.holdout_fraction, seed=config.seed)
-        if config.feature_skew:  # each client's images (its held-out ones too) in its own style
-            self.x_train = partitioning.feature_skew(self.x_train, self.parts, seed=config.seed)
         num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
         self.model = models.build_model(config.backbone, config.weights, num_classes,
                                         self.x_train.shape[1:], config.input_size, config.seed)
