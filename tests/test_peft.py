@@ -244,6 +244,9 @@ def test_feature_skew_styles_each_client_and_keeps_labels():
 def test_fedbn_keeps_norm_layers_on_each_client(tiny):
     cfg = _cfg(strategy="full", num_clients=3, feature_skew=True, holdout_fraction=0.2)
     sim = Simulation(cfg, tiny)
+    for k in range(3):  # training and held-out images alike wear the client's style
+        for idx in (sim.parts[k], sim.holdout[k]):
+            assert not np.array_equal(sim.x_train[idx], tiny[0][0][idx])
     res = personalization.run_fedbn(cfg, simulation=sim)
     assert sum(res.mask) == 20  # 5 BatchNorms x (gamma, beta, mean, variance)
     assert sorted(res.heads) == [0, 1, 2]
