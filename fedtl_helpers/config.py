@@ -21,6 +21,10 @@ PARTITION_SCHEMES = ("iid", "strided", "dirichlet", "shards")  # mirrors partiti
 BACKBONES = ("builtin_cnn", "resnet50", "mobilenet_v2")
 NAMED_WEIGHTS = ("builtin", "imagenet")
 STRATEGIES = ("head", "partial", "full")
+# Parameter-efficient strategies (chapter "Parameter-efficient federated fine-tuning"):
+# low-rank adapters, biases + normalisation, and head-then-fine-tune (LP-FT).
+STRATEGIES += ("lora", "bitfit", "lpft")
+LPFT_THEN = ("partial", "full")  # what LP-FT trains after its head-only rounds
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 AGGREGATORS += ("median", "trimmed_mean", "krum")  # robust rules, mirrors robust.RULES
@@ -189,6 +193,11 @@ class ExperimentConfig:
     attack: str = "none"
     malicious_fraction: float = 0.0
     attack_scale: float = 10.0
+    # --- parameter-efficient fine-tuning (chapter "Parameter-efficient federated fine-tuning")
+    lora_rank: int = 4
+    lpft_switch_round: int = 2  # LP-FT: rounds 1..lpft_switch_round train the head only
+    lpft_then: str = "full"
+    feature_skew: bool = False  # each client sees its images through its own style transform
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -248,6 +257,8 @@ class ExperimentConfig:
         self._check_noniid()
         # --- secure aggregation and robustness
         self._check_secure_and_robust()
+        # --- parameter-efficient fine-tuning
+        self._check_peft()
         # --- (other chapters validate their fields below, each in its own block)
         _check_int("seed", self.seed, 0)
 
@@ -362,6 +373,25 @@ class ExperimentConfig:
             _fail("malicious_fraction", mf, f"0 when attack='none', and > 0 with at least one malicious "
                   f"client (round(malicious_fraction * {self.num_clients}) >= 1) otherwise")
         _check_positive("attack_scale", self.attack_scale)
+
+    def _check_peft(self) -> None:
+        _check_int("lora_rank", self.lora_rank, 1)
+        _check_int("lpft_switch_round", self.lpft_switch_round, 1)
+        _check_choice("lpft_then", self.lpft_then, LPFT_THEN)
+        if not isinstance(self.feature_skew, bool):
+            _fail("feature_skew", self.feature_skew, "True or False")
+        if self.strategy != "lpft":
+            return
+        # LP-FT changes, at the switch round, which tensors clients send: state kept per sent
+        # tensor across rounds would no longer fit the new update's shapes.
+        if self.server_optimizer != "sgd":
+            _fail("server_optimizer", self.server_optimizer, "'sgd' with strategy='lpft' (momentum "
+                  "and Adam keep state per sent tensor, and LP-FT changes the sent tensors at "
+                  "lpft_switch_round)")
+        if self.compression == "topk" and self.error_feedback:
+            _fail("error_feedback", True, "False with strategy='lpft' and compression='topk' (the "
+                  "residuals are kept per sent tensor, and LP-FT changes the sent tensors at "
+                  "lpft_switch_round)")
 
     def _check_weights(self) -> None:
         w = self.weights

@@ -351,18 +351,44 @@ def backbone_blocks(body: keras.Model, backbone: str) -> list[list[keras.layers.
     return ordered
 
 
-def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_blocks: int = 1) -> None:
-    """Decide which layers clients train: ``"head"``, ``"partial"`` or ``"full"``.
+# Layers that take low-rank adapters: Keras 3's own ``enable_lora`` (Dense, EinsumDense, Conv).
+_LORA_LAYERS = (layers.Dense, layers.EinsumDense, layers.Conv2D)
+
+
+def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_blocks: int = 1,
+                 lora_rank: int = 4) -> None:
+    """Decide which tensors clients train: ``"head"``, ``"partial"``, ``"full"``, ``"lora"`` or ``"bitfit"``.
 
     Frozen layers keep ``trainable=False``. For BatchNormalization, Keras then runs the layer
     in inference mode: it normalises with the pretrained moving statistics and does not update
     them. That matters: a client's small, skewed batches would otherwise shift the statistics
     the frozen convolutions were trained with, and the federated average of such drifting
     statistics degrades every client's features.
+
+    ``"lora"`` (chapter "Parameter-efficient federated fine-tuning") calls Keras'
+    ``enable_lora(lora_rank)`` on every conv and dense layer of the backbone: the layer computes
+    with ``W + A @ B`` (``A``: ``(..., in, r)``, ``B``: ``(r, out)``, ``B`` starts at zero), ``W``
+    and the biases stay frozen, BatchNormalization stays in inference mode, and only ``A``,
+    ``B`` and the head train. Adapters cannot be removed again: a model that has them only
+    takes ``"lora"``. ``"bitfit"`` trains the backbone's biases and normalisation layers
+    (scale, offset and, in training mode, their moving statistics) plus the head.
+    ``"lpft"`` is a schedule of two of these (``phase_strategy``), not a set of tensors.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is unknown: allowed {', '.join(map(repr, STRATEGIES))}.")
+    if strategy not in STRATEGIES or strategy == "lpft":
+        allowed = ", ".join(repr(s) for s in STRATEGIES if s != "lpft")
+        raise ValueError(f"strategy={strategy!r} is invalid here: allowed {allowed} "
+                         "('lpft' switches between two of them: see phase_strategy).")
     body = model.get_layer("backbone")
+    leaves = [layer for layer in leaf_layers(body) if layer.weights]
+    has_lora = any(getattr(layer, "lora_enabled", False) for layer in leaves)
+    if has_lora and strategy != "lora":
+        raise ValueError(f"strategy={strategy!r} is invalid for a model with LoRA adapters: allowed "
+                         "'lora' (Keras cannot remove adapters; build a new model).")
+    for layer in leaves:  # undo a previous strategy's per-tensor freezing (bitfit, lora)
+        layer.trainable = True
+        if not isinstance(layer, layers.BatchNormalization):
+            for v in layer.weights:
+                v.trainable = not (getattr(layer, "lora_enabled", False) and v is layer._kernel)
     body.trainable = strategy != "head"
     if strategy == "partial":
         blocks = backbone_blocks(body, backbone)
@@ -372,7 +398,100 @@ def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_bloc
         for block in blocks[:-unfreeze_blocks]:
             for layer in block:
                 layer.trainable = False
+    elif strategy == "lora":
+        if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:
+            raise ValueError(f"lora_rank={lora_rank!r} is invalid: allowed an integer >= 1.")
+        for layer in leaves:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False  # inference mode: pretrained statistics, nothing sent
+            elif isinstance(layer, _LORA_LAYERS):
+                if not layer.lora_enabled:
+                    layer.enable_lora(lora_rank)
+                for v in layer.weights:  # only the adapters train, not W nor the bias
+                    v.trainable = v is layer.lora_kernel_a or v is layer.lora_kernel_b
+            else:
+                layer.trainable = False
+    elif strategy == "bitfit":
+        for layer in leaves:
+            if not isinstance(layer, layers.BatchNormalization):
+                for v in layer.weights:
+                    v.trainable = v is getattr(layer, "bias", None)
     model.get_layer("head").trainable = True
+
+
+def phase_strategy(strategy: str, round_: int, switch_round: int, then: str = "full") -> str:
+    """The strategy in effect in round ``round_`` (1-based): LP-FT trains the head alone up to
+    ``switch_round`` and ``then`` afterwards; every other strategy is the same in every round."""
+    if strategy != "lpft":
+        return strategy
+    return "head" if round_ <= switch_round else then
+
+
+def lora_pairs(model: keras.Model) -> list[tuple[int, int, int]]:
+    """Positions ``(i_W, i_A, i_B)`` in ``model.weights`` of every LoRA layer's frozen kernel
+    and its two factors."""
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    return [(index[id(layer._kernel)], index[id(layer.lora_kernel_a)], index[id(layer.lora_kernel_b)])
+            for layer in leaf_layers(model) if getattr(layer, "lora_enabled", False)]
+
+
+def average_lora_products(global_weights: list[np.ndarray], client_weights: list[list[np.ndarray]],
+                          counts: list[int], triples: list[tuple[int, int, int]],
+                          scale: float = 1.0) -> list[np.ndarray]:
+    """The alternative to averaging LoRA's factors: average the weight changes they make.
+
+    Every tensor is FedAvg-ed (weights ``counts``) except LoRA's: there the server keeps the
+    global factors ``A0, B0`` and folds the exact mean of the clients' products into the frozen
+    kernel, ``W + scale * (mean_k(A_k @ B_k) - A0 @ B0)``, so the model computes with
+    ``W + scale * mean_k(A_k @ B_k)``, what the clients' changes average to. (It also changes
+    ``W``, which the clients must then download: the price of exactness.) ``triples`` from
+    ``lora_pairs``; ``scale`` is Keras' ``lora_alpha / rank`` (1 by default).
+    """
+    w = np.asarray(counts, dtype=np.float64)
+    if len(client_weights) == 0 or w.shape != (len(client_weights),) or (w <= 0).any():
+        raise ValueError(f"counts={counts!r} is invalid: allowed one positive number per client "
+                         f"({len(client_weights)} clients).")
+    w = w / w.sum()
+    out = [sum(wi * np.asarray(c[i], np.float64) for wi, c in zip(w, client_weights)).astype(g.dtype)
+           for i, g in enumerate(global_weights)]
+    for iw, ia, ib in triples:
+        mean_ab = sum(wi * (np.asarray(c[ia], np.float64) @ np.asarray(c[ib], np.float64))
+                      for wi, c in zip(w, client_weights))
+        a0, b0 = global_weights[ia], global_weights[ib]
+        out[iw] = (global_weights[iw] + scale * (mean_ab - a0.astype(np.float64) @ b0)).astype(
+            global_weights[iw].dtype)
+        out[ia], out[ib] = a0.copy(), b0.copy()
+    return out
+
+
+def lora_factor_gap(a_list: list[np.ndarray], b_list: list[np.ndarray],
+                    counts: list[int] | None = None) -> float:
+    """How far averaging LoRA's factors is from averaging the updates they make.
+
+    FedAvg averages ``A`` and ``B`` separately, so the server's adapter computes
+    ``mean(A_k) @ mean(B_k)``; the clients' weight changes average to ``mean(A_k @ B_k)``.
+    The two differ by the cross terms ``mean((A_k - mean A)(B_k - mean B))``: this returns the
+    relative Frobenius error ``||mean(A) mean(B) - mean(A B)|| / ||mean(A B)||`` (0 when all
+    clients agree). ``counts`` weight the means as FedAvg does (``None``: equal weights).
+    """
+    if not a_list or len(a_list) != len(b_list):
+        raise ValueError(f"a_list and b_list must be non-empty and equally long, got "
+                         f"{len(a_list)} and {len(b_list)}.")
+    w = np.ones(len(a_list)) if counts is None else np.asarray(counts, dtype=np.float64)
+    if w.shape != (len(a_list),) or (w <= 0).any():
+        raise ValueError(f"counts={counts!r} is invalid: allowed one positive number per client.")
+    w = w / w.sum()
+    mean_a = sum(wi * np.asarray(a, np.float64) for wi, a in zip(w, a_list))
+    mean_b = sum(wi * np.asarray(b, np.float64) for wi, b in zip(w, b_list))
+    mean_ab = sum(wi * (np.asarray(a, np.float64) @ np.asarray(b, np.float64))
+                  for wi, a, b in zip(w, a_list, b_list))
+    norm = np.linalg.norm(mean_ab)
+    return float(np.linalg.norm(mean_a @ mean_b - mean_ab) / norm) if norm > 0 else 0.0
+
+
+def trainable_count(model: keras.Model) -> int:
+    """Number of trainable values (what an optimiser updates; BatchNorm statistics excluded)."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
 def updatable_mask(model: keras.Model) -> list[bool]:

@@ -14,6 +14,10 @@ does to FedAvg). Everything here is pure numpy over label arrays and index array
 Quantity skew (``quantity_alpha`` with ``"iid"``): the label mix is the same everywhere but the
 client sizes are drawn from ``Dirichlet(quantity_alpha)`` (Li et al. 2022, "Federated learning on
 non-IID data silos"): small values give a few large clients and many tiny ones.
+
+Feature skew (``feature_skew``, chapter "Parameter-efficient federated fine-tuning", FedBN):
+every client holds all classes, but sees its images through its own style, a colour tint, a
+contrast change or a blur (Li et al. 2021, FedBN: the same digits from different datasets).
 """
 
 from __future__ import annotations
@@ -230,3 +234,57 @@ def label_skew(stats: np.ndarray) -> float:
     local = stats[sizes > 0] / sizes[sizes > 0, None]
     global_mix = stats.sum(axis=0) / stats.sum()
     return float(np.mean(0.5 * np.abs(local - global_mix).sum(axis=1)))
+
+
+# ------------------------------------------------------------------ feature skew
+STYLES = ("tint", "contrast", "blur")
+
+
+def client_style(client: int, seed: int = 0) -> tuple[str, np.ndarray]:
+    """Client ``client``'s image style: its kind (cycling through ``STYLES``) and parameters.
+
+    ``"tint"``: a gain per colour channel in [0.4, 1.6]; ``"contrast"``: one factor in
+    [0.3, 0.6] or [1.6, 2.5] (flatter or harsher); ``"blur"``: 1 to 3 passes of a 3x3 box blur.
+    """
+    _check_int("client", client, 0)
+    rng = np.random.default_rng([seed, client, 31])
+    kind = STYLES[client % len(STYLES)]
+    if kind == "tint":
+        return kind, rng.uniform(0.4, 1.6, size=3)
+    if kind == "contrast":
+        return kind, np.array([rng.uniform(0.3, 0.6) if rng.random() < 0.5 else rng.uniform(1.6, 2.5)])
+    return kind, np.array([1 + client // len(STYLES) % 3])
+
+
+def apply_style(x: np.ndarray, kind: str, param: np.ndarray) -> np.ndarray:
+    """Images ``x`` (uint8, ``(N, H, W, 3)``) in style ``(kind, param)`` (see ``client_style``)."""
+    if kind not in STYLES:
+        raise ValueError(f"kind={kind!r} is invalid: allowed {', '.join(map(repr, STYLES))}")
+    f = np.asarray(x, np.float32)
+    if kind == "tint":
+        f = f * np.asarray(param, np.float32).reshape(1, 1, 1, 3)
+    elif kind == "contrast":
+        mean = f.mean(axis=(1, 2, 3), keepdims=True)  # per image: the class cue stays
+        f = mean + float(param[0]) * (f - mean)
+    else:
+        for _ in range(int(param[0])):
+            p = np.pad(f, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+            h, w = f.shape[1:3]
+            f = sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+def feature_skew(x: np.ndarray, parts: list[np.ndarray], seed: int = 0) -> np.ndarray:
+    """A copy of ``x`` in which client ``k``'s examples (``parts[k]``) wear ``client_style(k)``.
+
+    Pair it with any label split (``"iid"`` gives pure feature skew: same classes, different
+    looks). ``x`` must be uint8 images ``(N, H, W, 3)``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"x must be uint8 images of shape (N, H, W, 3), got shape {x.shape} "
+                         f"dtype {x.dtype}")
+    out = x.copy()
+    for k, idx in enumerate(parts):
+        out[idx] = apply_style(x[idx], *client_style(k, seed))
+    return out

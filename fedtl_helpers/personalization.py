@@ -10,7 +10,9 @@ client's own held-out data (``ExperimentConfig.holdout_fraction``):
   (1 - alpha) * local``, with ``alpha`` chosen per client on a validation slice of its
   training data (Mansour et al. 2020 / Deng et al. 2020, APFL);
 * **FedPer** (``run_fedper``, Arivazhagan et al. 2019): the shared layers are federated, the
-  personal layers (by default the final classifier, ``"logits"``) never leave the client.
+  personal layers (by default the final classifier, ``"logits"``) never leave the client;
+* **FedBN** (``run_fedbn``, Li et al. 2021): the same loop with the normalisation layers'
+  parameters and statistics kept on each client (for feature skew).
 
 Memory stays flat: fine-tuning keeps one client's local model at a time, and FedPer stores
 only each client's personal tensors (1,290 floats for the built-in head), not a model per client.
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from . import models
 from .aggregation import Weights
 from .config import ExperimentConfig
 from .history import History
@@ -35,6 +38,8 @@ from .round import ClientMessage, ServerState, server_side
 from .simulation import Dataset, Simulation
 from .stages import build_stages
 
+NORM_LAYERS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+               keras.layers.GroupNormalization)  # what FedBN keeps on each client
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation grid: 0 = local model, 1 = global model
 
 
@@ -145,6 +150,14 @@ def _no_global_test(weights: Weights) -> dict[str, float]:
     return {"accuracy": float("nan"), "loss": float("nan")}
 
 
+def fedbn_mask(model: keras.Model) -> list[bool]:
+    """For each tensor of ``model.get_weights()``: is it a normalisation layer's (scale, offset,
+    moving mean and variance)? FedBN keeps exactly these on each client."""
+    ids = {id(v) for layer in models.leaf_layers(model)
+           if isinstance(layer, NORM_LAYERS) for v in layer.weights}
+    return [id(v) in ids for v in model.weights]
+
+
 def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
                simulation: Simulation | None = None,
                personal_layers: Sequence[str] = ("logits",)) -> FedPerResult:
@@ -158,11 +171,47 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     ``heads``, only those tensors). No test-set evaluation per round: FedPer's models are
     evaluated per client (``fedper_accuracy``).
     """
-    stages = build_stages(config)
+    _check_strategy(config, "FedPer")
     sim = simulation or Simulation(config, dataset)
-    personal = personal_mask(sim.model, personal_layers)
+    return _run_personal(config, sim, personal_mask(sim.model, personal_layers),
+                         f"personal layers {list(personal_layers)}")
+
+
+def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
+              simulation: Simulation | None = None) -> FedPerResult:
+    """FedBN (Li et al. 2021): every normalisation layer's parameters and statistics stay on
+    each client; everything else is federated, through the same round stages as ``run_fedper``.
+
+    Chapter "Parameter-efficient federated fine-tuning". Meant for feature skew
+    (``ExperimentConfig.feature_skew``): each client's BatchNorm then describes its own image
+    style, which one averaged set of statistics cannot. Evaluate per client with
+    ``fedper_accuracy``. Needs a strategy that trains the normalisation layers (``"full"``,
+    ``"bitfit"`` or ``"partial"`` with a BatchNorm in the unfrozen blocks).
+    """
+    _check_strategy(config, "FedBN")
+    sim = simulation or Simulation(config, dataset)
+    personal = fedbn_mask(sim.model)
+    if not any(m and p for m, p in zip(sim.mask, personal)):
+        raise ValueError(f"strategy={config.strategy!r} is invalid for FedBN: no normalisation layer "
+                         "trains, so there is nothing to keep on the client; allowed 'full', "
+                         "'bitfit' or 'partial'.")
+    return _run_personal(config, sim, personal, "the normalisation layers")
+
+
+def _check_strategy(config: ExperimentConfig, path: str) -> None:
+    # LP-FT changes the trained tensors at its switch round; the personal split is fixed once.
+    if config.strategy == "lpft":
+        raise ValueError(f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', "
+                         "'lora' or 'bitfit' (the personal tensors are split off once, and LP-FT "
+                         "changes the trained tensors at lpft_switch_round).")
+
+
+def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool],
+                  what: str) -> FedPerResult:
+    """The personalised loop: the round's stages, with ``personal`` tensors kept per client."""
+    stages = build_stages(config)
     if not any(m and not p for m, p in zip(sim.mask, personal)):
-        raise ValueError(f"strategy={config.strategy!r} with personal layers {list(personal_layers)} "
+        raise ValueError(f"strategy={config.strategy!r} with {what} kept personal "
                          "leaves nothing to share: make fewer layers personal or train more of the model.")
     shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
     sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights

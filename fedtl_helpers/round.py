@@ -249,6 +249,7 @@ def run_round(state: ServerState, stages: Stages, sim: Simulation) -> dict[str, 
     """
     t0 = time.perf_counter()
     streams = stages.streams(state.round + 1)
+    sim.start_round(streams.round)  # which tensors train this round (LP-FT switches once)
     chosen = stages.sample(streams.sampling())  # sample
     messages = []
     for k in chosen:  # broadcast: each client starts from the current global weights

@@ -47,6 +47,8 @@ class Simulation:
             self.y_train, config.num_clients, config.partition, alpha=config.alpha,
             shards_per_client=config.shards_per_client, seed=config.seed,
             quantity_alpha=config.quantity_alpha)
+        if config.feature_skew:  # each client's images (its held-out part too) in its own style
+            self.x_train = partitioning.feature_skew(self.x_train, self.parts, seed=config.seed)
         self.holdout: list[np.ndarray] = []  # per-client evaluation data, never trained on
         if config.holdout_fraction > 0:
             self.parts, self.holdout = evaluation.local_holdout(
@@ -54,17 +56,34 @@ class Simulation:
         num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
         self.model = models.build_model(config.backbone, config.weights, num_classes,
                                         self.x_train.shape[1:], config.input_size, config.seed)
-        models.set_strategy(self.model, config.backbone, config.strategy, config.unfreeze_blocks)
-        self.mask = models.updatable_mask(self.model)
-        self.cached = config.strategy == "head" and config.feature_cache
-        train_model = self.model.get_layer("head") if self.cached else self.model
-        self.trainer = LocalTrainer(
-            self.model, learning_rate=config.learning_rate, optimizer=config.client_optimizer,
-            batch_size=config.batch_size, prox_mu=config.prox_mu, train_model=train_model, mask=self.mask,
-            body_lr_scale=config.partial_lr_scale if config.strategy == "partial" else 1.0)
-        self._extract = FeatureExtractor(self.model) if self.cached else None
+        self.strategy: str | None = None  # the strategy in effect (LP-FT: it changes once)
+        self._extract: FeatureExtractor | None = None
         self._features: dict[int, np.ndarray] = {}
+        self.start_round(1)
+
+    def start_round(self, rnd: int) -> None:
+        """Apply the strategy of round ``rnd`` (``models.phase_strategy``): which tensors train
+        and are sent (``mask``), the trainer, the feature cache. Only LP-FT changes it, once, at
+        ``lpft_switch_round``; a resumed run gets the same strategy for the same round."""
+        c = self.config
+        strategy = models.phase_strategy(c.strategy, rnd, c.lpft_switch_round, c.lpft_then)
+        if strategy == self.strategy:
+            return
+        models.set_strategy(self.model, c.backbone, strategy, c.unfreeze_blocks, c.lora_rank)
+        self.mask = models.updatable_mask(self.model)
+        self.cached = strategy == "head" and c.feature_cache
+        train_model = self.model.get_layer("head") if self.cached else self.model
+        # LP-FT's fine-tuning phase moves the pretrained backbone slowly, as "partial" does.
+        slow_body = strategy == "partial" or (c.strategy == "lpft" and strategy != "head")
+        self.trainer = LocalTrainer(
+            self.model, learning_rate=c.learning_rate, optimizer=c.client_optimizer,
+            batch_size=c.batch_size, prox_mu=c.prox_mu, train_model=train_model, mask=self.mask,
+            body_lr_scale=c.partial_lr_scale if slow_body else 1.0)
+        if self.cached and self._extract is None:
+            self._extract = FeatureExtractor(self.model)
+        self._features = {}  # features of a frozen backbone only: a new strategy starts afresh
         self.test_inputs = self._extract(self.x_test) if self.cached else self.x_test
+        self.strategy = strategy
 
     def client_data(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Client ``k``'s training inputs (images, or cached features) and labels."""

@@ -141,14 +141,16 @@ def build_stages(config: ExperimentConfig) -> Stages:
 
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
+PEFT_NOT_DEPLOYED = ("lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
 def refusals(config: ExperimentConfig, path: str) -> list[str]:
     """Why ``path`` cannot run ``config``: one message per field it would otherwise ignore.
 
     Only the deployment refuses anything today: it needs ``randomness="secure"`` (real clients,
-    real privacy), and the secure-aggregation protocol here runs every client in one process
-    (Flower's SecAgg+ would be the way to deploy it).
+    real privacy), the secure-aggregation protocol here runs every client in one process
+    (Flower's SecAgg+ would be the way to deploy it), and the parameter-efficient strategies
+    (``PEFT_NOT_DEPLOYED``) run only in simulation.
     """
     if path != DEPLOYMENT:
         return []
@@ -157,6 +159,11 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
         randomness.require_secure(config.randomness, path="Flower deployment")
     except ValueError as e:
         out.append(f"ExperimentConfig.{e} Pass --randomness secure.")
+    if config.strategy in PEFT_NOT_DEPLOYED:
+        out.append(f"strategy={config.strategy!r} is not supported by {DEPLOYMENT}: allowed 'head', "
+                   "'partial' or 'full' there (the parameter-efficient strategies run in simulation, "
+                   "run_federated; the deployment is not tested with them, and LP-FT's switch of "
+                   "the sent tensors needs the round number on both sides).")
     if config.secure_aggregation:
         out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
                    "secure_agg.py runs all clients in one process: run it in simulation "

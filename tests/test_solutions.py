@@ -17,7 +17,7 @@ from conftest import REFERENCE_TAG, is_reference
 import fedtl_helpers as fl
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 05b_...: a chapter between 05 and 06
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 CALL = re.compile(r"\bfl\.check\.(exercise_(\d+)_(\d+))\s*\(")
 
