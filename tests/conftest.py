@@ -30,6 +30,17 @@ NOTEBOOKS = ROOT / "notebooks"
 CACHE = ROOT / "_build" / ".jupyter_cache"
 SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
 REFERENCE_TAG = "nbval-check-output"
+# The first code cell of every notebook: a downloaded notebook says how to get the helpers.
+INSTALL_CHECK_TAG = "install-check"
+INSTALL_CHECK = """\
+# This notebook needs the course's helper package, fedtl_helpers (see the README).
+import importlib.util
+
+if importlib.util.find_spec("fedtl_helpers") is None:
+    raise ModuleNotFoundError(
+        "This notebook needs the course's helper package fedtl_helpers. In a copy of the course "
+        "repository run `python3 dev.py test --quick` once (it creates .venv with everything) or "
+        "`pip install -e .` in your own environment, then restart this notebook's kernel.")"""
 collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not notebooks of the book
 
 # Tests that train for long or start processes (over ~10 s each under load on 2 cores, measured

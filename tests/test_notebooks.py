@@ -14,12 +14,13 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
-from conftest import REFERENCE_TAG, is_reference
+from conftest import INSTALL_CHECK, INSTALL_CHECK_TAG, REFERENCE_TAG, is_reference
 
 import fedtl_helpers as fl
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 05b_...: a chapter between 05 and 06
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 CASE_STUDY = ROOT / "notebooks" / "13_case_study.ipynb"
 # Chapters edited on other branches when the reference cells came in; they are executed by nbval
 # but compare nothing yet. Recipe (the lead, once merged): tag >= 2 cells with deterministic output
@@ -39,12 +40,34 @@ def test_notebooks_found():
     assert len(NOTEBOOKS) >= 14
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.stem)
+def test_first_code_cell_checks_that_the_helpers_are_installed(path):
+    """A downloaded notebook fails with instructions, not with a bare ModuleNotFoundError."""
+    first = code_cells(path)[0]
+    assert first.source == INSTALL_CHECK and INSTALL_CHECK_TAG in first.metadata.get("tags", [])
+    assert "remove-cell" in first.metadata["tags"]  # the built book shows the chapter, not the check
+
+
+def test_install_check_names_the_commands(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "check.py"
+    script.write_text(INSTALL_CHECK)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    out = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 1 and "ModuleNotFoundError" in out.stderr
+    assert "python3 dev.py test --quick" in out.stderr and "pip install -e ." in out.stderr
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_cell_is_the_whole_interface(path):
-    """What papermill overrides: literal assignments in the first code cell, each one used later."""
+    """What papermill overrides: literal assignments in the parameters cell (the first code cell
+    after the install check), each one used later."""
     declared = pm.inspect_notebook(str(path))
-    code = code_cells(path)
-    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged parameters"
+    code = code_cells(path)[1:]
+    assert "parameters" in code[0].metadata.get("tags", []), "second code cell must be tagged parameters"
     assigned = []
     for stmt in ast.parse(code[0].source).body:
         target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
