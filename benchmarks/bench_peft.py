@@ -6,10 +6,11 @@ the same rounds and seeds. Fair comparison: each strategy's client learning rate
 ``--lrs`` on a 20% validation split of the training data (seed ``--seeds[0]``, ``--tune-rounds``
 rounds; never the test set) unless ``--no-tune``. Then, under feature skew (every client sees all
 classes through its own colour, contrast or blur transform), FedAvg against FedBN, each scored
-by the mean accuracy over clients on their own held-out images. Also measured: how far averaging
-LoRA's factors ``A`` and ``B`` separately is from averaging their product (one extra round of
-client updates from the final LoRA model), and ResNet50's parameter ratio (built at 96 px with
-``weights=None``: counted, not trained).
+by the mean accuracy over clients on their own held-out images; and the same under label skew
+(Dirichlet ``--label-alpha``, no style), where FedBN has no style to keep apart. Also measured:
+how far averaging LoRA's factors ``A`` and ``B`` separately is from averaging their product (one
+extra round of client updates from the final LoRA model), and ResNet50's parameter ratio (built
+at 96 px with ``weights=None``: counted, not trained).
 
     python benchmarks/bench_peft.py [--rounds 6] [--seeds 0 1 2] [--out results/bench_peft.json]
 
@@ -18,7 +19,8 @@ other jobs (load 15); ``results/bench_peft.json`` holds that run.
 
 Last line: one JSON object with, per strategy, ``bytes_up_per_round`` (all clients, mean over
 rounds) and ``final_acc`` (mean over seeds), and ``lora_bytes_ratio``, ``lora_acc_gap_points``,
-``lpft_dip_points``, ``fedbn_gain_points``, ``lora_param_ratio_resnet50``.
+``lpft_dip_points``, ``fedbn_gain_points`` (feature skew), ``fedbn_gain_points_label_skew``,
+``lora_param_ratio_resnet50``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lora-rank", type=int, default=4)
     p.add_argument("--switch-round", type=int, default=2, help="LP-FT: last head-only round")
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3],
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
                    help="client learning rates tried for each strategy on the validation split")
     p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default --rounds: 2 rounds "
                    "chose 3e-3 for full fine-tuning, which then oscillates; LP-FT: at least "
@@ -96,6 +98,8 @@ def main() -> None:
     p.add_argument("--tuning-scores", type=Path, help="skip tuning: a JSON file {strategy: {lr: validation "
                    "accuracy}} that an earlier run of this script printed; each strategy takes its best")
     p.add_argument("--fedbn-rounds", type=int, help="rounds of the FedAvg/FedBN runs (default --rounds)")
+    p.add_argument("--label-alpha", type=float, default=0.1,
+                   help="Dirichlet alpha of the label-skew FedAvg/FedBN comparison")
     p.add_argument("--out", type=Path, help="also write the JSON (with curves and provenance) here")
     args = p.parse_args()
     args.tune_rounds = args.rounds if args.tune_rounds is None else args.tune_rounds
@@ -119,6 +123,13 @@ def main() -> None:
                                 rounds=args.rounds, strategy=strategy, weights="builtin",
                                 learning_rate=lr, lora_rank=args.lora_rank,
                                 lpft_switch_round=args.switch_round, seed=seed, **kw)
+
+    def fedavg_vs_fedbn(cfg, ds):
+        """Per-client held-out accuracy of FedAvg's global model and of FedBN's personal models."""
+        sim = Simulation(cfg, ds)
+        fedavg = sim.per_client_accuracy(run_federated(cfg, simulation=sim, progress=False).weights)
+        sim = Simulation(cfg, ds)
+        return fedavg, personalization.fedper_accuracy(sim, personalization.run_fedbn(cfg, simulation=sim))
 
     ds0 = data.load_dataset("shapes", n_train=n_train, n_test=args.n_test, seed=args.seeds[0])
     tuned = {}
@@ -159,17 +170,21 @@ def main() -> None:
         # FedAvg vs FedBN under feature skew, per-client held-out accuracy (full fine-tuning).
         skew = dataclasses.replace(config("full", seed, tuned["full"].best), feature_skew=True,
                                    holdout_fraction=0.2, rounds=args.fedbn_rounds or args.rounds)
-        sim = Simulation(skew, ds)
-        fedavg = sim.per_client_accuracy(run_federated(skew, simulation=sim, progress=False).weights)
-        sim = Simulation(skew, ds)
-        fedbn = personalization.fedper_accuracy(sim, personalization.run_fedbn(skew, simulation=sim))
+        fedavg, fedbn = fedavg_vs_fedbn(skew, ds)
         print(f"# feature skew, per-client held-out accuracy: FedAvg {np.round(fedavg, 3).tolist()} "
               f"FedBN {np.round(fedbn, 3).tolist()}", flush=True)
+        # The same under label skew (Dirichlet alpha, no style): FedBN is meant for feature skew.
+        label = dataclasses.replace(skew, feature_skew=False, partition="dirichlet", alpha=args.label_alpha)
+        fedavg_label, fedbn_label = fedavg_vs_fedbn(label, ds)
+        print(f"# label skew (alpha={args.label_alpha}), per-client held-out accuracy: FedAvg "
+              f"{np.round(fedavg_label, 3).tolist()} FedBN {np.round(fedbn_label, 3).tolist()}", flush=True)
         per_seed.append({
             "seed": seed,
             "curves": {s: h.column("test_accuracy") for s, h in hist.items()},
             "bytes_up": {s: h.column("bytes_up")[1:] for s, h in hist.items()},
             "fedavg_client_acc": fedavg.tolist(), "fedbn_client_acc": fedbn.tolist(),
+            "fedavg_client_acc_label_skew": fedavg_label.tolist(),
+            "fedbn_client_acc_label_skew": fedbn_label.tolist(),
         })
 
     def mean(values):
@@ -196,6 +211,15 @@ def main() -> None:
         "fedbn_gain_points": round(100 * float(np.mean([np.mean(d["fedbn_client_acc"])
                                                         - np.mean(d["fedavg_client_acc"])
                                                         for d in per_seed])), 2),
+        "fedbn_gain_points_label_skew": round(100 * float(np.mean(
+            [np.mean(d["fedbn_client_acc_label_skew"]) - np.mean(d["fedavg_client_acc_label_skew"])
+             for d in per_seed])), 2),
+        "fedbn_gain_points_per_seed": [round(100 * float(np.mean(d["fedbn_client_acc"])
+                                                         - np.mean(d["fedavg_client_acc"])), 2)
+                                       for d in per_seed],
+        "fedbn_gain_points_label_skew_per_seed": [
+            round(100 * float(np.mean(d["fedbn_client_acc_label_skew"])
+                              - np.mean(d["fedavg_client_acc_label_skew"])), 2) for d in per_seed],
         "fedavg_client_acc_mean": mean([np.mean(d["fedavg_client_acc"]) for d in per_seed]),
         "fedbn_client_acc_mean": mean([np.mean(d["fedbn_client_acc"]) for d in per_seed]),
         "lora_param_ratio_resnet50": resnet["ratio"],
