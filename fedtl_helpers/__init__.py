@@ -10,8 +10,48 @@ without waiting seconds for TensorFlow, which only the modules that train import
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
+import sys
 from typing import Any
+
+# One folder per layer (see the README's module table); each module keeps its flat name too,
+# ``fedtl_helpers.<module>``, so notebooks, the deployment and users' code are unchanged.
+LAYERS = {
+    "core": ("config", "randomness", "history", "storage"),
+    "inputs": ("data", "shapes", "partitioning"),
+    "modeling": ("models", "features", "model_compression"),
+    "transforms": ("aggregation", "compression", "privacy", "robust", "secure_agg", "shamir",
+                   "server_opt"),
+    "federation": ("client", "simulation", "round", "stages", "server", "personalization",
+                   "evaluation"),
+    "workflow": ("cli", "preflight", "experiments", "tuning", "provenance", "results"),
+    "teaching": ("notebook", "plotting"),
+}
+_REAL = {f"{__name__}.{m}": f"{__name__}.{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}
+
+
+class _FlatNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import ``fedtl_helpers.round`` as the very module ``fedtl_helpers.federation.round``.
+
+    One module object under two names (not a copy): a monkeypatch or a class identity seen
+    through either name is the same.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in _REAL:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(_REAL[spec.name])
+
+    def exec_module(self, module):
+        pass  # already executed under its real name
+
+
+if not any(isinstance(f, _FlatNames) for f in sys.meta_path):
+    sys.meta_path.insert(0, _FlatNames())
 
 # public name -> the submodule that defines it ("" for a submodule exported under its own name)
 _EXPORTS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 try:
-    from .cli import add_config_options, build_parser, main
+    from .workflow.cli import add_config_options, build_parser, main
 except KeyboardInterrupt:  # Ctrl-C while the command line itself is being imported
     if __name__ != "__main__":
         raise

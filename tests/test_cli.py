@@ -245,6 +245,6 @@ def test_every_public_name_and_submodule_still_resolves_lazily():
     assert len(fl.__all__) == 48 and all(getattr(fl, name) is not None for name in fl.__all__)
     from fedtl_helpers.server import run_federated
 
-    assert fl.run_federated is run_federated and fl.plotting.__name__ == "fedtl_helpers.plotting"
+    assert fl.run_federated is run_federated and fl.plotting.__name__ == "fedtl_helpers.teaching.plotting"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         fl.nope  # noqa: B018

@@ -45,7 +45,7 @@ def exercise_4_1(copy_model) -> Verdict:
 @checker("4.2", "Write rounds_to_reach(history, target).")
 def exercise_4_2(rounds_to_reach) -> Verdict:
     """``rounds_to_reach(history, target)``: first round with test accuracy >= target, else None."""
-    from ..history import History
+    from ..core.history import History
 
     h = History(rows=[{"round": r, "test_accuracy": a}
                       for r, a in ((0, 0.10), (2, 0.45), (4, 0.60), (6, 0.58), (8, 0.72))])

@@ -70,7 +70,7 @@ def exercise_6_2(upload_per_round) -> Verdict:
 @checker("6.3", "Set my_alpha to a Dirichlet concentration.")
 def exercise_6_3(my_alpha) -> Verdict:
     """``my_alpha``: a Dirichlet alpha whose 10-client split has label skew >= 0.6."""
-    from ..partitioning import label_skew, partition, partition_stats
+    from ..inputs.partitioning import label_skew, partition, partition_stats
 
     labels = np.repeat(np.arange(10), 100)
     if isinstance(my_alpha, bool) or not isinstance(my_alpha, int | float) or not my_alpha > 0:

@@ -74,7 +74,7 @@ def exercise_8_3(sparsity, value_bits) -> Verdict:
         fail("8.3", f"my_value_bits={value_bits!r}: allowed 8, 16 or 32.")
     if not 0 < sparsity <= 1:
         fail("8.3", f"my_sparsity={sparsity!r}: a fraction in (0, 1] of the values to keep.")
-    from ..compression import dense_nbytes, encode_topk
+    from ..transforms.compression import dense_nbytes, encode_topk
 
     x = [np.random.default_rng(0).normal(size=10_000).astype(np.float32)]
     ratio = dense_nbytes(x) / encode_topk(x, sparsity, value_bits=value_bits).nbytes

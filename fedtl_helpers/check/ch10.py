@@ -13,7 +13,7 @@ _BROKEN_SKEW = 0.5
 
 def exercise_10_1(alpha) -> Verdict:
     """An ``alpha`` that makes the Dirichlet split skewed enough to break FedAvg."""
-    from ..partitioning import label_skew, partition, partition_stats
+    from ..inputs.partitioning import label_skew, partition, partition_stats
 
     if alpha is None:
         return not_attempted("10.1", "Set alpha to a Dirichlet concentration, e.g. alpha = 0.5.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import privacy
+from ..transforms import privacy
 from ._common import Verdict, call_or_none, fail, not_attempted, passed
 
 # Exercise 11.3's setting (the notebook states the same numbers).

@@ -37,7 +37,7 @@ def exercise_13_1(strided_split) -> Verdict:
 @checker("13.2", "Write total_upload_mb(history).")
 def exercise_13_2(total_upload_mb) -> Verdict:
     """``total_upload_mb(history)``: megabytes (10**6 bytes) uploaded over a whole run."""
-    from ..history import History
+    from ..core.history import History
 
     h = History(rows=[{"round": r, "test_accuracy": 0.0, "bytes_up": b}
                       for r, b in ((0, 0), (1, 2_500_000), (2, 2_500_000), (3, 1_000_000))])
@@ -66,7 +66,7 @@ _ARTICLE = {"dataset": "cifar10", "n_train": None, "num_clients": 5, "partition"
 @checker("13.3", "Fill in full_size, the parameters of the article's experiment.")
 def exercise_13_3(full_size) -> Verdict:
     """``full_size``: parameter overrides for the article's setting, corrected (a dict)."""
-    from ..config import ExperimentConfig
+    from ..core.config import ExperimentConfig
 
     if not isinstance(full_size, dict):
         fail("13.3", f"full_size should be a dict of parameter: value, got {type(full_size).__name__}.")

@@ -19,8 +19,8 @@ def exercise_14_1(my_grid) -> Verdict:
     """``my_grid`` (YAML text): the case study on shapes, strategies head/partial/full x seeds 0 and 1."""
     import yaml
 
-    from .. import experiments
-    from ..notebook import repo_root
+    from ..teaching.notebook import repo_root
+    from ..workflow import experiments
 
     if not isinstance(my_grid, str):
         fail("14.1", f"my_grid should be the YAML text (a string), got {type(my_grid).__name__}.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import Weights
+from ..transforms.aggregation import Weights
 
 CHECKPOINT_NAME = "checkpoint.npz"
 

@@ -29,7 +29,7 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from . import randomness
+from ..core import randomness
 from .aggregation import Weights
 
 SAMPLINGS = ("fixed", "poisson")  # mirrors config.CLIENT_SAMPLINGS

@@ -12,12 +12,13 @@ from functools import partial
 
 import numpy as np
 
-from . import aggregation, privacy, randomness, robust, secure_agg
-from .aggregation import Weights
-from .compression import Uplink
-from .config import ExperimentConfig
+from ..core import randomness
+from ..core.config import ExperimentConfig
+from ..transforms import aggregation, privacy, robust, secure_agg
+from ..transforms.aggregation import Weights
+from ..transforms.compression import Uplink
+from ..transforms.server_opt import make_server_optimizer
 from .round import ClientStages, Stages
-from .server_opt import make_server_optimizer
 
 
 # ------------------------------------------------------------------ sample

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from . import models
-from .aggregation import Weights
-from .config import ExperimentConfig
-from .history import History
+from ..core.config import ExperimentConfig
+from ..core.history import History
+from ..modeling import models
+from ..transforms.aggregation import Weights
 from .round import ClientMessage, ServerState, server_side
 from .simulation import Dataset, Simulation
 from .stages import build_stages

@@ -53,7 +53,7 @@ def validation_split(x: np.ndarray, y: np.ndarray, fraction: float = 0.2,
 
 
 def _run_federated(config, dataset):
-    from .server import run_federated  # imported here: tuning itself needs no TensorFlow
+    from ..federation.server import run_federated  # imported here: tuning itself needs no TensorFlow
 
     return run_federated(config, dataset=dataset, progress=False).history
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import data, models
+from ..inputs import data
+from ..modeling import models
 
 # Fonts in points at the figure's own size. The book shows a figure at most about 8 inches wide
 # (the page's text column), so a 12-inch two-panel figure shrinks by a third: 11 pt stays legible

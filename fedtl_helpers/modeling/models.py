@@ -28,9 +28,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from .config import BACKBONES, STRATEGIES
+from ..core.config import BACKBONES, STRATEGIES
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 BUILTIN_WEIGHTS = WEIGHTS_DIR / "builtin_cnn.weights.h5"
 BUILTIN_RECORD = WEIGHTS_DIR / "builtin_cnn.json"
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig
-from .storage import UserError, check_resume, held_run_files, read_checkpoint_state
+from ..core.config import ExperimentConfig
+from ..core.storage import UserError, check_resume, held_run_files, read_checkpoint_state
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of every HDF5 file (.weights.h5)
 OFFICIAL = "official"
@@ -30,7 +30,7 @@ def parse_sha256(text: str) -> str | None:
     UserError
         Anything else, naming the option and the allowed values.
     """
-    from .data import CIFAR10_SHA256
+    from ..inputs.data import CIFAR10_SHA256
 
     value = text.strip().lower()
     if value == OFFICIAL:
@@ -104,7 +104,7 @@ def check_data(config: ExperimentConfig, *, sha256: str | None, download: bool) 
     """
     if config.dataset != "cifar10":
         return
-    from . import data
+    from ..inputs import data
 
     found = data.find_cifar10(config.data_dir)
     if found is None:
@@ -134,7 +134,7 @@ def check_model(config: ExperimentConfig) -> None:
     UserError
         A weights file that does not fit, or ImageNet weights neither cached nor downloadable.
     """
-    from . import models
+    from ..modeling import models
 
     try:
         models.check_weights(config.backbone, config.weights, config.input_size)

@@ -22,13 +22,13 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from .aggregation import Weights
-from .config import ExperimentConfig
-from .history import DP_WITHHELD, History
+from ..core.config import ExperimentConfig
+from ..core.history import DP_WITHHELD, History
+from ..core.storage import check_finite
+from ..transforms.aggregation import Weights
 from .round import RoundStreams, ServerState, Stages, initial_state, run_round
 from .simulation import Dataset, Simulation, load_config_data
 from .stages import build_stages, fixed_sample
-from .storage import check_finite
 
 __all__ = ["Dataset", "FederatedResult", "Simulation", "aggregate", "finish_history",
            "load_config_data", "new_history", "run_federated", "sample_clients"]

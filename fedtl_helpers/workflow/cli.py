@@ -28,8 +28,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import experiments, preflight, storage
-from .config import ExperimentConfig
+from ..core import storage
+from ..core.config import ExperimentConfig
+from . import experiments, preflight
 
 PROG = "python -m fedtl_helpers"
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -205,7 +206,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
             print(_stopped_message(out, config, argv) if args.resume else
                   f"stopped before training started; nothing in {out} was changed", file=sys.stderr)
             return EXIT_INTERRUPTED
-        from .server import run_federated
+        from ..federation.server import run_federated
 
         try:
             result = run_federated(config, checkpoint_dir=out, resume=args.resume,
@@ -237,8 +238,8 @@ def _prepare(config: ExperimentConfig, args: argparse.Namespace, sha256: str | N
     preflight.check_data(config, sha256=sha256, download=args.download)
     import_tensorflow_quietly()
     preflight.check_model(config)
-    from . import data
-    from .server import Simulation
+    from ..federation.server import Simulation
+    from ..inputs import data
 
     try:
         dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, download=args.download,

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .aggregation import Weights
+from ..transforms.aggregation import Weights
 
 _LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

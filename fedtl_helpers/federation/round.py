@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import compression, randomness
-from .aggregation import Weights
+from ..core import randomness
+from ..core.history import History, dp_release
+from ..core.storage import check_resume, load_checkpoint, note_resume, save_checkpoint
+from ..transforms import compression
+from ..transforms.aggregation import Weights
+from ..transforms.compression import Encoded, Uplink
+from ..transforms.server_opt import ServerOptimizer
 from .client import ClientResult, LocalTrainer, client_update
-from .compression import Encoded, Uplink
-from .history import History, dp_release
-from .server_opt import ServerOptimizer
-from .storage import check_resume, load_checkpoint, note_resume, save_checkpoint
 
 if TYPE_CHECKING:  # only for type hints: the round needs no Simulation, just its parts
     from .simulation import Simulation

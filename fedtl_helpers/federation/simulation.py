@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data, evaluation, models, partitioning
-from .aggregation import Weights
+from ..core.config import ExperimentConfig
+from ..inputs import data, partitioning
+from ..modeling import models
+from ..modeling.features import FeatureExtractor
+from ..transforms.aggregation import Weights
+from . import evaluation
 from .client import LocalTrainer
-from .config import ExperimentConfig
-from .features import FeatureExtractor
 
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text
+from ..core.storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text
 
 ALLOWED_KEYS = {"name", "notebook", "grid", "runs", "fixed", "description"}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -247,7 +247,7 @@ def check_config(declared: dict, params: dict, where: str) -> None:
     ValueError
         ``where`` followed by the config's own message (field, value, what is allowed).
     """
-    from .config import ExperimentConfig
+    from ..core.config import ExperimentConfig
 
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     values = {}

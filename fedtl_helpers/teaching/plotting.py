@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .history import History
+from ..core.history import History
 
 
 def _axes(ax=None, figsize=(6.4, 4.0)):
