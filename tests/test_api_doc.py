@@ -50,3 +50,17 @@ def test_flat_names_are_the_same_module_objects():
     from fedtl_helpers import privacy
 
     assert privacy is importlib.import_module("fedtl_helpers.transforms.privacy")
+
+
+def test_each_layer_imports_only_the_layers_above_it():
+    """core <- inputs, modeling, transforms <- federation <- workflow, teaching (README's table)."""
+    order = list(fedtl_helpers.LAYERS)
+    root = Path(fedtl_helpers.__file__).parent
+    wrong = []
+    for layer, mods in fedtl_helpers.LAYERS.items():
+        for m in mods:
+            text = (root / layer / f"{m}.py").read_text()
+            for target in re.findall(r"^\s*from \.\.(\w+)", text, re.M):
+                if target in order and order.index(target) > order.index(layer):
+                    wrong.append(f"{layer}/{m}.py imports {target}")
+    assert wrong == []

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from ..transforms.aggregation import Weights
-
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
@@ -48,7 +46,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_checkpoint(directory: str | os.PathLike, weights: Weights, state: dict[str, Any],
+def save_checkpoint(directory: str | os.PathLike, weights: list[np.ndarray], state: dict[str, Any],
                     arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Save global weights, JSON-able run state and named state arrays in one file.
 
@@ -65,7 +63,7 @@ def save_checkpoint(directory: str | os.PathLike, weights: Weights, state: dict[
     return path
 
 
-def load_checkpoint(directory: str | os.PathLike) -> tuple[Weights, dict[str, Any]] | None:
+def load_checkpoint(directory: str | os.PathLike) -> tuple[list[np.ndarray], dict[str, Any]] | None:
     """Return ``(weights, state)`` from ``directory``, or ``None`` when there is none.
 
     ``state["arrays"]`` holds the named arrays passed to ``save_checkpoint`` (maybe empty).
@@ -105,7 +103,7 @@ class NonFiniteError(RuntimeError):
         self.round = round_
 
 
-def check_finite(weights: Weights, loss: float, round_: int) -> None:
+def check_finite(weights: list[np.ndarray], loss: float, round_: int) -> None:
     """Raise ``NonFiniteError`` if ``loss`` or any weight of round ``round_`` is NaN or infinite.
 
     Called before the round's checkpoint is written, so the last good checkpoint survives.
