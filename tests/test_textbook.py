@@ -87,3 +87,9 @@ def test_placeholders_give_nothing_away(path):
     """A placeholder is `raise NotImplementedError` alone: a message there is a hint in disguise."""
     code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     assert "NotImplementedError(" not in code, f"{path.name}: a placeholder carries a message"
+
+
+def test_solution_pages_are_named_like_the_sidebar_expects():
+    for path in sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb")):
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        assert title.startswith("# Solutions: "), f"{path.name}: {title!r}"
