@@ -122,12 +122,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if a.out:
-        from fedtl_helpers.provenance import provenance
-        from fedtl_helpers.storage import atomic_write_text
+        from fedtl_helpers import results
 
-        curves = {arm: [h.column("test_accuracy") for h in hs] for arm, hs in comp.histories.items()}
-        record = {**result, "curves": curves, "provenance": provenance(sys.argv, result["seconds"])}
-        atomic_write_text(a.out, json.dumps(record, indent=1))
+        results.save(a.out, {**result, "curves": comp.curves()}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 
 

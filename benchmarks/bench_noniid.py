@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -187,11 +186,9 @@ def main() -> None:
         out.update(gap_part(args, dict(n_test=args.n_test), skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     if args.out:
-        from fedtl_helpers.provenance import provenance
-        from fedtl_helpers.storage import atomic_write_text
+        from fedtl_helpers import results
 
-        atomic_write_text(args.out, json.dumps({**out, "provenance": provenance(sys.argv, out["seconds"])},
-                                               indent=1))
+        results.save(args.out, out, seconds=out["seconds"])
     print(json.dumps(out))
 
 

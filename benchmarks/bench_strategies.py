@@ -85,12 +85,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from fedtl_helpers.provenance import provenance
-        from fedtl_helpers.storage import atomic_write_text
+        from fedtl_helpers import results
 
-        curves = {s: [h.column("test_accuracy") for h in hs] for s, hs in comp.histories.items()}
-        record = {**result, "curves": curves, "provenance": provenance(sys.argv, result["seconds"])}
-        atomic_write_text(args.out, json.dumps(record, indent=1))
+        results.save(args.out, {**result, "curves": comp.curves()}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 
 

@@ -136,11 +136,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from fedtl_helpers.provenance import provenance
-        from fedtl_helpers.storage import atomic_write_text
+        from fedtl_helpers import results
 
-        record = {**summary, "provenance": provenance(sys.argv, summary["seconds"])}
-        atomic_write_text(args.out, json.dumps(record, indent=1))
+        results.save(args.out, summary, seconds=summary["seconds"])
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}
                      | {"per_seed": [{k: v for k, v in s.items() if k != "curves"} for s in per_seed]}))
 

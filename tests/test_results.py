@@ -81,3 +81,13 @@ def test_fair_comparison_first_rounds_reproduce(name, arm, rounds):
     config = fl.ExperimentConfig.from_dict({**bench["configs"][arm], "rounds": rounds})
     history = fl.run_federated(config, progress=False).history
     assert history.column("test_accuracy") == pytest.approx(bench["curves"][arm][0][:rounds + 1], abs=0.002)
+
+
+def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path):
+    (tmp_path / "results").mkdir()
+    fl.results.save(tmp_path / "results" / "bench_x.json", {"final_acc": 0.5}, seconds=12.0,
+                    argv=["benchmarks/bench_x.py", "--out", "results/bench_x.json"])
+    record = fl.results.load("bench_x", root=tmp_path, show=False)
+    assert record["final_acc"] == 0.5 and record["provenance"]["seconds"] == 12.0
+    assert record["provenance"]["command"].startswith("python benchmarks/bench_x.py")
+    assert not list((tmp_path / "results").glob("*.tmp*"))  # written atomically, nothing left over

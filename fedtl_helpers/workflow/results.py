@@ -13,6 +13,7 @@ the start of each recorded run to show the file is not stale.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,3 +34,13 @@ def load(name: str, *, root: Path = ROOT, show: bool = True) -> dict:
         print(f"results/{name}.json, written by: {p['command']}\n"
               f"  commit {p['commit']}, {p['date']}, {p['machine']}, {p['seconds'] / 60:.0f} min")
     return record
+
+
+def save(path: str | Path, record: dict, *, seconds: float, argv: list[str] | None = None) -> None:
+    """Write ``record`` with its provenance (command, commit, date, machine, ``seconds``) to
+    ``path`` as JSON, atomically: what a benchmark's ``--out`` writes and :func:`load` reads."""
+    from ..core.storage import atomic_write_text
+    from .provenance import provenance
+
+    full = {**record, "provenance": provenance(sys.argv if argv is None else argv, seconds)}
+    atomic_write_text(path, json.dumps(full, indent=1))

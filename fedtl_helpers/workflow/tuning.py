@@ -169,6 +169,10 @@ class Comparison:
         """The arm's test accuracy (mean of its last ``last`` rounds), one value per seed."""
         return [h.tail_accuracy(last) for h in self.histories[arm]]
 
+    def curves(self) -> dict[str, list[list[float]]]:
+        """Every arm's test accuracy per round, one curve per seed."""
+        return {arm: [h.column("test_accuracy") for h in hs] for arm, hs in self.histories.items()}
+
     def configs(self) -> dict[str, dict]:
         """Every arm's config as run for the first seed (tuned value in), as plain dicts."""
         return {arm: hs[0].meta["config"] for arm, hs in self.histories.items()}
