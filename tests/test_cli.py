@@ -237,6 +237,26 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     assert not (tmp_path / storage.LOCK_NAME).exists()
 
 
+def test_ctrl_c_inside_c_code_is_a_stop_not_a_crash(tmp_path, monkeypatch, capsys):
+    """A signal that lands inside TensorFlow's C code can surface as a SystemError whose cause is
+    the KeyboardInterrupt (seen once in CI); it must end like any Ctrl-C: exit 130, no traceback."""
+    from fedtl_helpers.federation import server
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt("signal 2")
+        except KeyboardInterrupt as e:
+            raise SystemError("<built-in method __array__> returned a result with an exception set") from e
+
+    monkeypatch.setattr(server, "run_federated", interrupted)
+    code = main(["run", "--rounds", "2", "--num-clients", "2", "--n-train", "100", "--n-test", "50",
+                 "--strategy", "head", "--weights", "none", "--quiet", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 130 and "stopped before round 1 finished" in err and "Traceback" not in err, err
+    assert not (tmp_path / storage.LOCK_NAME).exists()
+    assert storage.is_interrupt(KeyboardInterrupt()) and not storage.is_interrupt(SystemError("x"))
+
+
 def test_every_public_name_and_submodule_still_resolves_lazily():
     import fedtl_helpers as fl
 

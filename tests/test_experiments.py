@@ -264,8 +264,20 @@ def _interrupt_second_run(monkeypatch, exception: BaseException):
     return calls
 
 
-def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, capsys, monkeypatch):
-    calls = _interrupt_second_run(monkeypatch, KeyboardInterrupt())
+def _interrupt_inside_c_code() -> SystemError:
+    """Ctrl-C landing inside a C call (NumPy's ``__array__`` under TensorFlow) surfaces like this."""
+    try:
+        try:
+            raise KeyboardInterrupt("signal 2")
+        except KeyboardInterrupt as e:
+            raise SystemError("<built-in method __array__> returned a result with an exception set") from e
+    except SystemError as e:
+        return e
+
+
+@pytest.mark.parametrize("make", [KeyboardInterrupt, _interrupt_inside_c_code], ids=["plain", "inside-c"])
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, capsys, monkeypatch, make):
+    calls = _interrupt_second_run(monkeypatch, make())
     path = write_grid(tmp_path, GRID_2X2)
     out = str(tmp_path / "runs")
     assert ex.main(["experiments", "run", str(path), "--out", out]) == 130

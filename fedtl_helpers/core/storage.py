@@ -103,6 +103,22 @@ class NonFiniteError(RuntimeError):
         self.round = round_
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """True for Ctrl-C (or ``kill``) in whatever form it reached us.
+
+    A signal that lands while TensorFlow or NumPy is inside C code can surface as another error
+    whose cause is the ``KeyboardInterrupt`` (e.g. ``SystemError: <built-in method __array__ ...>
+    returned a result with an exception set``); that is a stop, not a failure.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def check_finite(weights: list[np.ndarray], loss: float, round_: int) -> None:
     """Raise ``NonFiniteError`` if ``loss`` or any weight of round ``round_`` is NaN or infinite.
 

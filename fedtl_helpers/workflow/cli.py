@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "experiments":
             return args.handler(args)
         return run_command(args, argv)
-    except storage.UserError as e:  # includes a bad config: ExperimentConfig raises ValueError
-        if args.debug:
+    except BaseException as e:
+        if storage.is_interrupt(e):  # Ctrl-C during the checks, before the run's own handlers
+            print("stopped before anything started; nothing was changed", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if not isinstance(e, storage.UserError) or args.debug:  # UserError includes a bad config
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # during the checks, before the run's own handlers are in place
-        print("stopped before anything started; nothing was changed", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -202,7 +202,9 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     with storage.FolderLock(out, f"{PROG} run"):
         try:
             sim = _prepare(config, args, sha256)
-        except KeyboardInterrupt:
+        except BaseException as e:
+            if not storage.is_interrupt(e):
+                raise
             print(_stopped_message(out, config, argv) if args.resume else
                   f"stopped before training started; nothing in {out} was changed", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -211,15 +213,17 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             result = run_federated(config, checkpoint_dir=out, resume=args.resume,
                                    progress=not args.quiet, simulation=sim)
-        except KeyboardInterrupt:
-            print(_stopped_message(out, config, argv), file=sys.stderr)
-            return EXIT_INTERRUPTED
         except storage.NonFiniteError as e:
             if args.debug:
                 raise
             print(f"error: {e} ({out / storage.CHECKPOINT_NAME} holds round {e.round - 1})"
                   if (out / storage.CHECKPOINT_NAME).exists() else f"error: {e}", file=sys.stderr)
             return EXIT_FAILED
+        except BaseException as e:
+            if not storage.is_interrupt(e):
+                raise
+            print(_stopped_message(out, config, argv), file=sys.stderr)
+            return EXIT_INTERRUPTED
     print(result.history.table())
     print(json.dumps({"final_test_accuracy": result.history.final_accuracy,
                       "rounds": config.rounds, "dataset": result.history.meta["dataset"],

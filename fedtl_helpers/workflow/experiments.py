@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from ..core.storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text
+from ..core.storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text, is_interrupt
 
 ALLOWED_KEYS = {"name", "notebook", "grid", "runs", "fixed", "description"}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -359,7 +359,7 @@ def _run_all(spec: GridSpec, run_dir: Path, kernel_name: str, progress: Callable
         try:
             record = _run_one(spec.notebook, params, run_dir, rid, kernel_name)
         except Exception as e:  # one broken run must not cost the rest of the grid
-            if getattr(e, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+            if getattr(e, "ename", None) == "KeyboardInterrupt" or is_interrupt(e):  # Ctrl-C
                 raise KeyboardInterrupt from e
             failed.append(rid)
             progress(f"{prefix} FAILED: {_first_line(e)}")
@@ -447,11 +447,11 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     try:  # run_grid validates the whole grid before anything runs: ValueError means nothing ran
         run_dir = run_grid(args.grid, out_root=args.out, kernel_name=args.kernel)
-    except KeyboardInterrupt:
-        print(_stopped_message(args), file=sys.stderr)
-        return 130
-    except (ValueError, OSError, RuntimeError) as e:
-        if getattr(args, "debug", False):
+    except BaseException as e:
+        if is_interrupt(e):  # Ctrl-C, also when it surfaced from C code as another error
+            print(_stopped_message(args), file=sys.stderr)
+            return 130
+        if not isinstance(e, (ValueError, OSError, RuntimeError)) or getattr(args, "debug", False):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2
