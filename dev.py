@@ -29,6 +29,9 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 PINS = ("requirements.txt", "requirements-lock.txt", "pyproject.toml")
 LAB_PINS = ("requirements-lab.txt", "requirements-lock.txt")
 KERNEL_NAME, KERNEL_DISPLAY = "fedtl", "Python (fedtl)"
+# pytest-xdist workers: two on the project's 2 cores (TensorFlow's small models leave a core
+# half idle, and the deployment tests mostly wait), at most four on a bigger machine.
+WORKERS = min(4, max(2, os.cpu_count() or 2))
 
 
 def sh(*cmd: str | os.PathLike) -> None:
@@ -109,16 +112,30 @@ def install_chromium() -> None:
 def test(args: list[str]) -> None:
     """The suite: nbval runs every notebook once, the book build reuses those runs (README, "Tests").
 
+    Without arguments, two steps: everything but the book on ``WORKERS`` pytest-xdist workers
+    (a notebook's cells stay together on one worker, in order), then the book build, which needs
+    every notebook in the execution cache. With pytest arguments, one ordinary ordered run.
     ``--quick`` deselects the tests marked ``slow`` (every notebook cell, the book build, long
     training): the edit-test loop, in under 3 minutes on 2 cores.
     """
+    parallel = ["-n", str(WORKERS), "--dist", "loadfile"]
     if "--quick" in args:
-        sh(PY, "-m", "pytest", "-m", "not slow", *[a for a in args if a != "--quick"])
+        sh(PY, "-m", "pytest", *parallel, "-m", "not slow", *[a for a in args if a != "--quick"])
         return
     install_chromium()
     copy_mathjax()
     # --durations: the log names the slowest tests, so the time budget (README, "Tests") is checked
-    sh(PY, "-m", "pytest", "--durations=25", *args)
+    if args:
+        sh(PY, "-m", "pytest", "--durations=25", *args)
+        return
+    failed = []
+    for step in ([*parallel, "--durations=25", "--ignore=tests/test_book.py"], ["tests/test_book.py"]):
+        try:
+            sh(PY, "-m", "pytest", *step)
+        except subprocess.CalledProcessError as e:  # still build the book: its checks tell more
+            failed.append(f"pytest {' '.join(step)} (exit {e.returncode})")
+    if failed:
+        sys.exit("failed: " + "; ".join(failed))
 
 
 def run(args: list[str]) -> None:

@@ -12,6 +12,9 @@ compares the output of the *reference cells* only (tag ``nbval-check-output``, m
 - stores each notebook that ran through without a failure in the book's execution cache
   (``_build/.jupyter_cache``, the same jupyter-cache call myst-nb makes), so the book build in
   ``tests/test_book.py`` finds every notebook there and executes none again,
+- under pytest-xdist (``python3 dev.py test`` runs two workers, ``--dist loadfile``: a notebook's
+  cells stay on one worker, in order), drops a stale cache once in the controller and gathers
+  the workers' seconds per notebook for the summary,
 - with ``--write-references``, writes the fresh outputs of the reference cells back into the
   notebook files (how a reference cell gets, or updates, its stored output).
 """
@@ -178,16 +181,15 @@ class NotebookRuns:
         # Notebooks first (they fill the execution cache), the book build (which reads it) last.
         items.sort(key=lambda i: 0 if _is_cell(i) else 2 if Path(str(i.path)).name == "test_book.py" else 1)
 
+    def pytest_sessionstart(self, session):
+        if _xdist_role(session.config) == "controller":  # its workers collect; it runs nothing
+            _drop_stale_execution_cache()
+
     def pytest_collection_finish(self, session):
-        if not any(_is_cell(i) and Path(str(i.path)).is_relative_to(NOTEBOOKS) for i in session.items):
+        if _xdist_role(session.config) == "worker":  # the controller did it before they started
             return
-        # Forget outputs of older helper code *before* the notebooks write new ones into the cache.
-        import sys
-
-        sys.path.insert(0, str(ROOT))
-        import dev  # noqa: PLC0415  (the project's task file)
-
-        dev.drop_stale_execution_cache()
+        if any(_is_cell(i) and Path(str(i.path)).is_relative_to(NOTEBOOKS) for i in session.items):
+            _drop_stale_execution_cache()
 
     def pytest_runtest_setup(self, item):
         if _is_cell(item):
@@ -213,11 +215,37 @@ class NotebookRuns:
         if path.is_relative_to(NOTEBOOKS):
             _cache_executed(path, cells, self.seconds[path])
 
+    def pytest_sessionfinish(self, session):
+        if _xdist_role(session.config) == "worker":  # sent to the controller (pytest_testnodedown)
+            session.config.workeroutput["nbval_seconds"] = {str(p): s for p, s in self.seconds.items()}
+
+    @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, called in the controller
+    def pytest_testnodedown(self, node, error):
+        sent = getattr(node, "workeroutput", {}).get("nbval_seconds", {})
+        self.seconds.update({Path(p): s for p, s in sent.items()})
+
     def pytest_terminal_summary(self, terminalreporter):
         if self.seconds:
             terminalreporter.write_sep("-", "seconds per notebook (nbval; the book build reuses these runs)")
             for path, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
                 terminalreporter.write_line(f"{seconds:7.1f}  {os.path.relpath(path, ROOT)}")
+
+
+def _xdist_role(config) -> str:
+    """``"worker"`` or ``"controller"`` under pytest-xdist (``-n 2``), else ``"alone"``."""
+    if hasattr(config, "workerinput"):
+        return "worker"
+    return "controller" if getattr(config.option, "numprocesses", None) else "alone"
+
+
+def _drop_stale_execution_cache() -> None:
+    """Forget outputs of older helper code *before* the notebooks write new ones into the cache."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    import dev  # noqa: PLC0415  (the project's task file)
+
+    dev.drop_stale_execution_cache()
 
 
 def _executed(cells):
