@@ -8,7 +8,10 @@ embedded shapes data, built-in pretrained weights, full fine-tuning, 1 local epo
    so TensorFlow's import and the model build count, as they do in the deployment);
 2. **deployed**: ``deploy/run_local.py``'s ``run_local`` (a SuperLink, one SuperNode per
    client, the ServerApp and the ClientApps as real processes on 127.0.0.1; timed from the
-   first process started to the last one stopped).
+   first process started to the last one stopped), with the launcher's SuperNode waits
+   (0.1 s idle poll, 0.05 s reply poll: ``deploy/supernode.py``);
+3. **deployed with Flower's waits** (3 s and 0.5 s, Flower's own ``flower-supernode``; skip
+   with ``--no-flower-waits``): how much of the overhead is those two hard-coded sleeps.
 
 Usage::
 
@@ -20,7 +23,8 @@ The last line printed is one JSON object: ``deploy_round_ratio`` (deployed over 
 seconds per round, median of rounds 2 and later: round 1 also pays the ClientApps' start-up),
 ``deploy_overhead_s`` (the same medians as a difference, in seconds), ``deploy_total_ratio``
 (whole deployed run over whole in-process run, start-up included) and ``accuracy_equal``
-(per-round test accuracy identical, every round).
+(per-round test accuracy identical, every round), and under ``flower_waits`` the same figures
+for run 3 plus ``polling_s`` (its overhead minus run 2's: what the two sleeps cost per round).
 """
 
 from __future__ import annotations
@@ -68,10 +72,10 @@ def in_process(args) -> tuple[list[dict], float]:
     return json.loads(out.strip().splitlines()[-1]), time.perf_counter() - t0
 
 
-def deployed(args, out: Path) -> tuple[list[dict], float, list[float]]:
+def deployed(args, out: Path, polls: tuple[float, float]) -> tuple[list[dict], float, list[float]]:
     import run_local
 
-    options = {}
+    options = {"idle_poll": polls[0], "reply_poll": polls[1]}
     if args.secure:
         options["secure"] = True
     if "persistent" in inspect.signature(run_local.run_local).parameters:
@@ -118,6 +122,8 @@ def main() -> None:
     p.add_argument("--secure", action="store_true", help="deploy with TLS and SuperNode authentication")
     p.add_argument("--fresh-clientapps", action="store_true",
                    help="Flower's default: a new ClientApp process for every message")
+    p.add_argument("--no-flower-waits", action="store_true",
+                   help="skip the third run (deployed with Flower's 3 s / 0.5 s SuperNode waits)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rounds < 3:
@@ -128,20 +134,37 @@ def main() -> None:
     print(f"shapes (embedded), weights builtin, strategy=full, 2 clients x {args.per_client} images, "
           f"1 local epoch, {args.rounds} rounds, {args.n_test} test images; "
           f"{platform.machine()}, {os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}", flush=True)
-    local, local_s = in_process(args)
-    with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
-        remote, remote_s, flower = deployed(args, Path(tmp))
-    print(f"{'round':>5} {'acc in-process':>14} {'acc deployed':>12} {'s in-process':>12} {'s deployed':>10}")
-    for a, b in zip(local, remote):
-        print(f"{a['round']:>5} {a['test_accuracy']:>14.4f} {b['test_accuracy']:>12.4f} "
-              f"{a['seconds'] or 0:>12.2f} {b['seconds'] or 0:>10.2f}")
-    print(f"whole run: in-process {local_s:.1f} s, deployed {remote_s:.1f} s "
-          f"(load now {os.getloadavg()[0]:.1f})")
-    if flower:
-        print("ServerApp's wait beyond the slowest client, per round (transport + Flower's polling): "
-              + ", ".join(f"{x:.2f} s" for x in flower))
-    print(json.dumps(summarise(local, local_s, remote, remote_s, flower)))
+    from local_federation import FLOWER_POLLS, LOOPBACK_POLLS
 
+    local, local_s = in_process(args)
+    arms = {"launcher's waits": LOOPBACK_POLLS}
+    if not args.no_flower_waits:
+        arms["Flower's waits"] = FLOWER_POLLS
+    runs = {}
+    for name, polls in arms.items():
+        with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
+            runs[name] = deployed(args, Path(tmp), polls)
+    print(f"{'round':>5} {'acc in-process':>14} " + " ".join(f"{'acc ' + n:>22}" for n in runs)
+          + f" {'s in-process':>12} " + " ".join(f"{'s ' + n:>20}" for n in runs))
+    for i, a in enumerate(local):
+        accs = " ".join(f"{r[0][i]['test_accuracy']:>22.4f}" for r in runs.values())
+        secs = " ".join(f"{r[0][i]['seconds'] or 0:>20.2f}" for r in runs.values())
+        print(f"{a['round']:>5} {a['test_accuracy']:>14.4f} {accs} {a['seconds'] or 0:>12.2f} {secs}")
+    totals = ", ".join(f"deployed ({n}) {r[1]:.1f} s" for n, r in runs.items())
+    print(f"whole run: in-process {local_s:.1f} s, {totals} (load now {os.getloadavg()[0]:.1f})")
+    for name, (_, _, flower) in runs.items():
+        if flower:
+            print(f"ServerApp's wait beyond the slowest client, per round ({name}): "
+                  + ", ".join(f"{x:.2f} s" for x in flower))
+    remote, remote_s, flower = runs["launcher's waits"]
+    figures = summarise(local, local_s, remote, remote_s, flower)
+    if "Flower's waits" in runs:
+        slow = summarise(local, local_s, *runs["Flower's waits"])
+        keys = ("deploy_round_ratio", "deploy_overhead_s", "deploy_total_ratio", "accuracy_equal",
+                "transport_and_polling_s")
+        polling = slow["deploy_overhead_s"] - figures["deploy_overhead_s"]
+        figures["flower_waits"] = {**{k: slow[k] for k in keys}, "polling_s": round(polling, 2)}
+    print(json.dumps(figures))
 
 if __name__ == "__main__":
     main()

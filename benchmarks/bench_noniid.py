@@ -6,14 +6,17 @@ and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
 1. alpha = 0.1 (Dirichlet label skew), head-only FedAvg on the built-in pretrained backbone:
    per-client held-out accuracy of the global model vs local fine-tuning, the interpolation
    chosen per client on a validation slice, and FedPer (local classifier layer);
-2. FedAvg vs FedProx vs FedAvgM vs FedAdam at alpha = 0.1 (same setting, global test accuracy);
+2. FedAvg vs FedProx vs FedAvgM vs FedAdam at alpha = 0.1 (global test accuracy, mean of the
+   last ``--algo-tail`` rounds), each with its own client and server learning rate chosen on a
+   validation split;
 3. full fine-tuning from the built-in pretrained backbone vs random init, IID vs alpha = 0.1:
    how much global test accuracy each start loses to label skew (Nguyen et al., ICLR 2023).
-   Accuracy is the mean over the last ``--gap-tail`` rounds (the skewed runs swing by several
-   points from round to round), the final round is reported beside it, and ``--gap-seeds``
-   repeats the comparison on other partitions and initialisations.
+   Each of the four arms gets its own learning rate, chosen on a validation split (never the
+   test set). Accuracy is the mean over the last ``--gap-tail`` rounds (the skewed runs swing
+   by several points from round to round); ``--gap-seeds`` repeats the comparison on other
+   partitions and initialisations, and the JSON gives every seed's figure.
 
-Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 60]
+Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 25]
 [--gap-seeds 0 1 2] [--out results/bench_noniid.json]``. Last line: JSON with the figures of the
 parts that ran.
 """
@@ -67,62 +70,115 @@ def personal_part(args, data, common, skew) -> dict:
     }
 
 
-def algorithm_part(args, data, common, skew) -> dict:
-    """Part 2: client and server optimisers under the same skew (global test accuracy)."""
-    algos = {"FedAvg": {}, "FedProx mu=0.1": {"prox_mu": 0.1},
-             "FedAvgM beta=0.9": {"server_optimizer": "momentum", "server_lr": 1.0},
-             "FedAdam lr=0.03": {"server_optimizer": "adam", "server_lr": 0.03}}
-    algo_acc = {}
-    for name, kw in algos.items():
-        c = fl.ExperimentConfig(**common, **skew, rounds=args.rounds, strategy="head", **kw)
-        algo_acc[name] = fl.run_federated(c, dataset=data, progress=False).history.column("test_accuracy")[-1]
+ALGORITHMS = {"FedAvg": {}, "FedProx mu=0.1": {"prox_mu": 0.1},
+              "FedAvgM beta=0.9": {"server_optimizer": "momentum"}, "FedAdam": {"server_optimizer": "adam"}}
+
+
+def algorithm_candidates(lrs: list[float]) -> dict[str, list[tuple[float, float]]]:
+    """(client learning rate, server learning rate) tried for each algorithm: the server rate
+    only where a server optimiser uses it (FedAvg and FedProx average with rate 1)."""
+    return {"FedAvg": [(lr, 1.0) for lr in lrs], "FedProx mu=0.1": [(lr, 1.0) for lr in lrs],
+            "FedAvgM beta=0.9": [(lr, s) for lr in lrs for s in (0.3, 1.0)],
+            "FedAdam": [(lr, s) for lr in lrs for s in (0.01, 0.03, 0.1)]}
+
+
+def algorithm_part(args, skew) -> dict:
+    """Part 2: client and server optimisers under the same skew (global test accuracy).
+
+    Every algorithm gets its own client and server learning rate, chosen together on a
+    validation split of seed ``seeds[0]``'s training data; then every seed runs.
+    """
+    from fedtl_helpers.tuning import compare_arms
+
+    base = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, rounds=args.rounds,
+                strategy="head", **skew)
+    arms = {name: fl.ExperimentConfig(**base, **kw) for name, kw in ALGORITHMS.items()}
+
+    def load(seed):
+        return fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=seed)
+
+    cmp = compare_arms(arms, algorithm_candidates(args.algo_lrs), seeds=args.seeds, load=load,
+                       field=("learning_rate", "server_lr"), log=lambda line: print(line, flush=True))
     print(f"\n2. global test accuracy at alpha={args.alpha}, weights=builtin, strategy=head, "
-          f"{args.rounds} rounds")
-    for name, acc in algo_acc.items():
-        print(f"{name:20s} {acc:.3f}")
-    return {"algorithms": {k: round(v, 4) for k, v in algo_acc.items()}}
+          f"{args.rounds} rounds, mean of the last {args.algo_tail} rounds, seeds {args.seeds}; "
+          "client and server learning rates tuned per algorithm on a validation split")
+    out: dict = {"algorithm_tail": args.algo_tail, "algorithm_curves": cmp.curves(),
+                 "algorithm_configs": cmp.configs(),
+                 "algorithm_tuning_scores": {
+                     a: {"/".join(map(str, k)): round(v, 4) for k, v in t.scores.items()}
+                     for a, t in cmp.tuned.items()}}
+    for name in ALGORITHMS:
+        finals = cmp.finals(name, args.algo_tail)
+        lr, server_lr = cmp.tuned[name].best
+        out[f"algorithm {name}"] = round(float(np.mean(finals)), 4)
+        out[f"algorithm {name}_min"] = round(min(finals), 4)
+        out[f"algorithm {name}_max"] = round(max(finals), 4)
+        out[f"algorithm {name}_lr"], out[f"algorithm {name}_server_lr"] = lr, server_lr
+        out[f"algorithm {name}_at_grid_edge"] = cmp.tuned[name].at_edge()
+        print(f"{name:20s} lr {lr:.0e} server lr {server_lr:<5g} {np.mean(finals):.3f} "
+              f"[{min(finals):.3f}, {max(finals):.3f}]")
+    return out
 
 
 def gap_part(args, common, skew) -> dict:
-    """Part 3: pretrained vs random start, IID vs skewed, full fine-tuning, over seeds."""
-    starts = {"builtin": "pretrained (builtin)", None: "random init"}
-    res = {w: {"iid": [], "skew": [], "iid_final": [], "skew_final": []} for w in starts}
-    for seed in args.gap_seeds:
-        gap_data = fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
-        gap_common = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients, seed=seed)
-        for weights in starts:
-            for part in ("iid", "skew"):
-                c = fl.ExperimentConfig(**gap_common, **(skew if part == "skew" else {}),
-                                        rounds=args.gap_rounds, strategy="full", weights=weights)
-                h = fl.run_federated(c, dataset=gap_data, progress=False).history
-                res[weights][part].append(h.tail_accuracy(args.gap_tail))
-                res[weights][part + "_final"].append(h.final_accuracy)
-            r = res[weights]
-            print(f"seed {seed} {starts[weights]:22s} IID {r['iid'][-1]:.3f} alpha={args.alpha} "
-                  f"{r['skew'][-1]:.3f} (final round {r['iid_final'][-1]:.3f} / {r['skew_final'][-1]:.3f})",
-                  flush=True)
+    """Part 3: pretrained vs random start, IID vs skewed, full fine-tuning, over seeds.
+
+    Four arms, each with its own learning rate chosen on a validation split of seed
+    ``gap_seeds[0]``'s training data (``tuning.compare_arms``): a random start wants another
+    rate than a pretrained one, and a skewed federation perhaps another than an IID one.
+    """
+    from fedtl_helpers.tuning import compare_arms
+
+    base = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients, rounds=args.gap_rounds,
+                strategy="full")
+    starts = {"pretrained": "builtin", "random": None}
+    arms = {f"{start} {part}": fl.ExperimentConfig(**base, weights=w, **(skew if part == "skew" else {}))
+            for start, w in starts.items() for part in ("iid", "skew")}
+
+    def load(seed):
+        return fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
+
+    cmp = compare_arms(arms, args.gap_lrs, seeds=args.gap_seeds, load=load,
+                       tune_rounds=args.gap_tune_rounds, log=lambda line: print(line, flush=True))
     print(f"\n3. global test accuracy, data: shapes (embedded), strategy=full, {args.gap_rounds} rounds, "
           f"{args.gap_clients} clients, {args.gap_n_train} train, mean of the last {args.gap_tail} rounds, "
-          f"seeds {args.gap_seeds}")
-    print(f"{'start':22s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} {'lost':>6s} {'relative':>9s} "
-          f"{'lost (final round)':>19s}")
+          f"seeds {args.gap_seeds}; learning rate tuned per arm on a validation split")
+    print(f"{'start':12s} {'lr IID':>7s} {'lr skew':>8s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} "
+          f"{'lost':>6s} {'lost per seed':>22s}")
     out: dict = {"gap_rounds": args.gap_rounds, "gap_tail": args.gap_tail, "gap_seeds": args.gap_seeds,
-                 "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train}
+                 "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train,
+                 "gap_lrs_tried": args.gap_lrs, "gap_tune_rounds": args.gap_tune_rounds,
+                 "gap_curves": cmp.curves(), "gap_configs": cmp.configs(),
+                 "gap_tuning_scores": {arm: {str(k): round(v, 4) for k, v in t.scores.items()}
+                                       for arm, t in cmp.tuned.items()}}
     lost_per_seed = {}
-    for weights, label in starts.items():
-        r = {k: np.asarray(v) for k, v in res[weights].items()}
-        lost, lost_final = r["iid"] - r["skew"], r["iid_final"] - r["skew_final"]
-        lost_per_seed[weights] = lost
-        print(f"{label:22s} {r['iid'].mean():6.3f} {r['skew'].mean():10.3f} {lost.mean():6.3f} "
-              f"{(lost / r['iid']).mean():9.1%} {lost_final.mean():19.3f}")
-        key = "pretrained" if weights else "random"
-        out.update({f"iid_{key}": round(float(r["iid"].mean()), 4),
-                    f"skew_{key}": round(float(r["skew"].mean()), 4),
-                    f"gap_{key}": round(float(lost.mean()), 4),
-                    f"gap_{key}_per_seed": [round(float(x), 4) for x in lost],
-                    f"relative_gap_{key}": round(float((lost / r["iid"]).mean()), 4),
-                    f"gap_{key}_final_round": round(float(lost_final.mean()), 4)})
-    out["seeds_where_pretrained_loses_less"] = int(np.sum(lost_per_seed["builtin"] < lost_per_seed[None]))
+
+    def r4(x) -> float:
+        return round(float(x), 4)
+
+    for start in starts:
+        iid = np.asarray(cmp.finals(f"{start} iid", args.gap_tail))
+        sk = np.asarray(cmp.finals(f"{start} skew", args.gap_tail))
+        lost = iid - sk
+        lost_per_seed[start] = lost
+        lr_iid, lr_skew = (cmp.tuned[f"{start} {p}"].best for p in ("iid", "skew"))
+        print(f"{start:12s} {lr_iid:7.0e} {lr_skew:8.0e} {iid.mean():6.3f} {sk.mean():10.3f} "
+              f"{lost.mean():6.3f} {' '.join(f'{x:+.3f}' for x in lost):>22s}")
+        out.update({f"iid_{start}": r4(iid.mean()), f"skew_{start}": r4(sk.mean()),
+                    f"iid_{start}_per_seed": [r4(x) for x in iid],
+                    f"skew_{start}_per_seed": [r4(x) for x in sk],
+                    f"gap_{start}": r4(lost.mean()),
+                    f"gap_{start}_min": r4(lost.min()), f"gap_{start}_max": r4(lost.max()),
+                    f"gap_{start}_per_seed": [r4(x) for x in lost],
+                    f"relative_gap_{start}": r4((lost / iid).mean()),
+                    f"lr_{start}_iid": lr_iid, f"lr_{start}_skew": lr_skew})
+        edge = {p: cmp.tuned[f"{start} {p}"].at_edge() for p in ("iid", "skew")}
+        out[f"lr_{start}_at_grid_edge"] = [p for p, e in edge.items() if e]
+    diff = lost_per_seed["random"] - lost_per_seed["pretrained"]
+    out.update(gap_difference=r4(diff.mean()), gap_difference_min=r4(diff.min()),
+               gap_difference_max=r4(diff.max()), seeds_where_pretrained_loses_less=int(np.sum(diff > 0)))
+    per_seed = ", ".join(f"{x:+.3f}" for x in diff)
+    print(f"random loses {diff.mean():+.3f} more than pretrained (per seed {per_seed})")
     return out
 
 
@@ -146,18 +202,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="head-only rounds (parts 1 and 2)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3],
-                    help="which parts to run (3 is the long one: about 35 min per seed on 2 cores)")
-    ap.add_argument("--gap-rounds", type=int, default=60, help="full fine-tuning rounds (part 3)")
-    ap.add_argument("--gap-tail", type=int, default=10,
+                    help="which parts to run (3 is the long one: about 40 min for 3 seeds on 2 cores)")
+    ap.add_argument("--gap-rounds", type=int, default=25, help="full fine-tuning rounds (part 3)")
+    ap.add_argument("--gap-tail", type=int, default=5,
                     help="part 3 accuracy = mean over this many last rounds")
-    ap.add_argument("--gap-seeds", type=int, nargs="+", default=[0],
+    ap.add_argument("--gap-seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="part 3 seeds (partition, initialisation, client order)")
+    ap.add_argument("--gap-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
+                    help="part 3 learning rates tried for every arm (on a validation split)")
+    ap.add_argument("--gap-tune-rounds", type=int, default=6, help="part 3 rounds per tuning trial")
     ap.add_argument("--gap-n-train", type=int, default=5000,
-                    help="part 3 uses more data per client, so random init learns at all")
+                    help="part 3 uses more data per client, so random init learns at all (as in "
+                         "bench_transfer.py: 5 clients x 1000 images)")
     ap.add_argument("--gap-clients", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="parts 1 and 2: one run per seed; the JSON gives each figure's mean, and "
                          "its min and max over seeds as <name>_min / <name>_max")
+    ap.add_argument("--algo-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
+                    help="part 2 client learning rates tried (with server rates for FedAvgM, FedAdam)")
+    ap.add_argument("--algo-tail", type=int, default=3,
+                    help="part 2 accuracy = mean of this many last rounds")
     ap.add_argument("--out", type=Path, help="also write the JSON (with its provenance) atomically")
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
@@ -167,7 +231,7 @@ def main() -> None:
     out: dict = {"dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
                  "parts": args.parts}
     per_seed = []
-    for seed in args.seeds if {1, 2} & set(args.parts) else []:  # part 3 has its own data and seeds
+    for seed in args.seeds if 1 in args.parts else []:  # parts 2 and 3 load their own data per seed
         args.seed = seed
         common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=seed)
         data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=seed)
@@ -176,12 +240,11 @@ def main() -> None:
         fig: dict = {}
         if 1 in args.parts:
             fig.update(personal_part(args, data, common, skew))
-        if 2 in args.parts:
-            fig.update({f"algorithm {k}": v for k, v in algorithm_part(args, data, common, skew)
-                        ["algorithms"].items()})
         per_seed.append(fig)
     if per_seed:
         out.update(summarise(per_seed), seeds=args.seeds, per_seed=per_seed)
+    if 2 in args.parts:
+        out.update(algorithm_part(args, skew), seeds=args.seeds)
     if 3 in args.parts:
         out.update(gap_part(args, dict(n_test=args.n_test), skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)

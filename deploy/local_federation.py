@@ -58,6 +58,11 @@ class DeploymentError(RuntimeError):
     """The local deployment could not start, lost a process, or the run did not complete."""
 
 
+# A SuperNode's two waits in seconds (supernode.py): Flower's hard-coded ones, and the launcher's.
+FLOWER_POLLS = (3.0, 0.5)
+LOOPBACK_POLLS = (0.1, 0.05)
+
+
 def flower_executable(name: str) -> str:
     """Path of a Flower command installed next to this Python (the project's venv)."""
     path = Path(sys.executable).parent / name
@@ -197,6 +202,12 @@ class LocalFederation:
         Flower's fresh process per message.
     secure
         TLS and SuperNode authentication (needs the SuperLink started here).
+    idle_poll, reply_poll
+        Seconds a SuperNode waits before asking the SuperLink again when it found no message,
+        and between looks for its ClientApp's reply. Flower hard-codes 3 and 0.5; on one
+        machine they are most of a round's overhead, so the defaults here are 0.1 and 0.05,
+        through ``supernode.py`` (Flower's SuperNode with those two sleeps shortened).
+        ``idle_poll=3, reply_poll=0.5`` starts Flower's own ``flower-supernode``.
 
     Raises
     ------
@@ -208,7 +219,8 @@ class LocalFederation:
     def __init__(self, workdir: str | os.PathLike, num_nodes: int, *, superlink_port: int = 9093,
                  node_port: int = 9094, superlink_address: str | None = None,
                  connect_timeout: float = 60.0, stop_timeout: float = 10.0,
-                 persistent: bool = True, secure: bool = False, notify=None):
+                 persistent: bool = True, secure: bool = False, idle_poll: float = LOOPBACK_POLLS[0],
+                 reply_poll: float = LOOPBACK_POLLS[1], notify=None):
         if secure and superlink_address is not None:
             raise ValueError("secure=True is invalid with superlink_address: allowed only with the "
                              "SuperLink the launcher starts (it makes its certificate and registers "
@@ -229,6 +241,7 @@ class LocalFederation:
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
         self.persistent = persistent
         self.secure = secure
+        self.polls = (idle_poll, reply_poll)
         self.tls: TlsFiles | None = None  # made by start() when secure
 
     def __enter__(self) -> LocalFederation:
@@ -402,8 +415,13 @@ class LocalFederation:
         """Start a SuperNode holding partition ``k`` (and its persistent ClientApp process)."""
         port = self.node_port + k if port is None else port
         isolation = ["--isolation", "process"] if self.persistent else []
+        if self.polls == FLOWER_POLLS:
+            supernode = [flower_executable("flower-supernode")]
+        else:
+            supernode = [sys.executable, str(Path(__file__).with_name("supernode.py")),
+                         "--idle-poll", str(self.polls[0]), "--reply-poll", str(self.polls[1])]
         self._spawn(name, [
-            flower_executable("flower-supernode"), *security, "--superlink", self.address,
+            *supernode, *security, "--superlink", self.address,
             "--host", HOST, "--port", str(port), *isolation,
             "--max-wait-time", str(self.connect_timeout),
             "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])

@@ -12,7 +12,11 @@ connections are plain HTTP and any SuperNode may join; ``--secure`` makes a CA a
 certificate (TLS on every connection to the SuperLink) and a key pair per SuperNode, and the
 SuperLink accepts only the registered keys. Each SuperNode's messages run in one persistent
 ClientApp process (``persistent_clientapp.py``: TensorFlow, data and model loaded once);
-``--fresh-clientapps`` gives Flower's default, a new process per message. The launcher
+``--fresh-clientapps`` gives Flower's default, a new process per message. The SuperNodes ask
+for messages every ``--idle-poll`` seconds and for their ClientApp's reply every
+``--reply-poll`` (0.1 and 0.05 here, through ``supernode.py``; Flower hard-codes 3 and 0.5,
+which ``--idle-poll 3 --reply-poll 0.5`` restores with Flower's own ``flower-supernode``). The
+launcher
 
 1. checks the config and that the ports are free (``--superlink-port``, ``--node-port``:
    SuperNode ``k`` uses ``node-port + k``) before starting anything;
@@ -49,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from local_federation import DeploymentError, LocalFederation, strip_colours
+from local_federation import FLOWER_POLLS, LOOPBACK_POLLS, DeploymentError, LocalFederation, strip_colours
 
 __all__ = ["DeploymentError", "LocalFederation", "run_local", "main"]
 
@@ -57,14 +61,16 @@ __all__ = ["DeploymentError", "LocalFederation", "run_local", "main"]
 def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, node_port: int = 9094,
               superlink_address: str | None = None, connect_timeout: float = 60.0,
               run_timeout: float = 900.0, stop_timeout: float = 10.0, persistent: bool = True,
-              secure: bool = False,
+              secure: bool = False, idle_poll: float = LOOPBACK_POLLS[0],
+              reply_poll: float = LOOPBACK_POLLS[1],
               federation: list[LocalFederation] | None = None) -> dict[str, Any]:
     """Deploy ``config`` (an ``ExperimentConfig``) locally and return the ServerApp's result.
 
     One SuperNode per client (``config.num_clients``). The result is the JSON the ServerApp
     wrote (``<out>/result.json``: per-round history, dataset and weights) plus ``run_id`` and
-    ``status``. ``persistent`` and ``secure`` are ``LocalFederation``'s (one long-running
-    ClientApp process per node; TLS and node authentication). ``federation``, if given,
+    ``status``. ``persistent``, ``secure``, ``idle_poll`` and ``reply_poll`` are
+    ``LocalFederation``'s (one long-running ClientApp process per node; TLS and node
+    authentication; the SuperNodes' waits). ``federation``, if given,
     receives the ``LocalFederation`` (tests use it to check that no process outlives the call).
 
     Raises
@@ -83,7 +89,8 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
     with LocalFederation(out, config.num_clients, superlink_port=superlink_port,
                          node_port=node_port, superlink_address=superlink_address,
                          connect_timeout=connect_timeout, stop_timeout=stop_timeout,
-                         persistent=persistent, secure=secure) as fed:
+                         persistent=persistent, secure=secure, idle_poll=idle_poll,
+                         reply_poll=reply_poll) as fed:
         if federation is not None:
             federation.append(fed)
         fed.start()
@@ -128,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
             ("--superlink-address", None, "host:port of a running SuperLink (none is started)"),
             ("--connect-timeout", 60.0, "seconds a SuperNode tries to reach the SuperLink"),
             ("--run-timeout", 900.0, "seconds the run may take"),
-            ("--stop-timeout", 10.0, "seconds between terminate and kill at shutdown")):
+            ("--stop-timeout", 10.0, "seconds between terminate and kill at shutdown"),
+            ("--idle-poll", LOOPBACK_POLLS[0], "seconds a SuperNode waits when the SuperLink had no "
+             f"message for it (Flower's own: {FLOWER_POLLS[0]:g})"),
+            ("--reply-poll", LOOPBACK_POLLS[1], "seconds between a SuperNode's looks for its "
+             f"ClientApp's reply (Flower's own: {FLOWER_POLLS[1]:g})")):
         kind = type(default) if default is not None else str
         parser.add_argument(name, type=kind, default=default, help=f"{what} (default: {default})")
     return parser
@@ -169,7 +180,7 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
     if address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
         raise UserError(f"--superlink-address={address!r} is invalid: allowed host:port, e.g. "
                         "127.0.0.1:9093")
-    for name in ("connect_timeout", "run_timeout", "stop_timeout"):
+    for name in ("connect_timeout", "run_timeout", "stop_timeout", "idle_poll", "reply_poll"):
         value = options[name]
         if not 0 < value < math.inf:
             raise UserError(f"--{name.replace('_', '-')}={value} is invalid: allowed a finite "
@@ -185,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = vars(build_parser().parse_args(argv))
     options = {k: args.pop(k) for k in ("out", "superlink_port", "node_port", "superlink_address",
-                                         "connect_timeout", "run_timeout", "stop_timeout")}
+                                         "connect_timeout", "run_timeout", "stop_timeout",
+                                         "idle_poll", "reply_poll")}
     overwrite, debug = args.pop("overwrite"), args.pop("debug")
     options.update(secure=args.pop("secure"), persistent=not args.pop("fresh_clientapps"))
     out = options.pop("out")

@@ -137,6 +137,9 @@ def is_reference(cell) -> bool:
 def pytest_addoption(parser):
     parser.addoption("--write-references", action="store_true",
                      help="write the fresh outputs of the nbval reference cells back into the notebooks")
+    parser.addoption("--notebooks-cached", action="store_true",
+                     help="an earlier pytest run (nbval) executed every notebook: the book build must "
+                          "execute none (python3 dev.py test's second step)")
 
 
 def pytest_configure(config):

@@ -34,6 +34,7 @@ sys.path.insert(0, str(DEPLOY))
 with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
     warnings.simplefilter("ignore", DeprecationWarning)
     import run_local
+    import supernode
     from fedtl_deploy.server_app import private_keras_seeds
     from fedtl_deploy.task import (
         check_partitions,
@@ -42,7 +43,7 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
         experiment_config,
         run_config_for,
     )
-    from local_federation import LocalFederation, running, strip_colours
+    from local_federation import FLOWER_POLLS, LOOPBACK_POLLS, LocalFederation, running, strip_colours
 
 # The deployment accepts only randomness="secure" (OS randomness for sampling and DP noise); with
 # every client in every round and no DP it repeats the simulation's numbers all the same.
@@ -117,9 +118,13 @@ def test_secured_superlink_refuses_unknown_and_plain_text_nodes(tmp_path):
     from cryptography.hazmat.primitives import serialization
 
     base = free_ports(4)
+    # Flower's own flower-supernode here (its waits, FLOWER_POLLS): it starts and joins with TLS
+    # and a registered key; the runs elsewhere use deploy/supernode.py, the same with waits shortened.
     with LocalFederation(tmp_path, 1, superlink_port=base, node_port=base + 1, secure=True,
-                         persistent=False, connect_timeout=30) as fed:
+                         persistent=False, connect_timeout=30, idle_poll=FLOWER_POLLS[0],
+                         reply_poll=FLOWER_POLLS[1]) as fed:
         fed.start()  # SuperLink with TLS and --enable-supernode-auth, node 0 registered and online
+        assert fed.procs["supernode-0"].args[0].endswith("flower-supernode")
         fed.connect_timeout = 5  # the intruders' --max-wait-time: they give up after 5 s
         stranger = make_node_key(tmp_path / "keys" / "stranger")[0]  # a valid key, never registered
         fed.start_supernode(0, "stranger", ["--root-certificates", str(fed.tls.ca_cert),
@@ -237,6 +242,11 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
     assert running(feds[0].processes()) == []
 
 
+def is_supernode(cmdline: str) -> bool:
+    """Flower's own SuperNode, or ``deploy/supernode.py`` (the same, its waits shortened)."""
+    return "flower-supernode" in cmdline or str(DEPLOY / "supernode.py") in cmdline
+
+
 def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
     """``run_local.py`` with two SuperNodes, once every Flower process runs; and those processes."""
     # Enough rounds that the run is still going when the signal arrives (one round can finish first).
@@ -252,7 +262,7 @@ def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[in
         for p in root.children(recursive=True):
             seen.setdefault(p.pid, p)
         names = [" ".join(p.cmdline()) for p in running(seen.values())]
-        if sum("flower-supernode" in n for n in names) == 2 and any("superexec" in n for n in names):
+        if sum(is_supernode(n) for n in names) == 2 and any("superexec" in n for n in names):
             return launcher, seen
         time.sleep(0.2)
     pytest.fail(f"the federation did not start: {launcher.communicate()[0][-3000:]}")
@@ -370,6 +380,8 @@ def test_leftovers_of_an_earlier_launch_are_reported_and_stopped(tmp_path):
      "--secure is invalid with --superlink-address"),
     (["--run-timeout", "inf"], "--run-timeout=inf is invalid"),
     (["--connect-timeout", "0"], "--connect-timeout=0.0 is invalid"),
+    (["--idle-poll", "0"], "--idle-poll=0.0 is invalid: allowed a finite number of seconds > 0"),
+    (["--reply-poll", "inf"], "--reply-poll=inf is invalid"),
     (["--learning-rate", "nan"], "learning_rate=nan is invalid"),
     (["--num-clients", "0"], "num_clients=0 is invalid"),
     (["--rounds", "two"], "argument --rounds: 'two' is invalid: allowed an integer"),
@@ -427,12 +439,19 @@ E2E = {
 }
 
 
+
+
 @pytest.mark.parametrize("name", sorted(E2E))
 def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
     config = E2E[name]
     base = free_ports(config.num_clients + 1)
+    feds: list = []
     result = run_local.run_local(config, tmp_path / "deploy", superlink_port=base, node_port=base + 1,
-                                 connect_timeout=60)
+                                 connect_timeout=60, federation=feds)
+    # the launcher's default: Flower's SuperNode through deploy/supernode.py, its waits shortened
+    commands = [" ".join(map(str, p.args)) for n, p in feds[0].procs.items() if n.startswith("supernode")]
+    assert len(commands) == config.num_clients
+    assert all(f"supernode.py --idle-poll {LOOPBACK_POLLS[0]}" in c for c in commands), commands
     rows = result["history"]["rows"]
     sim = run_federated(config, progress=False).history.rows
     assert [r["round"] for r in rows] == [r["round"] for r in sim] == [0, 1, 2]
@@ -466,3 +485,25 @@ def test_encoded_updates_cross_the_wire_bit_for_bit():
             encoded.kind, encoded.shapes, encoded.nbytes, encoded.meta)
         for a, b in zip(compression.decode(back), compression.decode(encoded)):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_supernode_wrapper_shortens_exactly_flowers_two_waits(monkeypatch):
+    from flwr.supernode import start_client_internal as loop
+
+    slept = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    clock = supernode.LoopClock(idle_poll=0.1, reply_poll=0.05)
+    for seconds in (3, 0.5, 1, 0.2):
+        clock.sleep(seconds)
+    assert slept == [0.1, 0.05, 1, 0.2] and clock.monotonic is time.monotonic
+    monkeypatch.setattr(loop, "time", loop.time)  # restored after the test
+    supernode.patch_loop(0.1, 0.05)  # the pinned Flower still has both sleeps where we patch them
+    assert isinstance(loop.time, supernode.LoopClock) and loop.time.waits == {3: 0.1, 0.5: 0.05}
+    assert supernode.split_options(["--idle-poll", "0.2", "--insecure", "--reply-poll=0.01"]) == (
+        0.2, 0.01, ["--insecure"])
+    assert supernode.split_options(["--superlink", "x:1"]) == (3.0, 0.5, ["--superlink", "x:1"])
+    with pytest.raises(SystemExit, match="--idle-poll='0' is invalid: allowed a number of seconds > 0"):
+        supernode.split_options(["--idle-poll", "0"])
+    monkeypatch.setattr(supernode, "version", lambda name: "1.43.0")
+    with pytest.raises(SystemExit, match="written for flwr 1.42.0 and found 1.43.0"):
+        supernode.patch_loop(0.1, 0.05)

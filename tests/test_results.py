@@ -91,3 +91,35 @@ def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path):
     assert record["final_acc"] == 0.5 and record["provenance"]["seconds"] == 12.0
     assert record["provenance"]["command"].startswith("python benchmarks/bench_x.py")
     assert not list((tmp_path / "results").glob("*.tmp*"))  # written atomically, nothing left over
+
+
+def _peft_config(bench, strategy, rounds):
+    """The config bench_peft.py ran for ``strategy`` on the first seed (its defaults)."""
+    clients, per_client = 4, 200
+    assert f"{clients} IID clients x {per_client} images" in bench["data"]
+    return fl.ExperimentConfig(num_clients=clients, n_train=clients * per_client, n_test=500,
+                               rounds=rounds, strategy=strategy, weights="builtin",
+                               learning_rate=bench["strategies"][strategy]["lr"], lora_rank=4,
+                               lpft_switch_round=2, seed=bench["seeds"][0])
+
+
+def test_bench_peft_record_is_complete_and_consistent():
+    bench = _record("bench_peft")
+    assert bench["provenance"]["command"].startswith("python benchmarks/bench_peft.py")
+    assert len(bench["seeds"]) >= 3 and len(bench["per_seed"]) == len(bench["seeds"]) and bench["tuned"]
+    for strategy, r in bench["strategies"].items():
+        scores = bench["tuning_scores"][strategy]
+        assert float(max(scores, key=scores.get)) == r["lr"]  # the validation-split winner ran
+        finals = [s["curves"][strategy][-1] for s in bench["per_seed"]]
+        assert r["final_acc"] == pytest.approx(sum(finals) / len(finals), abs=1e-4)
+    gap = 100 * (bench["strategies"]["full"]["final_acc"] - bench["strategies"]["lora"]["final_acc"])
+    assert bench["lora_acc_gap_points"] == pytest.approx(gap, abs=0.01)
+
+
+def test_bench_peft_first_rounds_reproduce():
+    bench = _record("bench_peft")
+    history = fl.run_federated(_peft_config(bench, "lora", 2), progress=False).history
+    recorded = bench["per_seed"][0]["curves"]["lora"][:3]
+    # 0.002 = 1 of the 500 test images: room for floating-point order, not for another result
+    assert history.column("test_accuracy") == pytest.approx(recorded, abs=0.002)
+    assert history.column("bytes_up")[1:] == bench["per_seed"][0]["bytes_up"]["lora"][:2]
