@@ -252,7 +252,8 @@ def main() -> None:
         from fedtl_helpers import results
 
         results.save(args.out, out, seconds=out["seconds"])
-    print(json.dumps(out))
+    bulky = ("per_seed", "algorithm_curves", "algorithm_configs", "gap_curves", "gap_configs")
+    print(json.dumps({k: v for k, v in out.items() if k not in bulky}))  # the file keeps them all
 
 
 if __name__ == "__main__":

@@ -123,3 +123,42 @@ def test_bench_peft_first_rounds_reproduce():
     # 0.002 = 1 of the 500 test images: room for floating-point order, not for another result
     assert history.column("test_accuracy") == pytest.approx(recorded, abs=0.002)
     assert history.column("bytes_up")[1:] == bench["per_seed"][0]["bytes_up"]["lora"][:2]
+
+
+def test_bench_noniid_records_are_tuned_complete_and_consistent():
+    """Chapter 10's two committed files: the algorithms (part 2) and the starts under skew
+    (part 3), every arm at its own validation-split setting, every seed's curve."""
+    algos = _record("bench_noniid")
+    assert len(algos["seeds"]) >= 3
+    for arm, curves in algos["algorithm_curves"].items():
+        tails = [sum(c[-algos["algorithm_tail"]:]) / algos["algorithm_tail"] for c in curves]
+        assert algos[f"algorithm {arm}"] == pytest.approx(sum(tails) / len(tails), abs=1e-4)
+        assert algos[f"algorithm {arm}_min"] == pytest.approx(min(tails), abs=1e-4)
+        scores = algos["algorithm_tuning_scores"][arm]
+        lr, server_lr = (float(v) for v in max(scores, key=scores.get).split("/"))
+        assert (lr, server_lr) == (algos[f"algorithm {arm}_lr"], algos[f"algorithm {arm}_server_lr"])
+        assert algos["algorithm_configs"][arm]["learning_rate"] == lr
+    gap = _record("bench_noniid_gap")
+    assert gap["provenance"]["command"].startswith("python benchmarks/bench_noniid.py")
+    assert len(gap["gap_seeds"]) >= 3
+    for start in ("pretrained", "random"):
+        for part in ("iid", "skew"):
+            arm = f"{start} {part}"
+            curves = gap["gap_curves"][arm]
+            assert len(curves) == len(gap["gap_seeds"])
+            assert {len(c) for c in curves} == {gap["gap_rounds"] + 1}
+            tails = [sum(c[-gap["gap_tail"]:]) / gap["gap_tail"] for c in curves]
+            assert gap[f"{part}_{start}_per_seed"] == pytest.approx(tails, abs=1e-4)
+            scores = gap["gap_tuning_scores"][arm]
+            assert float(max(scores, key=scores.get)) == gap[f"lr_{start}_{part}"]
+            assert gap["gap_configs"][arm]["learning_rate"] == gap[f"lr_{start}_{part}"]
+        lost = [a - b for a, b in zip(gap[f"iid_{start}_per_seed"], gap[f"skew_{start}_per_seed"])]
+        assert gap[f"gap_{start}_per_seed"] == pytest.approx(lost, abs=2e-4)
+
+
+@pytest.mark.parametrize("arm", ["random skew"])
+def test_bench_noniid_gap_first_round_reproduces(arm):
+    gap = _record("bench_noniid_gap")
+    config = fl.ExperimentConfig.from_dict({**gap["gap_configs"][arm], "rounds": 1})
+    history = fl.run_federated(config, progress=False).history
+    assert history.column("test_accuracy") == pytest.approx(gap["gap_curves"][arm][0][:2], abs=0.002)
