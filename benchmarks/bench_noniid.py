@@ -218,7 +218,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="parts 1 and 2: one run per seed; the JSON gives each figure's mean, and "
                          "its min and max over seeds as <name>_min / <name>_max")
-    ap.add_argument("--algo-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
+    ap.add_argument("--algo-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2],
                     help="part 2 client learning rates tried (with server rates for FedAvgM, FedAdam)")
     ap.add_argument("--algo-tail", type=int, default=3,
                     help="part 2 accuracy = mean of this many last rounds")
