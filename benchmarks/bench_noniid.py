@@ -78,7 +78,7 @@ def algorithm_candidates(lrs: list[float]) -> dict[str, list[tuple[float, float]
     """(client learning rate, server learning rate) tried for each algorithm: the server rate
     only where a server optimiser uses it (FedAvg and FedProx average with rate 1)."""
     return {"FedAvg": [(lr, 1.0) for lr in lrs], "FedProx mu=0.1": [(lr, 1.0) for lr in lrs],
-            "FedAvgM beta=0.9": [(lr, s) for lr in lrs for s in (0.3, 1.0)],
+            "FedAvgM beta=0.9": [(lr, s) for lr in lrs for s in (0.3, 1.0, 2.0)],
             "FedAdam": [(lr, s) for lr in lrs for s in (0.01, 0.03, 0.1)]}
 
 
@@ -218,7 +218,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="parts 1 and 2: one run per seed; the JSON gives each figure's mean, and "
                          "its min and max over seeds as <name>_min / <name>_max")
-    ap.add_argument("--algo-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2],
+    ap.add_argument("--algo-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
                     help="part 2 client learning rates tried (with server rates for FedAvgM, FedAdam)")
     ap.add_argument("--algo-tail", type=int, default=3,
                     help="part 2 accuracy = mean of this many last rounds")
