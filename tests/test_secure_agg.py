@@ -179,6 +179,17 @@ def test_a_threshold_below_a_majority_is_refused():
     assert res.survivors == list(range(10))
 
 
+def test_a_client_itself_refuses_a_threshold_below_a_majority():
+    # The attack through the protocol's own clients: t=2 of 10, two survivors named, each answers
+    # once, and the "sum" of two clients comes back. Every client now refuses before sharing.
+    with pytest.raises(ValueError, match=r"client 0 refuses threshold=2: allowed .* 6 <= threshold <= 10"):
+        _round(10, 2)
+    with pytest.raises(ValueError, match="refuses a roster that leaves it out"):
+        sa.Client(7, np.zeros(2, np.uint32)).share_keys({0: (b"", b""), 1: (b"", b"")}, 2)
+    clients, _, _ = _round(10, 6)  # a majority works
+    assert all(c.threshold == 6 for c in clients)
+
+
 def test_byte_accounting_of_every_message():
     n, ups = 4, _updates(4, size=(5, 2))
     res = sa.secure_aggregate(ups, threshold=3)

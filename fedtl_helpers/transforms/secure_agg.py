@@ -170,7 +170,18 @@ class Client:
         return self._c.public_key().public_bytes_raw(), self._s.public_key().public_bytes_raw()
 
     def share_keys(self, roster: dict[int, tuple[bytes, bytes]], threshold: int) -> dict[int, bytes]:
-        """Encrypted ``(s_u, b_u)`` share pairs, one per other client in ``roster``."""
+        """Encrypted ``(s_u, b_u)`` share pairs, one per other client in ``roster``.
+
+        The client itself refuses a threshold below a majority of the roster (not only
+        :func:`secure_aggregate`): with ``t <= n / 2`` a server could name two disjoint survivor
+        sets of ``t`` clients, each answered once, and subtract the two unmasked sums.
+        """
+        n = len(roster)
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or not n // 2 < threshold <= n:
+            raise ValueError(f"client {self.id} refuses threshold={threshold!r}: allowed an integer with "
+                             f"{n // 2 + 1} <= threshold <= {n} (a majority of the {n} on the roster).")
+        if self.id not in roster:
+            raise ValueError(f"client {self.id} refuses a roster that leaves it out ({sorted(roster)}).")
         self.roster, self.threshold = roster, threshold
         ids = sorted(roster)
         s_shares = shamir.split(int.from_bytes(self._s.private_bytes_raw(), "big"), len(ids), threshold)
