@@ -74,3 +74,36 @@ def test_finetune_needs_holdout_and_sane_arguments(small_shapes):
         personalization.finetune_clients(sim, sim.model.get_weights(), 0)
     with pytest.raises(ValueError, match="val_fraction=1.0 is invalid"):
         personalization.finetune_clients(sim, sim.model.get_weights(), 1, val_fraction=1.0)
+
+
+def test_fedper_history_says_what_ran_and_withholds_what_dp_does_not_account(small_shapes):
+    """FedPer's History carries run_federated's meta: the randomness mode, and under DP the columns
+    withheld from release and the privacy spent (with the seeded-noise warning)."""
+    from fedtl_helpers.history import DP_WITHHELD
+
+    cfg = _sim(rounds=2, aggregator="mean", dp_clip=1.0, dp_noise_multiplier=1.0, dp_delta=1e-3,
+               client_fraction=0.6)
+    fp = personalization.run_fedper(cfg, dataset=small_shapes)
+    meta = fp.history.meta
+    assert meta["path"] == "FedPer" and meta["randomness"] == "simulation"
+    assert meta["config"]["dp_clip"] == 1.0 and meta["withheld"] == list(DP_WITHHELD)
+    assert meta["privacy"]["epsilon"] == fp.history.rows[-1]["epsilon"] > 0
+    assert "no privacy" in meta["privacy"]["warning"]
+    plain = personalization.run_fedper(_sim(rounds=1), dataset=small_shapes).history.meta
+    assert plain["withheld"] == [] and "privacy" not in plain
+
+
+def test_a_diverged_fedper_round_stops_with_a_clear_error(small_shapes, monkeypatch):
+    from fedtl_helpers.storage import NonFiniteError
+
+    real = personalization.server_side
+
+    def poisoned(state, *args, **kwargs):  # round 2's aggregate turns the shared weights to NaN
+        row = real(state, *args, **kwargs)
+        if row["round"] == 2:
+            state.weights = [np.full_like(w, np.nan) for w in state.weights]
+        return row
+
+    monkeypatch.setattr(personalization, "server_side", poisoned)
+    with pytest.raises(NonFiniteError, match="training diverged in round 2"):
+        personalization.run_fedper(_sim(rounds=3), dataset=small_shapes)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core.config import ExperimentConfig
 from ..core.history import History
+from ..core.storage import check_finite
 from ..modeling import models
 from ..transforms.aggregation import Weights
 from .round import ClientMessage, ServerState, server_side
@@ -174,7 +175,7 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     _check_strategy(config, "FedPer")
     sim = simulation or Simulation(config, dataset)
     return _run_personal(config, sim, personal_mask(sim.model, personal_layers),
-                         f"personal layers {list(personal_layers)}")
+                         f"personal layers {list(personal_layers)}", "FedPer")
 
 
 def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
@@ -195,7 +196,7 @@ def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
         raise ValueError(f"strategy={config.strategy!r} is invalid for FedBN: no normalisation layer "
                          "trains, so there is nothing to keep on the client; allowed 'full', "
                          "'bitfit' or 'partial'.")
-    return _run_personal(config, sim, personal, "the normalisation layers")
+    return _run_personal(config, sim, personal, "the normalisation layers", "FedBN")
 
 
 def _check_strategy(config: ExperimentConfig, path: str) -> None:
@@ -207,15 +208,23 @@ def _check_strategy(config: ExperimentConfig, path: str) -> None:
 
 
 def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool],
-                  what: str) -> FedPerResult:
-    """The personalised loop: the round's stages, with ``personal`` tensors kept per client."""
+                  what: str, path: str) -> FedPerResult:
+    """The personalised loop: the round's stages, with ``personal`` tensors kept per client.
+
+    Its History says what ran exactly as ``run_federated``'s does (config, data, weights,
+    randomness mode, under DP the withheld columns and the privacy spent); a round whose shared
+    or personal weights become non-finite stops the run with ``NonFiniteError``.
+    """
+    from .server import finish_history, new_history  # server imports nothing from here
+
     stages = build_stages(config)
     if not any(m and not p for m, p in zip(sim.mask, personal)):
         raise ValueError(f"strategy={config.strategy!r} with {what} kept personal "
                          "leaves nothing to share: make fewer layers personal or train more of the model.")
     shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
     sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights
-    result = FedPerResult(sim.model.get_weights(), personal)
+    result = FedPerResult(sim.model.get_weights(), personal,
+                          history=new_history(config, sim, stages, path=path, personal=what))
     state = ServerState(result.weights, stages.make_server_optimizer(), stages.make_uplink(),
                         result.history)
     for rnd in range(1, config.rounds + 1):
@@ -234,8 +243,11 @@ def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool
             messages.append(ClientMessage(k, stages.client.transform(k, shared, state.uplink, streams),
                                           res.num_examples, res.metrics["train_loss"]))
         row = server_side(state, stages, shared_mask, chosen, messages, _no_global_test, streams, t0)
+        # no global test loss here: the shared weights and this round's personal tensors are checked
+        check_finite(state.weights + [w for k in chosen for w in result.heads[k]], 0.0, rnd)
         result.weights = state.weights  # the next round's clients start from the new shared weights
         result.train_loss.append(row["train_loss"])
+    finish_history(result.history, config, stages)
     return result
 
 
