@@ -233,7 +233,8 @@ def main() -> None:
     if args.out:
         from fedtl_helpers import results
 
-        results.save(args.out, summary, seconds=summary["seconds"])
+        results.save(args.out, summary, seconds=summary["seconds"],
+                     randomness=ExperimentConfig.randomness)  # every run used the default
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}))
 
 

@@ -83,12 +83,23 @@ def test_fair_comparison_first_rounds_reproduce(name, arm, rounds):
     assert history.column("test_accuracy") == pytest.approx(bench["curves"][arm][0][:rounds + 1], abs=0.002)
 
 
-def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path):
+def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path, capsys):
     (tmp_path / "results").mkdir()
     fl.results.save(tmp_path / "results" / "bench_x.json", {"final_acc": 0.5}, seconds=12.0,
-                    argv=["benchmarks/bench_x.py", "--out", "results/bench_x.json"])
-    record = fl.results.load("bench_x", root=tmp_path, show=False)
+                    argv=["benchmarks/bench_x.py", "--out", "results/bench_x.json"], randomness="secure")
+    record = fl.results.load("bench_x", root=tmp_path)
+    assert "randomness='secure'" in capsys.readouterr().out  # said where the chapter shows the file
     assert record["final_acc"] == 0.5 and record["provenance"]["seconds"] == 12.0
+    assert record["randomness"] == "secure"
+    # the mode comes from the record's own configs; none, or two, is refused
+    configs = {"configs": {"a": {"randomness": "simulation"}}}
+    fl.results.save(tmp_path / "results" / "bench_y.json", configs, seconds=1.0, argv=["b.py"])
+    assert fl.results.load("bench_y", root=tmp_path, show=False)["randomness"] == "simulation"
+    for bad, mode in (({"final_acc": 0.5}, None), (configs, "secure")):
+        with pytest.raises(ValueError, match="allowed exactly one of 'simulation', 'secure'"):
+            fl.results.save(tmp_path / "results" / "bench_z.json", bad, seconds=1.0, argv=["b.py"],
+                            randomness=mode)
+    assert not (tmp_path / "results" / "bench_z.json").exists()
     assert record["provenance"]["command"].startswith("python benchmarks/bench_x.py")
     assert not list((tmp_path / "results").glob("*.tmp*"))  # written atomically, nothing left over
 
@@ -162,3 +173,13 @@ def test_bench_noniid_gap_first_round_reproduces(arm):
     config = fl.ExperimentConfig.from_dict({**gap["gap_configs"][arm], "rounds": 1})
     history = fl.run_federated(config, progress=False).history
     assert history.column("test_accuracy") == pytest.approx(gap["gap_curves"][arm][0][:2], abs=0.002)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*.json")), ids=lambda p: p.name)
+def test_every_committed_record_names_its_randomness_mode(path):
+    """Seeded ("simulation") noise protects nothing: every record says which mode made it, and
+    that is the mode of every config inside it."""
+    record = json.loads(path.read_text())
+    assert record["randomness"] in ("simulation", "secure")
+    assert fl.results.randomness_modes({k: v for k, v in record.items() if k != "randomness"}) <= {
+        record["randomness"]}

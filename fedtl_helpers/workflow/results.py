@@ -32,15 +32,38 @@ def load(name: str, *, root: Path = ROOT, show: bool = True) -> dict:
     if show:
         p = record["provenance"]
         print(f"results/{name}.json, written by: {p['command']}\n"
-              f"  commit {p['commit']}, {p['date']}, {p['machine']}, {p['seconds'] / 60:.0f} min")
+              f"  commit {p['commit']}, {p['date']}, {p['machine']}, {p['seconds'] / 60:.0f} min, "
+              f"randomness={record['randomness']!r}")
     return record
 
 
-def save(path: str | Path, record: dict, *, seconds: float, argv: list[str] | None = None) -> None:
+def randomness_modes(record: object) -> set[str]:
+    """Every ``randomness`` mode named by a config inside ``record`` (any nesting depth)."""
+    if isinstance(record, dict):
+        own = {record["randomness"]} if isinstance(record.get("randomness"), str) else set()
+        return own.union(*(randomness_modes(v) for v in record.values()))
+    if isinstance(record, list):
+        return set().union(*(randomness_modes(v) for v in record))
+    return set()
+
+
+def save(path: str | Path, record: dict, *, seconds: float, argv: list[str] | None = None,
+         randomness: str | None = None) -> None:
     """Write ``record`` with its provenance (command, commit, date, machine, ``seconds``) to
-    ``path`` as JSON, atomically: what a benchmark's ``--out`` writes and :func:`load` reads."""
+    ``path`` as JSON, atomically: what a benchmark's ``--out`` writes and :func:`load` reads.
+
+    The record also says which randomness mode produced it (``"simulation"``: seeded and
+    reproducible, so any DP noise in it protects nothing; ``"secure"``): taken from the configs
+    inside ``record``, or ``randomness`` for a record that carries none. A record must name
+    exactly one mode.
+    """
     from ..core.storage import atomic_write_text
     from .provenance import provenance
 
-    full = {**record, "provenance": provenance(sys.argv if argv is None else argv, seconds)}
+    modes = randomness_modes(record) | ({randomness} if randomness else set())
+    if len(modes) != 1:
+        raise ValueError(f"randomness={randomness!r} is invalid for this record (its configs name "
+                         f"{sorted(modes) or 'no mode'}): allowed exactly one of 'simulation', 'secure'.")
+    full = {**record, "randomness": modes.pop(),
+            "provenance": provenance(sys.argv if argv is None else argv, seconds)}
     atomic_write_text(path, json.dumps(full, indent=1))
