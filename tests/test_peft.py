@@ -219,6 +219,40 @@ def test_lpft_runs_with_dp_across_the_switch(tiny):
     assert np.isfinite(res.history.rows[2]["test_loss"])
 
 
+@pytest.mark.parametrize("strategy, kw", [
+    ("bitfit", dict(dp_clip=1.0, aggregator="mean")), ("bitfit", dict(secure_aggregation=True)),
+    ("lpft", dict(secure_aggregation=True)), ("lpft", dict(compression="quantize", quantize_bits=8))],
+    ids=["bitfit+dp", "bitfit+secagg", "lpft+secagg", "lpft+q8"])
+def test_bitfit_and_lpft_run_with_the_rest_of_the_round(tiny, strategy, kw):
+    """What chapter 05b says works, run: each against the same strategy without the feature
+    (LP-FT for two rounds, across its switch after round 1)."""
+    cfg = dict(strategy=strategy, rounds=2 if strategy == "lpft" else 1, lpft_switch_round=1)
+    res = run_federated(_cfg(**cfg, **kw), dataset=tiny, progress=False)
+    plain = _plain_run(tiny, **cfg, **({"aggregator": "mean"} if "dp_clip" in kw else {}))
+    last = cfg["rounds"]
+    assert np.isfinite(res.history.rows[last]["test_loss"])
+    if kw.get("secure_aggregation"):  # masked sums give the plain weighted mean, to fixed-point precision
+        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(res.weights, plain.weights))
+        assert res.history.rows[last]["bytes_up"] > plain.history.rows[last]["bytes_up"]  # keys, shares
+    if "dp_clip" in kw:
+        assert res.history.rows[1]["epsilon"] > 0
+        assert not all(np.allclose(a, b) for a, b in zip(res.weights, plain.weights))  # noise added
+    if kw.get("compression") == "quantize":  # both phases upload about a quarter of float32
+        for r in (1, 2):
+            assert res.history.rows[r]["bytes_up"] < plain.history.rows[r]["bytes_up"] / 3
+
+
+_PLAIN: dict = {}
+
+
+def _plain_run(tiny, **kw):
+    """One run per distinct config, shared by the cases above (LP-FT's plain run serves two)."""
+    key = tuple(sorted(kw.items()))
+    if key not in _PLAIN:
+        _PLAIN[key] = run_federated(_cfg(**kw), dataset=tiny, progress=False)
+    return _PLAIN[key]
+
+
 # ------------------------------------------------------------------ feature skew and FedBN
 def test_feature_skew_styles_each_client_and_keeps_labels():
     rng = np.random.default_rng(0)
