@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lora-rank", type=int, default=4)
     p.add_argument("--switch-round", type=int, default=2, help="LP-FT: last head-only round")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2],
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
                    help="client learning rates tried for each strategy on the validation split")
     p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default --rounds: 2 rounds "
                    "chose 3e-3 for full fine-tuning, which then oscillates; LP-FT: at least "
