@@ -3,6 +3,7 @@ bibliography, glossary links to the glossary, and every chapter has the parts a 
 on (objectives, study time, display equations, numbered captions, glued numbers, one exercise
 format, placeholders that give nothing away)."""
 
+import json
 import re
 from pathlib import Path
 
@@ -180,3 +181,23 @@ def test_solution_pages_are_named_like_the_sidebar_expects():
     for path in sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb")):
         title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
         assert title.startswith("# Solutions: "), f"{path.name}: {title!r}"
+
+
+def test_grid_summary_figure_is_sharp_and_its_legend_names_what_varies(tmp_path):
+    """Figure 14.1 is the runner's summary.png: 200 dpi, the legend short enough to read."""
+    from PIL import Image
+
+    from fedtl_helpers.workflow import experiments
+
+    records = [{"run_id": f"dataset=shapes__rounds=2__weights={w}__0123abcd",
+                "params": {"dataset": "shapes", "rounds": 2, "weights": w}, "final": {"test_accuracy": a},
+                "per_round": [{"round": 1, "test_accuracy": a / 2}, {"round": 2, "test_accuracy": a}]}
+               for w, a in (("builtin", 0.6), (None, 0.2))]
+    assert experiments.summary_labels(records) == ["weights=builtin", "weights=None"]
+    assert experiments.summary_labels(records[:1]) == [records[0]["run_id"]]
+    for r in records:
+        (tmp_path / f"{r['run_id']}.json").write_text(json.dumps(r))
+    _, png = experiments.write_summary(tmp_path, "smoke")
+    with Image.open(png) as image:
+        assert image.info["dpi"] == pytest.approx((200, 200), abs=0.1)
+        assert image.width >= 7 * 200  # the 7-inch axes at 200 dpi, plus the legend beside them
