@@ -64,6 +64,16 @@ def test_every_citation_and_glossary_link_resolves():
             assert name in terms, f"{path.name} links {name!r}, not in the glossary"
 
 
+def test_every_glossary_term_is_linked_from_a_page():
+    """A glossary entry no page links to is one a reader never finds from the text."""
+    linked = set()
+    for path in SOURCES:
+        if path.name != "glossary.md":
+            linked |= {(t[1] or t[0]).strip().lower()
+                       for t in re.findall(r"\{term\}`([^`<]+?)(?:\s*<([^>]+)>)?`", _text(path))}
+    assert not _glossary_terms() - linked, f"never linked: {sorted(_glossary_terms() - linked)}"
+
+
 @pytest.mark.parametrize("path", [
     pytest.param(p, id=p.stem, marks=pytest.mark.xfail(p.stem in PENDING, strict=True,
                                                         reason="reworked on another branch"))
@@ -122,6 +132,14 @@ def _hint(printed: str) -> str:
 @pytest.mark.parametrize("hint", OLD_HINTS)
 def test_the_code_rule_catches_the_hints_that_gave_answers_away(hint):
     assert CODE_IN_PROSE.search(hint), hint
+
+
+def test_deployment_page_opens_like_a_chapter():
+    text = (ROOT / "book" / "deployment.md").read_text(encoding="utf-8")
+    top = text[:text.index("## Overview")]
+    assert "*Study time:" in top and ":::{admonition} Learning objectives" in top and ":class: tip" in top
+    overview = text[:text.index("## Prerequisites")]
+    assert "{cite}`beutel2020flower`" in overview, "Flower cited where the page introduces it"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
