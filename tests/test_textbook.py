@@ -219,3 +219,26 @@ def test_grid_summary_figure_is_sharp_and_its_legend_names_what_varies(tmp_path)
     with Image.open(png) as image:
         assert image.info["dpi"] == pytest.approx((200, 200), abs=0.1)
         assert image.width >= 7 * 200  # the 7-inch axes at 200 dpi, plus the legend beside them
+
+
+def test_teachers_guide_covers_every_chapter_and_exercise_in_order():
+    """Times for every chapter and the deployment page; each exercise's mistakes once, in order;
+    each exercise scheduled once, in class or as homework."""
+    import fedtl_helpers as fl
+
+    guide = (ROOT / "book" / "teachers_guide.md").read_text(encoding="utf-8")
+
+    def section(title: str) -> str:
+        start = guide.index(f"## {title}")
+        return guide[start:guide.index("\n## ", start + 1)]
+
+    exercises = [".".join(n.split("_")[1:]) for n in fl.check.exercises()]
+    mistakes = re.findall(r"^\| (\d+\.\d+) ", section("Mistakes the checkers catch"), re.M)
+    assert mistakes == exercises
+    times = section("What each notebook needs")
+    assert re.findall(r"^\| \{doc\}`\.\./notebooks/([^`]+)`", times, re.M) == [p.stem for p in CHAPTERS]
+    assert re.search(r"^\| \{doc\}`deployment`", times, re.M), "the deployment page's row"
+    sessions = [line.split("|")[4:6] for line in section("A schedule").splitlines()
+                if re.match(r"\| \d+\. ", line)]
+    scheduled = re.findall(r"\b\d+\.\d+\b", " ".join(" ".join(cols) for cols in sessions))
+    assert sorted(scheduled, key=lambda e: tuple(map(int, e.split(".")))) == exercises
