@@ -192,6 +192,23 @@ def test_5_3():
     rejects("5_3", lambda a, b: float(sum((x * y).sum() for x, y in zip(a, b))), "dot product")
 
 
+def test_5_4_and_5_5_reject_the_mistakes_the_teachers_guide_lists():
+    """The rows of book/teachers_guide.md for 5.4 and 5.5 (the right answers: tests/test_peft.py)."""
+    rejects("5_4", lambda shape, r: int(np.prod(shape)), "full (or rank-times) kernel", "expected 1408")
+    rejects("5_4", lambda shape, r: int(np.prod(shape[:-1])) * r * r * shape[-1], "multiplied", "add them")
+    rejects("5_4", lambda shape, r: shape[-2] * r + r * shape[-1], "keeps the kernel's spatial size",
+            "(3, 3, 32, 4)")
+
+    def mean(xs, counts):
+        return sum(c * x for c, x in zip(counts, xs)) / sum(counts)
+
+    rejects("5_5", lambda a, b, c: mean(a, c) @ mean(b, c), "mean(A) @ mean(B)", "Multiply each client's")
+    rejects("5_5", lambda a, b, c: sum(x @ y for x, y in zip(a, b)) / len(a), "unweighted mean",
+            "counts[k] / sum(counts)")
+    rejects("5_5", lambda a, b, c: mean([x.T @ y.T for x, y in zip(a, b)], c), "shape (2, 2)",
+            "got shape (1, 1)")
+
+
 # ------------------------------------------------------------------ chapter 6
 def test_6_1():
     assert check("6_1")(fl.fedavg)

@@ -47,7 +47,8 @@ def exercise_8_2(topk_ef) -> Verdict:
     residual = np.array([0.0, 0.0, 1.95, 0.0, 0.0], np.float32)
     out = call_or_none(topk_ef, update, residual, 2)
     if out is None:
-        return not_attempted("8.2", "Hint: corrected = update + residual; keep the k largest |corrected|.")
+        return not_attempted("8.2", "Replace the raise line with your code; the error-feedback recursion "
+                             "above says what a client sends and what it carries to the next round.")
     sent, new_residual = (np.asarray(a, np.float64) for a in out)
     corrected = update.astype(np.float64) + residual
     if np.count_nonzero(sent) != 2:
@@ -69,7 +70,8 @@ def exercise_8_2(topk_ef) -> Verdict:
 def exercise_8_3(sparsity, value_bits) -> Verdict:
     """Choose top-k settings for a 100x smaller upload of 10,000 values."""
     if sparsity is None or value_bits is None:
-        return not_attempted("8.3", "Hint: each kept value costs value_bits / 8 bytes plus a 2-byte index.")
+        return not_attempted("8.3", "Set my_sparsity and my_value_bits: count what one kept value costs, "
+                             "its value and its index, against the 4 bytes of a dense float32 value.")
     if value_bits not in (8, 16, 32):
         fail("8.3", f"my_value_bits={value_bits!r}: allowed 8, 16 or 32.")
     if not 0 < sparsity <= 1:

@@ -12,7 +12,8 @@ def exercise_9_1(prune_mask) -> Verdict:
     w = np.array([[0.5, -0.05, 2.0], [-1.5, 0.2, -0.01]], np.float32)
     mask = call_or_none(prune_mask, w, 0.5)
     if mask is None:
-        return not_attempted("9.1", "Hint: np.argsort(np.abs(w).ravel())[:k] are the k smallest.")
+        return not_attempted("9.1", "Replace the raise line with your code; rank the weights by magnitude "
+                             "and prune the smallest ones, as many as the sparsity asks for.")
     mask = np.asarray(mask)
     if mask.shape != w.shape:
         fail("9.1", f"the mask has shape {mask.shape} but the weights have {w.shape}: reshape it like w.")
@@ -34,7 +35,8 @@ def exercise_9_2(int8) -> Verdict:
     w = np.array([0.02, -0.635, 0.3175, 1.27, -1.0], np.float32)
     out = call_or_none(int8, w)
     if out is None:
-        return not_attempted("9.2", "Hint: scale = np.abs(w).max() / 127.")
+        return not_attempted("9.2", "Replace the raise line with your code; the exercise text gives the "
+                             "scale and the rounding, and each q must fit in one signed byte.")
     try:
         q, scale = out
     except (TypeError, ValueError):

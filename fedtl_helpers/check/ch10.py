@@ -16,7 +16,8 @@ def exercise_10_1(alpha) -> Verdict:
     from ..inputs.partitioning import label_skew, partition, partition_stats
 
     if alpha is None:
-        return not_attempted("10.1", "Set alpha to a Dirichlet concentration, e.g. alpha = 0.5.")
+        return not_attempted("10.1", "Set my_alpha to a Dirichlet concentration, a positive number; the "
+                             "accuracy-vs-alpha figure shows where FedAvg starts to fail.")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         fail("10.1", f"alpha must be a number > 0 (a Dirichlet concentration), got {alpha!r}.")
     labels = np.arange(3000) % 10
@@ -34,7 +35,9 @@ def exercise_10_2(interpolate) -> Verdict:
     g = [np.array([0.0, 4.0]), np.array([[2.0]])]
     w = [np.array([2.0, 0.0]), np.array([[6.0]])]
     if is_placeholder(interpolate, g, w, 0.5):
-        return not_attempted("10.2", "Return [alpha * g + (1 - alpha) * w for g, w in ...].")
+        return not_attempted("10.2", "Replace the raise line with your code; combine the two models tensor "
+                             "by tensor, with alpha the weight of the global one, as the exercise "
+                             "text writes it.")
     got = interpolate(g, w, 0.25)
     want = [np.array([1.5, 1.0]), np.array([[5.0]])]
     if not isinstance(got, (list, tuple)) or len(got) != 2:
@@ -57,7 +60,8 @@ def exercise_10_3(prox_grad) -> Verdict:
     """``prox_grad(w, w_global, mu)``: the gradient of ``mu/2 * ||w - w_global||^2`` with respect to w."""
     w, wg = np.array([1.0, -2.0, 3.0]), np.array([0.0, 1.0, 3.0])
     if is_placeholder(prox_grad, w, wg, 0.1):
-        return not_attempted("10.3", "Differentiate mu/2 * sum((w - w_global)**2) with respect to w.")
+        return not_attempted("10.3", "Replace the raise line with your code; differentiate the exercise's "
+                             "proximal term with respect to w, on paper first.")
     got = np.asarray(prox_grad(w, wg, 0.5), dtype=float)
     want = 0.5 * (w - wg)
     if got.shape != want.shape:

@@ -14,7 +14,8 @@ TARGET_EPSILON, SAMPLING_RATE, ROUNDS, DELTA = 4.0, 0.1, 50, 1e-5
 
 def exercise_11_1(clip_to_norm) -> Verdict:
     """``clip_to_norm(update, clip)`` scales a list of arrays to global L2 norm <= ``clip``."""
-    hint = "scale every tensor by min(1, clip / norm), with norm taken over all tensors together."
+    hint = ("Replace the raise line with your code; measure the length of the whole update, all tensors "
+            "together, and shrink the update only when it is longer than clip.")
     if clip_to_norm is None:
         return not_attempted("11.1", hint)
     small = [np.array([0.3, 0.4]), np.array([0.0])]
@@ -44,7 +45,8 @@ def exercise_11_1(clip_to_norm) -> Verdict:
 
 def exercise_11_2(noise_std_on_mean) -> Verdict:
     """``noise_std_on_mean(z, clip, expected_clients)``: the std of the noise in the averaged update."""
-    hint = "the server adds N(0, (z*C)^2) to the *sum*, then divides by the expected number of clients."
+    hint = ("Replace the raise line with your code; the DP-FedAvg equation above says where the server "
+            "adds the noise and what it divides by.")
     if noise_std_on_mean is None:
         return not_attempted("11.2", hint)
     got = call_or_none(noise_std_on_mean, 1.5, 0.2, 30.0)
@@ -68,7 +70,9 @@ def exercise_11_3(noise_multiplier) -> Verdict:
     setting = (f"target epsilon {TARGET_EPSILON}, q={SAMPLING_RATE}, {ROUNDS} rounds, delta={DELTA}, "
                "Poisson sampling, RDP accountant")
     if noise_multiplier is None:
-        return not_attempted("11.3", f"use fl.privacy.noise_multiplier_for_epsilon ({setting}).")
+        return not_attempted("11.3", "Set noise_multiplier with the helper the exercise names, for target "
+                             f"epsilon {TARGET_EPSILON}, sampling rate {SAMPLING_RATE}, {ROUNDS} rounds, "
+                             f"delta {DELTA}, Poisson sampling and the RDP accountant.")
     z = float(noise_multiplier)
     eps = privacy.dp_epsilon(z, SAMPLING_RATE, ROUNDS, DELTA) if z > 0 else float("inf")
     if eps > TARGET_EPSILON * 1.001:

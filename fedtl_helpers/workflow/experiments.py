@@ -380,6 +380,25 @@ def collect(run_dir: str | Path) -> list[dict]:
     return records
 
 
+SUMMARY_DPI = 200
+
+
+def summary_labels(records: list[dict]) -> list[str]:
+    """Legend labels for ``summary.png``: each run's *varied* parameters, ``weights=builtin``.
+
+    A run id repeats every fixed parameter and a hash (90 characters); only what differs between
+    the runs tells the curves apart. A single run, or runs that differ in nothing, keep their id.
+    """
+    def text(value: Any) -> str:
+        return json.dumps(value) if isinstance(value, list | dict) else str(value)  # None as run_id has it
+
+    keys = list(dict.fromkeys(k for r in records for k in r["params"]))
+    varied = [k for k in keys if len({text(r["params"].get(k)) for r in records}) > 1]
+    if not varied:
+        return [r["run_id"] for r in records]
+    return [", ".join(f"{k}={text(r['params'].get(k))}" for k in varied) for r in records]
+
+
 def write_summary(run_dir: str | Path, name: str) -> tuple[Path, Path]:
     """Write ``summary.csv`` (run_id, parameters, final metrics) and ``summary.png`` into ``run_dir``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -402,17 +421,18 @@ def write_summary(run_dir: str | Path, name: str) -> tuple[Path, Path]:
     fig = Figure(figsize=(7, 4.5))  # no pyplot: no global figure state, works headless
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for r in records:
+    for r, label in zip(records, summary_labels(records)):
         points = [(p["round"], p["test_accuracy"]) for p in r["per_round"]
                   if "round" in p and "test_accuracy" in p]
         if points:
-            ax.plot(*zip(*points), marker="o", label=r["run_id"])
+            ax.plot(*zip(*points), marker="o", label=label)
     ax.set(xlabel="round", ylabel="test accuracy (fraction)", title=f"Grid {name!r}: test accuracy per round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if ax.lines:
-        ax.legend(fontsize="x-small")
+    if ax.lines:  # beside the axes, at the axis labels' size: it never hides a curve
+        ax.legend(fontsize="medium", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
+    # 200 dpi: the book shows the file as it is, so it must stay sharp on high-density screens.
+    fig.savefig(png, format="png", dpi=SUMMARY_DPI, bbox_inches="tight")
     png_path = run_dir / "summary.png"
     atomic_write_bytes(png_path, png.getvalue())
     return csv_path, png_path
