@@ -114,9 +114,9 @@ OLD_HINTS = [
     "use fl.privacy.noise_multiplier_for_epsilon (target epsilon 4.0, q=0.1, 50 rounds, delta=1e-05, "
     "Poisson sampling, RDP accountant).",
 ]
-# Chapters whose stored checker output (an nbval reference cell) still holds an old hint: the
-# notebooks belong to another branch; the lead refreshes the outputs and removes them here.
-STALE_REFERENCES = {"08_communication", "09_compute_storage", "10_noniid"}
+# Chapters whose stored checker output (an nbval reference cell) may still hold an old hint
+# (none now: refreshed when the checkers changed).
+STALE_REFERENCES: set[str] = set()
 
 
 def _exercise_cells(path: Path) -> list:
