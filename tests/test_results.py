@@ -49,7 +49,9 @@ def test_bench_transfer_first_rounds_reproduce(arm, rounds):
 # The fair comparisons of chapters "Client fine-tuning" and "Differential privacy": each arm's
 # tuned setting, every seed's curve, and summary figures that follow from the curves.
 FAIR = {"bench_strategies": ("strategies", "lr", "learning_rate"),
-        "bench_dp": ("arms", "client_lr", "learning_rate")}
+        "bench_dp": ("arms", "client_lr", "learning_rate"),
+        "bench_compression": ("methods", "lr", "learning_rate"),
+        "bench_robust": ("arms", "lr", "learning_rate")}
 
 
 def _record(name):
@@ -75,12 +77,32 @@ def test_fair_comparison_record_is_complete_and_consistent(name):
         assert float(chosen.split("/")[0]) == r[lr_key] == bench["configs"][arm][field]
 
 
-@pytest.mark.parametrize("name, arm, rounds", [("bench_strategies", "head", 2), ("bench_dp", "dp", 1)])
+@pytest.mark.parametrize("name, arm, rounds", [("bench_strategies", "head", 2), ("bench_dp", "dp", 1),
+                                              ("bench_compression", "prune_1pct", 1),
+                                              ("bench_robust", "Krum, none", 1)])
 def test_fair_comparison_first_rounds_reproduce(name, arm, rounds):
     bench = _record(name)
     config = fl.ExperimentConfig.from_dict({**bench["configs"][arm], "rounds": rounds})
     history = fl.run_federated(config, progress=False).history
     assert history.column("test_accuracy") == pytest.approx(bench["curves"][arm][0][:rounds + 1], abs=0.002)
+
+
+@pytest.mark.parametrize("name, arms_key, baseline, paired", [
+    ("bench_compression", "methods", "float32", "change_points"),
+    ("bench_robust", "rule_cost", None, "cost_points")])
+def test_paired_changes_follow_from_the_curves(name, arms_key, baseline, paired):
+    """Chapters 08 and 12 judge each arm against a baseline *in the same seed*: the recorded
+    changes are those per-seed differences of the curves' tails."""
+    bench = _record(name)
+
+    def tails(arm):
+        return [sum(c[-bench["last"]:]) / bench["last"] for c in bench["curves"][arm]]
+
+    for key, r in bench[arms_key].items():
+        arm, base = (key, baseline) if baseline else (f"{key}, none", "FedAvg, none")
+        diffs = [100 * (a - b) for a, b in zip(tails(arm), tails(base))]
+        assert r[paired] == pytest.approx(sum(diffs) / len(diffs), abs=0.01)
+        assert (r[f"{paired}_min"], r[f"{paired}_max"]) == pytest.approx((min(diffs), max(diffs)), abs=0.01)
 
 
 def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path, capsys):
