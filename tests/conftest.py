@@ -41,9 +41,11 @@ import importlib.util
 
 if importlib.util.find_spec("fedtl_helpers") is None:
     raise ModuleNotFoundError(
-        "This notebook needs the course's helper package fedtl_helpers. In a copy of the course "
-        "repository run `python3 dev.py test --quick` once (it creates .venv with everything) or "
-        "`pip install -e .` in your own environment, then restart this notebook's kernel.")"""
+        "This notebook needs the course's helper package fedtl_helpers, which lives in the course "
+        "repository (linked at the top of the book's pages, or ask your teacher for it). In a copy of "
+        "it run `python3 dev.py lab --check` once (it creates .venv with everything and registers the "
+        "'Python (fedtl)' kernel; then choose that kernel) or `pip install -e .` in your own "
+        "environment, then restart this notebook's kernel.")"""
 collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not notebooks of the book
 
 # Tests that train for long or start processes (over ~10 s each under load on 2 cores, measured

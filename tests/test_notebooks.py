@@ -58,7 +58,8 @@ def test_install_check_names_the_commands(tmp_path):
     out = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True,
                          cwd=tmp_path, env=env)
     assert out.returncode == 1 and "ModuleNotFoundError" in out.stderr
-    assert "python3 dev.py test --quick" in out.stderr and "pip install -e ." in out.stderr
+    assert "python3 dev.py lab --check" in out.stderr and "pip install -e ." in out.stderr
+    assert "course repository" in out.stderr  # says where the package comes from
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
