@@ -34,8 +34,11 @@ launcher
    what an earlier one left behind in ``--out``, saying so.
 
 A bad option is one line on stderr naming it and what is allowed, exit 2, before anything
-starts. ``--out`` is locked while a launch uses it, and a folder that already holds a result
-is refused unless ``--overwrite``.
+starts; neither TensorFlow nor Flower is imported for these checks (nor for ``--help``), so
+they answer in well under a second and no TensorFlow log line reaches the terminal. ``--out``
+is created only when the launch takes it (and removed again if a check leaves it empty), is
+locked while a launch uses it, and a folder that already holds a result is refused unless
+``--overwrite``.
 
 The last line printed is one JSON object with the final accuracy and where the result is.
 """
@@ -188,11 +191,20 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedtl_deploy.task import check_deployable
+    """Check every option, then deploy; the exit status (0, 1 failed, 2 usage, 130 interrupted).
 
+    Nothing before ``run_local`` imports TensorFlow or Flower, so ``--help`` and a refused
+    option answer in a fraction of a second; the Flower processes quiet TensorFlow themselves.
+    """
+    from fedtl_helpers.cli import quiet_tensorflow
+
+    quiet_tensorflow()  # first: if anything below ever imports TensorFlow, its C++ logger is quiet
+    # stages.check_supported is what fedtl_deploy.task.check_deployable (the ServerApp's check)
+    # calls; imported from here, it answers without Flower, dp-accounting or Keras.
     from fedtl_helpers import storage
     from fedtl_helpers.config import ExperimentConfig
     from fedtl_helpers.history import History
+    from fedtl_helpers.stages import DEPLOYMENT, check_supported
 
     args = vars(build_parser().parse_args(argv))
     options = {k: args.pop(k) for k in ("out", "superlink_port", "node_port", "superlink_address",
@@ -208,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             config = ExperimentConfig(**args)
-            check_deployable(config)  # what the Flower app cannot run, refused before any process starts
+            check_supported(config, DEPLOYMENT)  # what the Flower app cannot run, refused up front
         except ValueError as e:
             raise storage.UserError(str(e)) from e
         check_options(options, config.num_clients)

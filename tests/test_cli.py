@@ -65,6 +65,8 @@ def saved_run(out: Path, rounds_done: int = 1, **config) -> ExperimentConfig:
     (["--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], "--dataset=cifar10"),
     (["--data-sha256", "abc"], "--data-sha256='abc'"),
     (["--resume", "--overwrite"], "--resume and --overwrite"),
+    (["--compression", "quantize", "--error-feedback", "true"], "error_feedback=True is invalid"),
+    (["--error-feedback", "maybe"], "expected true or false or none"),
 ])
 def test_user_errors_are_one_line_exit_2_before_any_tensorflow(args, names, tmp_path, capsys,
                                                                monkeypatch):
@@ -74,7 +76,20 @@ def test_user_errors_are_one_line_exit_2_before_any_tensorflow(args, names, tmp_
     code, _, err = run_cli(["run", *args, "--out", str(tmp_path / "out")], capsys)
     assert code == 2
     assert names in one_line_error(err)
-    assert not (tmp_path / "out" / storage.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "out").exists()  # not even an empty folder is left behind
+
+
+def test_a_refused_run_leaves_no_folder_it_created(tmp_path, capsys):
+    """``--out`` (and its missing parents) appear only for a run that really starts."""
+    out = tmp_path / "new" / "deeper"
+    code, _, err = run_cli(["run", *TINY, "--weights", str(tmp_path / "missing.weights.h5"),
+                            "--out", str(out)], capsys)
+    assert code == 2 and "no such file" in one_line_error(err)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a folder that existed before stays, empty or not
+    code, _, err = run_cli(["run", *TINY, "--weights", str(tmp_path / "missing.weights.h5"),
+                            "--out", str(tmp_path / "kept")], capsys)
+    assert code == 2 and (tmp_path / "kept").is_dir()
 
 
 def test_unusable_out_is_refused_before_training(tmp_path, capsys):

@@ -1,6 +1,6 @@
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.config import ExperimentConfig, comparable
 
 
 def test_defaults_are_valid_and_roundtrip():
@@ -125,3 +125,18 @@ def test_secure_aggregation_needs_a_majority_threshold_and_fixed_sampling(kwargs
 def test_non_finite_values_are_rejected(field, value, extra):
     with pytest.raises(ValueError, match=rf"ExperimentConfig\.{field}={value!r} is invalid"):
         ExperimentConfig(**{**extra, field: value})
+
+
+def test_an_older_config_dict_with_error_feedback_true_still_loads_and_compares_equal():
+    """Before ``error_feedback=None`` was the default, every saved config said True."""
+    old = {**ExperimentConfig(compression="quantize").to_dict(), "error_feedback": True}
+    cfg = ExperimentConfig.from_dict(old)  # ignored with quantisation then: loads as None
+    assert cfg.error_feedback is None and not cfg.uses_error_feedback
+    assert comparable(old) == comparable(cfg.to_dict())
+    assert comparable(old)["error_feedback"] is False  # what ran
+    top = {**ExperimentConfig(compression="topk").to_dict(), "error_feedback": True}
+    assert ExperimentConfig.from_dict(top).error_feedback is True  # explicit and meaningful: kept
+    assert comparable(top) == comparable(ExperimentConfig(compression="topk").to_dict())
+    off = ExperimentConfig(compression="topk", error_feedback=False).to_dict()
+    assert comparable(off) != comparable(top)
+    assert ExperimentConfig.from_dict(ExperimentConfig().to_dict()).error_feedback is None

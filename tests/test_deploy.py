@@ -394,7 +394,62 @@ def test_bad_launcher_options_are_one_line_exit_2_before_anything_starts(tmp_pat
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "out" / "logs").exists()
+    assert not (tmp_path / "out").exists()  # nothing started, no folder left behind
+
+
+# A fresh launcher process, as a user starts it: (arguments, exit status, what its one line names)
+FRESH = [
+    (["--help"], 0, None),
+    (["--nonsense"], 2, "--nonsense"),
+    (["--rounds", "two"], 2, "--rounds"),
+    (["--aggregator", "nope"], 2, "aggregator='nope'"),
+    (["--learning-rate", "inf"], 2, "learning_rate=inf"),
+    (["--randomness", "simulation"], 2, "randomness='simulation'"),
+    (["--secure-aggregation", "true"], 2, "secure_aggregation=True"),
+    (["--strategy", "lpft"], 2, "strategy='lpft'"),
+    (["--superlink-port", "80"], 2, "--superlink-port=80"),
+    (["--out", "{file}"], 2, "--out="),
+]
+# TensorFlow's and absl's start-up lines ("I0000 00:00:... port.cc:153] oneDNN custom operations",
+# "WARNING: All log messages before absl::InitializeLog() ...", "cpu_feature_guard", "cudart_stub")
+TF_LOG = re.compile(r"^[IWEF]\d{4} |absl::|oneDNN|cudart|cuda drivers|cpu_feature_guard|"
+                    r"TensorFlow binary", re.M)
+
+
+def test_a_fresh_launcher_answers_help_and_errors_without_tensorflow(tmp_path):
+    """Issue 19 item 6: ``--help`` and every error needing neither data nor a model are fast
+    (TensorFlow, Flower and dp-accounting are not imported) and print no TensorFlow log line."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    env = {**os.environ, "PYTHONPATH": str(DEPLOY.parent)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the launcher must quiet TensorFlow by itself
+    seconds = {}
+    for args, status, names in FRESH:
+        args = [a.replace("{file}", str(a_file)) for a in args]
+        args += [] if "--randomness" in args else ["--randomness", "secure"]
+        args += [] if "--out" in args else ["--out", str(tmp_path / "out")]
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(DEPLOY / "run_local.py"), *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+        seconds[" ".join(args[:2])] = round(time.perf_counter() - t0, 2)
+        assert proc.returncode == status, (args, proc.stderr)
+        assert not TF_LOG.search(proc.stderr + proc.stdout), proc.stderr
+        if status == 0:
+            assert proc.stderr == "" and proc.stdout.startswith("usage: python deploy/run_local.py")
+        else:
+            (line,) = proc.stderr.splitlines()
+            assert line.startswith("error: ") and names in line, line
+    assert not (tmp_path / "out").exists()
+    print("seconds per fresh launcher:", seconds)  # shown with pytest -s; not asserted (shared CPUs)
+    # The deployability check itself, in a fresh process: nothing heavy was imported for it.
+    code = ("import sys; sys.path.insert(0, {deploy!r}); import run_local\n"
+            "assert run_local.main(['--randomness', 'secure', '--strategy', 'lora', "
+            "'--out', {out!r}]) == 2\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'flwr', 'dp_accounting') "
+            "if m in sys.modules))").format(deploy=str(DEPLOY), out=str(tmp_path / "out"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.stdout.strip() == "[]" and "strategy='lora'" in proc.stderr, proc.stderr
 
 
 def test_launcher_refuses_an_existing_result_a_locked_folder_and_a_file(tmp_path, capsys):

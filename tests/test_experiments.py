@@ -198,9 +198,12 @@ def test_cli_rejects_bad_grid_with_exit_code_2(tmp_path, capsys, change, message
 
 def test_cli_rejects_invalid_yaml(tmp_path, capsys):
     path = tmp_path / "grid.yaml"
-    path.write_text("name: [unclosed\n")
+    path.write_text("name: [unclosed\nruns: 3\n")
     assert ex.main(["experiments", "run", str(path)]) == 2
-    assert "not valid YAML" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    (line,) = err.splitlines()  # PyYAML's own message is eight lines
+    assert line == (f"error: {path}: not valid YAML: expected ',' or ']', but got ':' at line 2, "
+                    "column 5 (while parsing a flow sequence)"), line
 
 
 def test_cli_summary_rewrites_csv_and_png(finished, tmp_path, capsys):

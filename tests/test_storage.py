@@ -3,6 +3,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,7 +150,8 @@ def test_read_checkpoint_state_reads_the_round_and_refuses_a_damaged_file(tmp_pa
 
 
 def test_check_output_dir_refuses_files_and_paths_under_files(tmp_path):
-    assert storage.check_output_dir(tmp_path / "new" / "deep").is_dir()
+    assert storage.check_output_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    assert not (tmp_path / "new").exists()  # checked, not created: FolderLock creates it
     (tmp_path / "f").write_text("x")
     with pytest.raises(storage.UserError, match=r"--out=.*is a file"):
         storage.check_output_dir(tmp_path / "f")
@@ -183,3 +186,86 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path):
     with storage.FolderLock(tmp_path, "new run", notify=notes.append):
         pass
     assert len(notes) == 2
+
+
+def test_lock_creates_the_folder_and_removes_it_only_if_left_empty(tmp_path):
+    out = tmp_path / "a" / "b"
+    with storage.FolderLock(out, "refused run"):
+        assert out.is_dir()
+    assert not (tmp_path / "a").exists()  # nothing was written: both created folders removed
+    with storage.FolderLock(out, "real run"):
+        (out / "history.json").write_text("{}")
+    assert (out / "history.json").exists() and not (out / storage.LOCK_NAME).exists()
+    with storage.FolderLock(tmp_path / "a" / "c", "refused run"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]  # "a" was not made for it
+    (tmp_path / "empty").mkdir()
+    with storage.FolderLock(tmp_path / "empty", "refused run"):
+        pass
+    assert (tmp_path / "empty").is_dir()  # existed before: kept
+
+
+def test_lock_file_is_complete_from_the_moment_it_exists(tmp_path, monkeypatch):
+    """Taken by ``os.link`` of a written temporary file: never seen empty by another process."""
+    seen = []
+    real_link = os.link
+
+    def spy_link(src, dst):
+        seen.append(json.loads(Path(src).read_text()))  # complete before it gets the lock's name
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", spy_link)
+    with storage.FolderLock(tmp_path, "run"):
+        assert seen and seen[0]["pid"] == os.getpid()
+        assert json.loads((tmp_path / storage.LOCK_NAME).read_text()) == seen[0]
+        assert [p.name for p in tmp_path.iterdir()] == [storage.LOCK_NAME]  # no temporary left
+
+
+@pytest.mark.parametrize("content", ["", '{"pid": 12'])
+def test_fresh_unreadable_lock_is_held_and_an_old_one_is_taken_over(tmp_path, content):
+    """An empty or half-written lock file may be another process taking the lock right now."""
+    lock = tmp_path / storage.LOCK_NAME
+    lock.write_text(content)
+    with pytest.raises(storage.LockedError, match=r"being locked by another process"):
+        with storage.FolderLock(tmp_path, "second run"):
+            pass
+    assert lock.read_text() == content  # not deleted
+    old = time.time() - storage.FRESH_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    notes = []
+    with storage.FolderLock(tmp_path, "second run", notify=notes.append):
+        assert json.loads(lock.read_text())["what"] == "second run"
+    assert len(notes) == 1 and "unreadable lock file" in notes[0] and "stale" in notes[0]
+
+
+def test_a_lock_taken_while_judging_a_stale_one_is_not_deleted(tmp_path, monkeypatch):
+    """Two processes finding the same stale lock: the second must not delete the first's new lock."""
+    lock = tmp_path / storage.LOCK_NAME
+    lock.write_text("")
+    old = time.time() - storage.FRESH_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    live = {"pid": os.getpid(), "hostname": socket.gethostname(), "what": "first taker"}
+    real_read = storage.FolderLock._read_owner
+
+    def first_taker_wins(self):  # between our look at the stale file and its removal
+        owner = real_read(self)
+        lock.unlink()
+        lock.write_text(json.dumps(live))
+        return owner
+
+    monkeypatch.setattr(storage.FolderLock, "_read_owner", first_taker_wins)
+    with pytest.raises(storage.LockedError):
+        with storage.FolderLock(tmp_path, "second taker", notify=lambda m: None):
+            pass
+    assert json.loads(lock.read_text()) == live
+
+
+def test_resume_compares_error_feedback_as_it_runs():
+    from fedtl_helpers.config import ExperimentConfig
+
+    now = ExperimentConfig(compression="none").to_dict()  # error_feedback None
+    storage.check_resume({**now, "error_feedback": True}, now, 1, 2)  # an older checkpoint: fine
+    topk = ExperimentConfig(compression="topk").to_dict()
+    storage.check_resume({**topk, "error_feedback": True}, topk, 1, 2)  # on either way
+    with pytest.raises(storage.UserError, match=r"error_feedback: saved False, now True"):
+        storage.check_resume({**topk, "error_feedback": False}, topk, 1, 2)

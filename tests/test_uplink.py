@@ -8,7 +8,7 @@ import pytest
 from fedtl_helpers import compression
 from fedtl_helpers.config import ExperimentConfig
 from fedtl_helpers.server import Simulation, run_federated
-from fedtl_helpers.storage import load_checkpoint
+from fedtl_helpers.storage import load_checkpoint, save_checkpoint
 
 
 def _cfg(**kw):
@@ -69,6 +69,13 @@ def test_stochastic_quantisation_resumes_identically(small_shapes, tmp_path):
     full = run_federated(cfg, dataset=small_shapes, progress=False)
     run_federated(_cfg(rounds=1, compression="quantize", quantize_bits=4), dataset=small_shapes,
                   progress=False, checkpoint_dir=tmp_path)
+    # As a checkpoint saved before error_feedback=None was the default spells it: True, ignored
+    # with quantisation. It still resumes (compared as what runs: no error feedback).
+    weights, state = load_checkpoint(tmp_path)
+    arrays = state.pop("arrays")
+    assert state["config"]["error_feedback"] is None
+    state["config"]["error_feedback"] = True
+    save_checkpoint(tmp_path, weights, state, arrays)
     resumed = run_federated(cfg, dataset=small_shapes, progress=False, checkpoint_dir=tmp_path, resume=True)
     for a, b in zip(full.weights, resumed.weights):
         np.testing.assert_array_equal(a, b)
@@ -80,7 +87,8 @@ def test_stochastic_quantisation_resumes_identically(small_shapes, tmp_path):
     ("sparsity", 0.0, "(0, 1]"),
     ("sparsity", 1.5, "(0, 1]"),
     ("sparse_value_bits", 12, "one of 8, 16, 32"),
-    ("error_feedback", "yes", "True or False"),
+    ("error_feedback", "yes", "True, False or None (on for 'topk')"),
+    ("error_feedback", True, "None or False with compression='none'"),
 ])
 def test_bad_compression_config_is_rejected_before_training(field, value, allowed):
     pattern = rf"ExperimentConfig\.{field}=.* is invalid: allowed .*{re.escape(allowed)}"
@@ -112,3 +120,22 @@ def test_uplink_state_roundtrip():
     for k in (0, 3):
         for a, b in zip(up.residuals[k], twin.residuals[k]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["none", "float16", "quantize", "prune"])
+def test_error_feedback_is_on_for_topk_only_and_never_silently_ignored(method):
+    assert compression.Uplink("topk").error_feedback  # None: on for top-k
+    assert not compression.Uplink("topk", error_feedback=False).error_feedback
+    assert not compression.Uplink(method).error_feedback
+    assert not compression.Uplink(method, error_feedback=False).error_feedback
+    with pytest.raises(ValueError, match=rf"error_feedback=True is invalid with method='{method}': "
+                                         r"allowed None or False"):
+        compression.Uplink(method, error_feedback=True)
+    with pytest.raises(ValueError, match=rf"ExperimentConfig\.error_feedback=True is invalid: allowed "
+                                         rf"None or False with compression='{method}'"):
+        ExperimentConfig(compression=method, error_feedback=True)
+    cfg = ExperimentConfig(compression=method)
+    assert cfg.error_feedback is None and not cfg.uses_error_feedback
+    assert ExperimentConfig(compression="topk").uses_error_feedback
+    assert ExperimentConfig(compression="topk", error_feedback=True).uses_error_feedback
+    assert not ExperimentConfig(compression="topk", error_feedback=False).uses_error_feedback

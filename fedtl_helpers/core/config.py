@@ -94,8 +94,11 @@ class ExperimentConfig:
         How each client encodes its update for the uplink (see ``compression.Uplink``):
         ``"none"`` (float32), ``"float16"``, ``"quantize"`` (``quantize_bits`` per value, with
         unbiased stochastic rounding), ``"topk"`` (keep the ``sparsity`` fraction of largest
-        values, with ``error_feedback``; ``sparse_value_bits=8`` quantises the kept values) or
-        ``"prune"`` (keep the ``sparsity`` fraction, forget the rest).
+        values; ``sparse_value_bits=8`` quantises the kept values) or ``"prune"`` (keep the
+        ``sparsity`` fraction, forget the rest). ``error_feedback`` is top-k's memory of the
+        unsent rest: ``None`` (default) means on for ``"topk"``, ``False`` turns it off, and
+        ``True`` with any other compression is refused (nothing else has a rest to remember;
+        ``uses_error_feedback`` says what runs).
     dp_clip, dp_noise_multiplier, dp_delta, client_sampling, dp_accountant
         Client-level differential privacy (DP-FedAvg, see ``privacy``): ``dp_clip=None`` is
         off; else each client's update is clipped to L2 norm ``dp_clip``, Gaussian noise of std
@@ -166,7 +169,7 @@ class ExperimentConfig:
     quantize_bits: int = 8
     stochastic_rounding: bool = True
     sparsity: float = 0.01
-    error_feedback: bool = True
+    error_feedback: bool | None = None  # None: on for compression="topk" (uses_error_feedback)
     sparse_value_bits: int = 32
     # --- differential privacy (chapter "Differential privacy")
     dp_clip: float | None = None  # None: no DP; else clip each client's update to this L2 norm
@@ -241,11 +244,17 @@ class ExperimentConfig:
             _fail("partial_lr_scale", s, "a number in (0, 1]")
         if self.input_size is not None:
             _check_int("input_size", self.input_size, 32)
-        for name in ("feature_cache", "stochastic_rounding", "error_feedback"):
+        for name in ("feature_cache", "stochastic_rounding"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         # --- communication efficiency
         _check_choice("compression", self.compression, COMPRESSIONS)
+        if self.error_feedback is not None and not isinstance(self.error_feedback, bool):
+            _fail("error_feedback", self.error_feedback, "True, False or None (on for 'topk')")
+        if self.error_feedback and self.compression != "topk":  # it would be silently ignored
+            _fail("error_feedback", True, f"None or False with compression={self.compression!r} "
+                  "(error feedback remembers what top-k left unsent; only compression='topk' "
+                  "uses it, and None turns it on there)")
         _check_choice("quantize_bits", self.quantize_bits, (2, 4, 8))
         f = self.sparsity
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
@@ -388,10 +397,10 @@ class ExperimentConfig:
             _fail("server_optimizer", self.server_optimizer, "'sgd' with strategy='lpft' (momentum "
                   "and Adam keep state per sent tensor, and LP-FT changes the sent tensors at "
                   "lpft_switch_round)")
-        if self.compression == "topk" and self.error_feedback:
-            _fail("error_feedback", True, "False with strategy='lpft' and compression='topk' (the "
-                  "residuals are kept per sent tensor, and LP-FT changes the sent tensors at "
-                  "lpft_switch_round)")
+        if self.uses_error_feedback:
+            _fail("error_feedback", True, "False with strategy='lpft' and "
+                  "compression='topk' (None, the default, turns it on for top-k; the residuals "
+                  "are kept per sent tensor, and LP-FT changes the sent tensors at lpft_switch_round)")
 
     def _check_weights(self) -> None:
         w = self.weights
@@ -423,14 +432,40 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def uses_error_feedback(self) -> bool:
+        """Whether the uplink runs top-k's error feedback (``error_feedback`` resolved)."""
+        return self.compression == "topk" and self.error_feedback is not False
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """Build from a dict, rejecting unknown keys by name (typos in grids fail loudly)."""
+        """Build from a dict, rejecting unknown keys by name (typos in grids fail loudly).
+
+        A dict saved before ``error_feedback`` became ``None`` by default (a checkpoint's or a
+        History's config) has ``error_feedback=True`` with every compression: with one other
+        than ``"topk"`` it was ignored, and it loads as ``None``.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"ExperimentConfig has no field(s) {unknown}; known fields: {sorted(known)}")
+        if values.get("error_feedback") is True and values.get("compression", "none") != "topk":
+            values = {**values, "error_feedback": None}
         return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def comparable(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with ``error_feedback`` resolved to what runs (``True``/``False``).
+
+    Two configs that run the same uplink compare equal, whichever way they spell it: ``None``
+    and ``True`` with ``"topk"``, and the ``True`` an older checkpoint saved with another
+    compression (where it was ignored) and today's ``None``. Used by ``storage.check_resume``.
+    """
+    if "error_feedback" not in values:
+        return values
+    return {**values, "error_feedback": values.get("compression", "none") == "topk"
+            and values["error_feedback"] is not False}
+

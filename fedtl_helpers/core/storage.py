@@ -14,11 +14,14 @@ import os
 import socket
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .config import comparable
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
@@ -160,6 +163,8 @@ def check_resume(saved_config: dict[str, Any], config: dict[str, Any], rounds_do
     """Refuse a resume that would not continue the saved run.
 
     Only ``rounds`` may differ, and only upwards (or equal): more rounds extend a finished run.
+    Both dicts are compared through ``config.comparable`` (``error_feedback`` as it runs), so a
+    checkpoint saved before ``error_feedback=None`` became the default still resumes.
 
     Raises
     ------
@@ -167,6 +172,8 @@ def check_resume(saved_config: dict[str, Any], config: dict[str, Any], rounds_do
         Naming every differing field with its saved and requested value, or ``rounds`` below
         the rounds already done.
     """
+    # error_feedback spelt None or True (older checkpoints) compares as what runs
+    saved_config, config = comparable(saved_config), comparable(config)
     diff = [f"{k}: saved {saved_config.get(k, '(absent)')!r}, now {config.get(k, '(absent)')!r}"
             for k in sorted(set(saved_config) | set(config))
             if k != "rounds" and saved_config.get(k) != config.get(k)]
@@ -192,7 +199,11 @@ def held_run_files(directory: str | os.PathLike) -> list[str]:
 
 
 def check_output_dir(directory: str | os.PathLike, option: str = "--out") -> Path:
-    """Make sure ``directory`` is (or can become) a writable folder; return it.
+    """Make sure ``directory`` is, or can become, a writable folder; return it.
+
+    Nothing is created here: ``FolderLock`` creates the folder when the run takes it, and
+    removes it again if the run leaves it empty, so a check that fails later (a missing
+    weights file, a refused resume) leaves no empty folder behind.
 
     Raises
     ------
@@ -212,11 +223,6 @@ def check_output_dir(directory: str | os.PathLike, option: str = "--out") -> Pat
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{option}={str(directory)!r} is not writable ({str(parent)!r} denies "
                         "writing): allowed a folder you can write to")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{option}={str(directory)!r} cannot be created ({e.strerror}): allowed a "
-                        "folder you can write to") from e
     return path
 
 
@@ -245,13 +251,25 @@ def _lock_owner_alive(owner: dict[str, Any]) -> bool:
     return not (isinstance(owner.get("started"), float) and started > owner["started"] + 1)
 
 
+# An unreadable lock file younger than this may be one being written by a process that
+# created it without ``os.link`` (a file system without hard links): it counts as held.
+FRESH_LOCK_SECONDS = 10.0
+
+
 class FolderLock:
     """An exclusive lock on a folder, held by this process: ``with FolderLock(path, what): ...``.
 
     The lock file (``.fedtl.lock``) records pid, hostname, start time and what runs, so a
     second run or grid runner on the same folder is refused with a message saying who holds
-    it. A lock whose process is dead (killed, crashed, machine rebooted) is stale: it is taken
-    over and ``notify`` says so.
+    it. The record is written to a temporary file first and then hard-linked to the lock's
+    name, which fails if the name exists: the lock file is never seen empty or half-written.
+    A lock whose process is dead (killed, crashed, machine rebooted) is stale: it is taken
+    over and ``notify`` says so; so is an unreadable lock file older than
+    ``FRESH_LOCK_SECONDS`` (a younger one counts as held).
+
+    The folder is created on entering if it does not exist, and removed on exit (with the
+    parents created for it) if nothing was written into it, so a run refused by a check made
+    under the lock leaves no empty folder behind.
 
     Raises
     ------
@@ -259,49 +277,126 @@ class FolderLock:
         On entering, when a live process holds the folder.
     """
 
-    def __init__(self, directory: str | os.PathLike, what: str, notify=None):
+    def __init__(self, directory: str | os.PathLike, what: str, notify=None, option: str = "--out"):
         self.path = Path(directory) / LOCK_NAME
-        self.what = what
+        self.what, self.option = what, option  # option: how the user named the folder, for errors
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
         self._held = False
+        self._created: list[Path] = []  # folders made for this lock, deepest first
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         me = {"pid": os.getpid(), "hostname": socket.gethostname(), "what": self.what,
               "started": _process_start_time()}
-        for _ in range(3):
-            try:  # O_EXCL: of two processes creating the file at once, exactly one succeeds
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                owner = self._read_owner()
-                if owner is not None and _lock_owner_alive(owner):
-                    raise LockedError(
-                        f"{self.path.parent} is in use by pid {owner.get('pid')} on "
-                        f"{owner.get('hostname')} ({owner.get('what', '?')}); wait for it to end or "
-                        f"use another output folder. If that process is gone, delete {self.path}."
-                    ) from None
-                self.notify(f"note: taking over a stale lock in {self.path.parent} (pid "
-                            f"{(owner or {}).get('pid', '?')} on {(owner or {}).get('hostname', '?')} "
-                            "is no longer running)")
-                self.path.unlink(missing_ok=True)
+        try:
+            for _ in range(3):
+                try:
+                    self._create(me)
+                except FileExistsError:
+                    self._judge_and_remove_stale()
+                    continue
+                self._held = True
+                return self
+            raise LockedError(f"could not take the lock {self.path}: another process keeps taking it")
+        except BaseException:
+            self._remove_created_folders()
+            raise
+
+    def _make_folder(self) -> None:
+        folder, missing = self.path.parent, []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            try:
+                made.mkdir()
+            except FileExistsError:  # another process made it at the same moment: not ours
                 continue
+            except OSError as e:
+                self._remove_created_folders()
+                raise UserError(f"{self.option}={str(self.path.parent)!r} cannot be created ({made}: "
+                                f"{e.strerror}): allowed a folder you can write to") from e
+            self._created.insert(0, made)
+
+    def _create(self, me: dict[str, Any]) -> None:
+        """Write the lock file complete, then link it into place (``FileExistsError`` if held)."""
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f"{LOCK_NAME}.", suffix=".tmp")
+        try:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self._held = True
-            return self
-        raise LockedError(f"could not take the lock {self.path}: another process keeps taking it")
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, self.path)  # atomic, and fails if the name exists
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here: O_EXCL, and a fresh empty file counts as held
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _judge_and_remove_stale(self) -> None:
+        """The lock file exists: raise ``LockedError`` if it is held, else remove it."""
+        try:
+            seen = os.stat(self.path)
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        owner = self._read_owner()
+        if owner is None:
+            age = time.time() - seen.st_mtime
+            if age < FRESH_LOCK_SECONDS:
+                raise LockedError(
+                    f"{self.path.parent} is being locked by another process ({self.path} was "
+                    f"written {max(age, 0):.1f} s ago and is not complete yet); wait for it to end "
+                    f"or use another output folder. If no process uses it, delete {self.path}.")
+        elif _lock_owner_alive(owner):
+            raise LockedError(
+                f"{self.path.parent} is in use by pid {owner.get('pid')} on "
+                f"{owner.get('hostname')} ({owner.get('what', '?')}); wait for it to end or "
+                f"use another output folder. If that process is gone, delete {self.path}.")
+        what = ("is no longer running" if owner is not None
+                else f"left an unreadable lock file {time.time() - seen.st_mtime:.0f} s old")
+        self.notify(f"note: taking over a stale lock in {self.path.parent} (pid "
+                    f"{(owner or {}).get('pid', '?')} on {(owner or {}).get('hostname', '?')} {what})")
+        # Move the stale file aside rather than unlink it by name: if another process took the
+        # lock between our look and now, the file moved is its live one, and goes back.
+        aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = os.stat(aside)
+            if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (
+                    seen.st_ino, seen.st_size, seen.st_mtime_ns):  # inode numbers are reused
+                try:
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+        finally:
+            aside.unlink(missing_ok=True)
 
     def _read_owner(self) -> dict[str, Any] | None:
         try:
             owner = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None  # half-written or damaged: treated as stale
+            return None  # damaged, or being written without os.link: judged by its age
         return owner if isinstance(owner, dict) else None
+
+    def _remove_created_folders(self) -> None:
+        for folder in self._created:  # deepest first; rmdir refuses a folder that holds anything
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
     def __exit__(self, *exc: object) -> None:
         if self._held:
             self.path.unlink(missing_ok=True)
             self._held = False
+        self._remove_created_folders()
 
 
 def _process_start_time() -> float | None:

@@ -3,22 +3,30 @@
 Chapter: "Federated learning overview". Every concept module (privacy, robust, compression,
 secure aggregation, server optimisers) takes plain arguments; this module picks, from the
 flat ``ExperimentConfig``, which of them each stage of ``round.run_round`` calls and with what.
-``refusals`` lists what a path (e.g. the Flower deployment) cannot run, naming the field.
+``refusals`` lists what the Flower deployment cannot run, naming the field; it needs neither
+Keras nor dp-accounting, so the launcher answers in a fraction of a second.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core import randomness
 from ..core.config import ExperimentConfig
-from ..transforms import aggregation, privacy, robust, secure_agg
+from ..transforms import aggregation, robust, secure_agg
 from ..transforms.aggregation import Weights
 from ..transforms.compression import Uplink
 from ..transforms.server_opt import make_server_optimizer
-from .round import ClientStages, Stages
+
+if TYPE_CHECKING:
+    from .round import Stages
+
+# ``privacy`` (dp-accounting, seconds) and ``round`` (Keras, through the client update) are
+# imported where the round is built, not here: ``refusals`` answers the command lines'
+# "can this path run it?" before anything heavy is loaded, as their fast start promises.
 
 
 # ------------------------------------------------------------------ sample
@@ -70,6 +78,8 @@ def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Gener
                 like: Weights, round_: int = 0,
                   *, clip: float, noise_multiplier: float, denominator: float) -> Weights:
     """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients."""
+    from ..transforms import privacy
+
     return privacy.noisy_mean(deltas, like, clip, noise_multiplier, denominator, rng)
 
 
@@ -83,6 +93,8 @@ def no_privacy_columns(rounds: int) -> dict[str, float]:
 
 def epsilon_column(rounds: int, **accounting) -> dict[str, float]:
     """The History column ``epsilon``: spent after ``rounds`` rounds, at the config's delta."""
+    from ..transforms import privacy
+
     return {"epsilon": privacy.dp_epsilon(rounds=rounds, **accounting)}
 
 
@@ -93,6 +105,9 @@ def build_stages(config: ExperimentConfig) -> Stages:
     The config's cross-field rules (e.g. DP needs ``aggregator="mean"`` and no compression;
     secure aggregation only sums) make each choice below unambiguous.
     """
+    from ..transforms import privacy
+    from .round import ClientStages, Stages
+
     c = config
     if c.client_sampling == "poisson":
         sample = partial(privacy.poisson_sample, num_clients=c.num_clients, rate=c.client_fraction)
@@ -135,7 +150,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
                                       beta2=c.server_beta2, tau=c.server_tau),
         make_uplink=partial(Uplink, c.compression, bits=c.quantize_bits,
                             stochastic=c.stochastic_rounding, fraction=c.sparsity,
-                            error_feedback=c.error_feedback, value_bits=c.sparse_value_bits),
+                            error_feedback=c.uses_error_feedback, value_bits=c.sparse_value_bits),
         overhead=overhead, privacy_columns=privacy_columns, privacy_meta=privacy_meta,
         randomness=c.randomness)
 
@@ -148,10 +163,19 @@ PEFT_NOT_DEPLOYED = ("lora", "bitfit", "lpft")  # strategies only the simulation
 def refusals(config: ExperimentConfig, path: str) -> list[str]:
     """Why ``path`` cannot run ``config``: one message per field it would otherwise ignore.
 
-    Only the deployment refuses anything today: it needs ``randomness="secure"`` (real clients,
-    real privacy), the secure-aggregation protocol here runs every client in one process
-    (Flower's SecAgg+ would be the way to deploy it), and the parameter-efficient strategies
-    (``PEFT_NOT_DEPLOYED``) run only in simulation.
+    The Flower deployment (``DEPLOYMENT``) refuses
+
+    - ``randomness="simulation"``: real clients need ``"secure"`` (OS randomness for the
+      client sample and the DP noise; a seed would let anyone regenerate them);
+    - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"bitfit"``, ``"lpft"``): the
+      parameter-efficient strategies run only in simulation;
+    - ``secure_aggregation=True``: the protocol here runs every client in one process
+      (Flower's SecAgg+ would be the way to deploy it).
+
+    The simulation refuses nothing beyond the config's own rules. The personalised loops
+    check their own (``personalization``): FedPer and FedBN refuse ``strategy="lpft"`` (the
+    personal tensors are split once, LP-FT changes the sent ones), and a split that leaves
+    nothing to share; FedBN also a strategy that trains no normalisation layer.
     """
     if path != DEPLOYMENT:
         return []

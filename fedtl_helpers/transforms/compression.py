@@ -187,7 +187,8 @@ class Uplink:
         For ``"quantize"``: bits per value (2, 4, 8) and unbiased stochastic rounding.
     fraction, error_feedback, value_bits
         For ``"topk"`` / ``"prune"``: the fraction of values kept per tensor, whether the
-        unsent rest is remembered per client and added next round (``"topk"`` only), and the
+        unsent rest is remembered per client and added next round (``None``: on for
+        ``"topk"``; ``True`` with another method is refused, it would be ignored), and the
         bits of each kept value (32, 16, or 8 for "top-k then 8-bit").
 
     The error-feedback residuals are the only state: ``state()`` / ``load_state()`` move them
@@ -195,7 +196,7 @@ class Uplink:
     """
 
     def __init__(self, method: str = "none", *, bits: int = 8, stochastic: bool = True,
-                 fraction: float = 0.01, error_feedback: bool = True, value_bits: int = 32):
+                 fraction: float = 0.01, error_feedback: bool | None = None, value_bits: int = 32):
         if method not in METHODS:
             raise ValueError(f"method={method!r} is invalid: allowed one of {', '.join(map(repr, METHODS))}.")
         if bits not in (2, 4, 8):
@@ -206,7 +207,10 @@ class Uplink:
             raise ValueError(f"value_bits={value_bits!r} is invalid: allowed 8, 16 or 32.")
         self.method, self.bits, self.stochastic = method, bits, stochastic
         self.fraction, self.value_bits = fraction, value_bits
-        self.error_feedback = error_feedback and method == "topk"
+        if error_feedback and method != "topk":
+            raise ValueError(f"error_feedback=True is invalid with method={method!r}: allowed None or "
+                             "False (only 'topk' leaves an unsent rest to remember)")
+        self.error_feedback = method == "topk" and error_feedback is not False
         self.residuals: dict[int, Weights] = {}
 
     def encode(self, client_id: int, delta: Weights, rng: np.random.Generator) -> Encoded:

@@ -38,7 +38,8 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 # Fields that accept None (``--weights none``), with their value type spelled out. Other fields
 # keep "none" as a string: ``--compression none`` and ``--attack none`` are choices, not None.
 _TYPES = {"data_dir": str, "alpha": float, "input_size": int, "n_train": int, "n_test": int,
-          "weights": str, "quantity_alpha": float, "dp_clip": float, "secagg_threshold": int}
+          "weights": str, "quantity_alpha": float, "dp_clip": float, "secagg_threshold": int,
+          "error_feedback": bool}
 _WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -58,7 +59,8 @@ def _parser_for(field: dataclasses.Field):
             return None
         if kind is bool:
             if text.lower() not in ("true", "false"):
-                raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+                raise argparse.ArgumentTypeError(f"expected true or false{' or none' if nullable else ''}"
+                                                 f", got {text!r}")
             return text.lower() == "true"
         try:
             return kind(text)

@@ -115,6 +115,15 @@ def run_id(params: dict) -> str:
     return f"{readable[:80]}__{digest}" if readable else digest
 
 
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's multi-line error as one line: the problem and where (1-based line, column)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 def load_grid(path: str | Path, root: str | Path | None = None) -> GridSpec:
     """Read and validate a grid YAML file (no notebook is run).
 
@@ -130,7 +139,7 @@ def load_grid(path: str | Path, root: str | Path | None = None) -> GridSpec:
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise ValueError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
     except OSError as e:
         raise ValueError(f"grid file {str(path)!r} cannot be read ({e.strerror}): allowed an "
                          "existing YAML file, e.g. experiments/smoke.yaml") from None
