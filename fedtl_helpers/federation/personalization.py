@@ -37,7 +37,7 @@ from ..modeling import models
 from ..transforms.aggregation import Weights
 from .round import ClientMessage, ServerState, server_side
 from .simulation import Dataset, Simulation
-from .stages import build_stages
+from .stages import build_stages, check_supported
 
 NORM_LAYERS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
                keras.layers.GroupNormalization)  # what FedBN keeps on each client
@@ -172,7 +172,7 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     ``heads``, only those tensors). No test-set evaluation per round: FedPer's models are
     evaluated per client (``fedper_accuracy``).
     """
-    _check_strategy(config, "FedPer")
+    check_supported(config, "FedPer")
     sim = simulation or Simulation(config, dataset)
     return _run_personal(config, sim, personal_mask(sim.model, personal_layers),
                          f"personal layers {list(personal_layers)}", "FedPer")
@@ -189,7 +189,7 @@ def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
     ``fedper_accuracy``. Needs a strategy that trains the normalisation layers (``"full"``,
     ``"bitfit"`` or ``"partial"`` with a BatchNorm in the unfrozen blocks).
     """
-    _check_strategy(config, "FedBN")
+    check_supported(config, "FedBN")
     sim = simulation or Simulation(config, dataset)
     personal = fedbn_mask(sim.model)
     if not any(m and p for m, p in zip(sim.mask, personal)):
@@ -197,14 +197,6 @@ def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
                          "trains, so there is nothing to keep on the client; allowed 'full', "
                          "'bitfit' or 'partial'.")
     return _run_personal(config, sim, personal, "the normalisation layers", "FedBN")
-
-
-def _check_strategy(config: ExperimentConfig, path: str) -> None:
-    # LP-FT changes the trained tensors at its switch round; the personal split is fixed once.
-    if config.strategy == "lpft":
-        raise ValueError(f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', "
-                         "'lora' or 'bitfit' (the personal tensors are split off once, and LP-FT "
-                         "changes the trained tensors at lpft_switch_round).")
 
 
 def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool],

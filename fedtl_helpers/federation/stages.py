@@ -157,6 +157,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
 
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
+PERSONAL_PATHS = ("FedPer", "FedBN")  # the personalised loops (personalization.py)
 PEFT_NOT_DEPLOYED = ("lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
@@ -172,11 +173,17 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
     - ``secure_aggregation=True``: the protocol here runs every client in one process
       (Flower's SecAgg+ would be the way to deploy it).
 
-    The simulation refuses nothing beyond the config's own rules. The personalised loops
-    check their own (``personalization``): FedPer and FedBN refuse ``strategy="lpft"`` (the
-    personal tensors are split once, LP-FT changes the sent ones), and a split that leaves
-    nothing to share; FedBN also a strategy that trains no normalisation layer.
+    FedPer and FedBN (``PERSONAL_PATHS``) refuse ``strategy="lpft"``: the personal tensors are
+    split off once, and LP-FT changes the sent ones at its switch round. (They also refuse, once
+    the model is built, a split that leaves nothing to share, and FedBN a strategy that trains
+    no normalisation layer: ``personalization``.)
+
+    The simulation refuses nothing beyond the config's own rules.
     """
+    if path in PERSONAL_PATHS:
+        return [f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', 'lora' or "
+                "'bitfit' (the personal tensors are split off once, and LP-FT changes the trained "
+                "tensors at lpft_switch_round)."] if config.strategy == "lpft" else []
     if path != DEPLOYMENT:
         return []
     out = []
