@@ -7,7 +7,8 @@ The node holds one partition of the training set (its node config's ``partition-
 builds the model *architecture* only: it never loads the pretrained weights itself; its
 starting point is the global model the server sends (in round 1, the pretrained initial model).
 Top-k's error-feedback residual is the client's own memory: it lives in the node's
-``context.state``, which Flower keeps between the messages of a run.
+``context.state``, which Flower keeps between the messages of a run; so do the frozen tensors of
+the first broadcast, after which the server sends a node only what training changes.
 
 The node's data, model, trainer (with its traced train step) and stages are built at the
 first ``train`` message and kept in this module (``node_simulation``) for the messages that
@@ -31,6 +32,7 @@ from fedtl_deploy.task import encoded_to_records, experiment_config, from_record
 
 app = ClientApp()
 RESIDUAL = "uplink-residual"  # key of the error-feedback residual in the node's context.state
+FROZEN = "frozen-tensors"  # the tensors training never changes, kept from the node's first round
 _NODE: dict[tuple[str, int], tuple[Any, Any]] = {}  # (experiment JSON, partition) -> (sim, stages)
 
 
@@ -69,6 +71,14 @@ def train(msg: Message, context: Context) -> Message:
     k, _ = node_partition(context.node_config)
     sim, stages = node_simulation(context.run_config, k)
     weights = from_record(msg.content["arrays"])
+    if msg.content["config"].get("trained-only", False):  # the server sends the rest only once
+        if FROZEN not in context.state:
+            raise RuntimeError(f"node of partition {k} got only the trained tensors but holds no "
+                               "frozen ones from an earlier round (its state was lost)")
+        frozen, trained = iter(from_record(context.state[FROZEN])), iter(weights)
+        weights = [next(trained) if m else next(frozen) for m in sim.mask]
+    else:
+        context.state[FROZEN] = to_record([w for w, m in zip(weights, sim.mask) if not m])
     streams = stages.streams(int(msg.content["config"]["round"]))
     sim.model.set_weights(weights)  # before client_data: cached features use the global backbone
     x, y = sim.client_data(k)

@@ -32,6 +32,7 @@ from fedtl_deploy.task import (
     experiment_config,
     to_record,
 )
+from fedtl_helpers.compression import dense_nbytes
 from fedtl_helpers.round import ClientMessage, initial_state, server_side
 from fedtl_helpers.server import finish_history, new_history
 from fedtl_helpers.simulation import Simulation
@@ -144,9 +145,16 @@ def main(grid: Grid, context: Context) -> None:
         t0 = time.perf_counter()
         streams = stages.streams(rnd)
         chosen = stages.sample(streams.sampling())  # a Poisson round may choose nobody
-        msgs = [Message(RecordDict({"arrays": to_record(state.weights),
-                                    "config": ConfigRecord({"round": rnd})}),
-                        node_of[k], MessageType.TRAIN, group_id=str(rnd)) for k in chosen]
+        # A node that trained before holds the frozen tensors: it gets only what training
+        # changes, as the History counts it (the simulation's convention, now also the wire's).
+        msgs, sent_down = [], 0
+        for k in chosen:
+            known = k in state.seen
+            arrays = [w for w, m in zip(state.weights, sim.mask) if m] if known else state.weights
+            sent_down += dense_nbytes(arrays)
+            msgs.append(Message(RecordDict({"arrays": to_record(arrays),
+                                            "config": ConfigRecord({"round": rnd, "trained-only": known})}),
+                                node_of[k], MessageType.TRAIN, group_id=str(rnd)))
         replies = _replies(grid, msgs, round_timeout, f"round {rnd}") if msgs else []
         waited = time.perf_counter() - t0
         # In the order of `chosen` (sorted partitions), as the simulation (float sums depend on it).
@@ -157,6 +165,9 @@ def main(grid: Grid, context: Context) -> None:
                                   float(r.content["metrics"]["train-loss"])) for r in replies]
         row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
         check_finite(state.weights, row["test_loss"], rnd)  # a diverged run stops, as in simulation
+        if sent_down + stages.overhead(len(chosen))[1] != row["bytes_down"]:  # counted = sent
+            raise RuntimeError(f"round {rnd}: the History counts {row['bytes_down']} bytes down, "
+                               f"the ServerApp sent {sent_down}: the byte convention broke.")
         # Of the wait for the replies, the slowest client worked `busy` s; the rest is transport
         # and Flower's polling (a SuperNode asks for messages every 3 s when it has none).
         busy = max((float(r.content["metrics"]["client-seconds"]) for r in replies), default=0.0)
