@@ -233,6 +233,21 @@ def _dp_cfg(**kw):
     return ExperimentConfig(**(base | kw))
 
 
+def test_a_dp_run_under_a_scaling_attack_moves_the_model_by_at_most_the_clip(small_shapes):
+    """In a whole run: attackers scale their clipped update 100x after clipping; the server clips
+    again, so without noise the averaged step can never exceed C (it would be up to 100 C)."""
+    from fedtl_helpers.simulation import Simulation
+
+    cfg = _dp_cfg(client_sampling="fixed", client_fraction=1.0, rounds=1, dp_noise_multiplier=0.0,
+                  attack="scale", attack_scale=100.0, malicious_fraction=0.5)
+    start = Simulation(cfg, small_shapes)
+    mask = start.mask
+    w0 = start.model.get_weights()
+    w1 = run_federated(cfg, dataset=small_shapes, progress=False).weights
+    step = [a - b for a, b, m in zip(w1, w0, mask) if m]
+    assert 0.1 * cfg.dp_clip < privacy.global_norm(step) <= cfg.dp_clip * (1 + 1e-5)
+
+
 def test_dp_run_records_epsilon_and_resumes_bit_identically(small_shapes, tmp_path):
     full = run_federated(_dp_cfg(), dataset=small_shapes, progress=False)
     eps = full.history.column("epsilon")
