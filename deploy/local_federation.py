@@ -35,8 +35,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +126,25 @@ def _wait_gone(procs, timeout: float) -> list[psutil.Process]:
     while (alive := running(procs)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return alive
+
+
+@contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and ``kill`` (SIGINT, SIGTERM) that arrive inside the block; when it ends,
+    deliver them again to whatever handlers were there before, so the block runs whole.
+    Outside the main thread (where handlers cannot be set) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {n: signal.signal(n, lambda signum, frame: caught.append(signum)) for n in signums}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(n, handler)
+        for n in dict.fromkeys(caught):  # each signal once, in the order it came
+            signal.raise_signal(n)
 
 
 def _stop(procs: list[psutil.Process], timeout: float) -> None:
@@ -267,13 +288,15 @@ class LocalFederation:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         self.logs[name] = log
-        with open(log, "wb") as out:
+        # Ctrl-C (or kill) waits until the new process is recorded and the watchdog told: an
+        # interrupt between fork and `self.procs[name] = ...` would leave a process stop() never sees.
+        with signals_deferred(), open(log, "wb") as out:
             # Own process group (session): Ctrl-C in the terminal reaches only the launcher,
             # which then stops everything in order.
             self.procs[name] = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, env=self._env(name),
                                                 cwd=self.workdir, start_new_session=True)
-        self._watch(self.procs[name].pid)
+            self._watch(self.procs[name].pid)
         self._track()
 
     def _watch(self, session: int) -> None:

@@ -247,6 +247,29 @@ def is_supernode(cmdline: str) -> bool:
     return "flower-supernode" in cmdline or str(DEPLOY / "supernode.py") in cmdline
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """The command line, or "" for a process that exited since it was listed (a zombie too)."""
+    try:
+        return " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
+def test_an_interrupt_while_a_process_starts_waits_until_it_is_recorded():
+    """Ctrl-C between fork and recording the new process would orphan it: it is held to the
+    end of the block, then raised as usual."""
+    from local_federation import signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler would have run by now
+            done.append("recorded")
+    assert done == ["recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
     """``run_local.py`` with two SuperNodes, once every Flower process runs; and those processes."""
     # Enough rounds that the run is still going when the signal arrives (one round can finish first).
@@ -261,7 +284,7 @@ def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[in
     while time.monotonic() < deadline and launcher.poll() is None:
         for p in root.children(recursive=True):
             seen.setdefault(p.pid, p)
-        names = [" ".join(p.cmdline()) for p in running(seen.values())]
+        names = [_cmdline(p) for p in running(seen.values())]
         if sum(is_supernode(n) for n in names) == 2 and any("superexec" in n for n in names):
             return launcher, seen
         time.sleep(0.2)
