@@ -261,13 +261,18 @@ def test_an_interrupt_while_a_process_starts_waits_until_it_is_recorded():
     from local_federation import signals_deferred
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # a handler would have run by now
-            done.append("recorded")
+    # Python's own Ctrl-C handler, as in the launcher (a pytest-xdist worker ignores SIGINT)
+    runner = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # a handler would have run by now
+                done.append("recorded")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, runner)
     assert done == ["recorded"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def start_launcher(tmp_path: Path, base: int) -> tuple[subprocess.Popen, dict[int, psutil.Process]]:
