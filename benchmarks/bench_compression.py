@@ -92,17 +92,14 @@ def communication_part(args, data_for_seed) -> tuple[dict, dict]:
     return summary_out, comp.curves()
 
 
-def storage_part(args, data) -> dict:
+def storage_part(float32_config, data) -> dict:
     """Part 2: the float32 run's model of the first seed, as TFLite float32, int8 and pruned int8."""
-    import dataclasses
-
     import numpy as np
 
     from fedtl_helpers import model_compression as mc
     from fedtl_helpers.server import run_federated
 
-    cfg = dataclasses.replace(args.float32_config, seed=args.seeds[0])
-    model = run_federated(cfg, dataset=data, progress=False).model
+    model = run_federated(float32_config, dataset=data, progress=False).model
     rows = mc.compare(model, data[0], data[1], sparsity=0.5)
     print()
     print(mc.table(rows))
@@ -158,8 +155,9 @@ def main() -> None:
                     "clients": args.clients, "per_client": args.per_client, "n_test": args.n_test,
                     "dataset": "shapes", "weights": "builtin", **part1}
     if not args.no_storage:
-        args.float32_config = ExperimentConfig.from_dict(part1["configs"]["float32"])
-        result.update(storage_part(args, data_for_seed(args.seeds[0])))
+        # the recorded config of the first seed (configs() holds the first seed's runs)
+        result.update(storage_part(ExperimentConfig.from_dict(part1["configs"]["float32"]),
+                                   data_for_seed(args.seeds[0])))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if args.out:
         from fedtl_helpers import results
