@@ -93,17 +93,42 @@ def test_fedper_history_says_what_ran_and_withholds_what_dp_does_not_account(sma
     assert plain["withheld"] == [] and "privacy" not in plain
 
 
-def test_a_diverged_fedper_round_stops_with_a_clear_error(small_shapes, monkeypatch):
-    from fedtl_helpers.storage import NonFiniteError
+@pytest.mark.parametrize("where", ["shared", "personal"])
+def test_a_diverged_fedper_round_stops_with_a_clear_error(small_shapes, monkeypatch, where):
+    """Round 2 turns the shared aggregate, or one client's personal tensors, to NaN: either stops
+    the run (the personal check is the runner's own: the server never sees those tensors)."""
+    import dataclasses
+    import re
 
-    real = personalization.server_side
+    from fedtl_helpers.core.storage import NonFiniteError
+    from fedtl_helpers.federation.round import ClientStages
 
-    def poisoned(state, *args, **kwargs):  # round 2's aggregate turns the shared weights to NaN
-        row = real(state, *args, **kwargs)
-        if row["round"] == 2:
-            state.weights = [np.full_like(w, np.nan) for w in state.weights]
-        return row
+    if where == "shared":
+        real = personalization.build_stages
 
-    monkeypatch.setattr(personalization, "server_side", poisoned)
-    with pytest.raises(NonFiniteError, match="training diverged in round 2"):
+        def nan_aggregate(cfg):
+            built = real(cfg)
+
+            def aggregate(deltas, counts, rng, like, round_):
+                agg = built.aggregate(deltas, counts, rng, like, round_)
+                return [np.full_like(a, np.nan) for a in agg] if round_ == 2 else agg
+
+            return dataclasses.replace(built, aggregate=aggregate)
+
+        monkeypatch.setattr(personalization, "build_stages", nan_aggregate)
+    else:
+        real_update = ClientStages.update
+
+        def nan_update(self, trainer, weights, client, x, y, streams):
+            res = real_update(self, trainer, weights, client, x, y, streams)
+            if streams.round == 2:
+                res.delta = [np.full_like(d, np.nan) for d in res.delta]
+            return res
+
+        monkeypatch.setattr(ClientStages, "update", nan_update)
+    with pytest.raises(NonFiniteError, match="training diverged in round 2") as err:
         personalization.run_fedper(_sim(rounds=3), dataset=small_shapes)
+    total = int(re.search(r"\d+ of (\d+) weight tensors", str(err.value)).group(1))
+    # personal: the client's logits kernel and bias; shared: the whole model's tensors
+    assert (total == 2) == (where == "personal")
+

@@ -6,7 +6,16 @@ import pytest
 from fedtl_helpers import compression, privacy, randomness
 from fedtl_helpers.config import ExperimentConfig
 from fedtl_helpers.history import History
-from fedtl_helpers.round import ClientMessage, RoundStreams, ServerState, initial_state, server_side
+from fedtl_helpers.core.storage import NonFiniteError
+from fedtl_helpers.federation.round import (
+    ClientMessage,
+    RoundStreams,
+    ServerState,
+    broadcast,
+    initial_state,
+    run_round,
+    unpack,
+)
 from fedtl_helpers.server import sample_clients
 from fedtl_helpers.server_opt import ServerMomentum
 from fedtl_helpers.stages import DEPLOYMENT, build_stages, refusals
@@ -65,24 +74,71 @@ def test_dp_stages_clip_on_the_client_and_add_seeded_noise_on_the_server():
     assert build_stages(ExperimentConfig()).privacy_columns(3) == {}
 
 
-def test_server_side_records_bytes_clients_and_state():
-    cfg = ExperimentConfig(num_clients=3, server_optimizer="momentum", server_momentum=0.5)
+class FakeClients:
+    """A ``Clients`` runner whose clients send fixed updates: ``run_round`` without training."""
+
+    def __init__(self, mask, updates, loss=1.0):
+        self.mask, self.updates, self.loss = mask, updates, loss
+        self.payloads, self.started = [], []
+
+    def start_round(self, rnd):
+        self.started.append(rnd)
+
+    def train(self, payloads, streams, uplink):
+        self.payloads.append(payloads)
+        return [ClientMessage(p.client, compression.encode_dense(self.updates[p.client]), 1 + 2 * p.client,
+                              1.0 + p.client) for p in payloads]
+
+    def evaluate(self, weights):
+        return {"accuracy": 0.5, "loss": self.loss}
+
+    def state(self):
+        return {}
+
+    def load_state(self, arrays):
+        pass
+
+
+def test_run_round_broadcasts_records_bytes_clients_and_state():
+    cfg = ExperimentConfig(num_clients=2, server_optimizer="momentum", server_momentum=0.5)
     stages = build_stages(cfg)
     weights = [np.zeros(2, np.float32), np.ones(3, np.float32)]  # the second tensor is frozen
-    mask = [True, False]
+    clients = FakeClients([True, False], {0: A, 1: B})
     state = initial_state(stages, weights, History(), lambda w: {"accuracy": 0.1, "loss": 2.0})
-    msgs = [ClientMessage(k, compression.encode_dense(d), n, 1.0 + k)
-            for k, d, n in ((0, A, 1), (2, B, 3))]
-    row = server_side(state, stages, mask, [0, 2], msgs, lambda w: {"accuracy": 0.5, "loss": 1.0},
-                      RoundStreams(0, 1), 0.0)
-    np.testing.assert_allclose(state.weights[0], [2.5, 3.5])  # momentum's first step: v = agg
-    assert state.weights[1] is weights[1] and state.round == 1 and state.seen == {0, 2}
+    row = run_round(state, stages, clients)
+    np.testing.assert_allclose(state.weights[0], [2.5, 3.5])  # FedAvg (n = 1, 3), momentum: v = agg
+    assert state.weights[1] is weights[1] and state.round == 1 and state.seen == {0, 1}
     dense = compression.dense_nbytes
+    assert [(p.client, p.trained_only, len(p.arrays)) for p in clients.payloads[0]] == [(0, False, 2), (1, False, 2)]
     assert row["bytes_up"] == 2 * dense(A)
     assert row["bytes_down"] == 2 * dense(weights)  # new clients download everything once
-    assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 2], 2.0, 0.5)  # mean loss
+    assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 1], 1.5, 0.5)  # mean loss
     assert isinstance(state.server_opt, ServerMomentum)
     np.testing.assert_allclose(state.arrays()["server_opt/v/0"], [2.5, 3.5])
+    row = run_round(state, stages, clients)  # round 2: both hold the frozen tensor
+    assert all(p.trained_only and len(p.arrays) == 1 for p in clients.payloads[1])
+    np.testing.assert_array_equal(clients.payloads[1][0].arrays[0], [2.5, 3.5])  # the new weights
+    assert row["bytes_down"] == 2 * dense(A) and clients.started == [1, 2]
+    assert [r["round"] for r in state.history.rows] == [0, 1, 2]
+
+
+def test_unpack_inverts_the_broadcasts_split():
+    weights = [np.full(2, float(i), np.float32) for i in range(4)]
+    mask = [True, False, True, False]
+    (full,), (part,) = broadcast(weights, mask, [3], set()), broadcast(weights, mask, [3], {3})
+    assert full.nbytes == compression.dense_nbytes(weights) and part.nbytes == full.nbytes // 2
+    back = unpack(part.arrays, mask, [w for w, m in zip(weights, mask) if not m])
+    assert [float(w[0]) for w in back] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_run_round_stops_a_diverged_round_before_recording_it():
+    stages = build_stages(ExperimentConfig(num_clients=2))
+    state = initial_state(stages, [np.zeros(2, np.float32)], History(), lambda w: {"accuracy": 0.1, "loss": 2.0})
+    with pytest.raises(NonFiniteError, match="round 1: 1 of 1 weight tensors"):
+        run_round(state, stages, FakeClients([True], {0: A, 1: [np.array([np.inf, 0], np.float32)]}))
+    with pytest.raises(NonFiniteError, match=r"round 1: the test loss \(nan\)"):
+        run_round(state, stages, FakeClients([True], {0: A, 1: B}, loss=float("nan")))
+    assert state.round == 0 and len(state.history.rows) == 1  # nothing recorded
 
 
 def test_state_checkpoint_round_trip_and_config_check(tmp_path):

@@ -43,8 +43,8 @@ def node_simulation(run_config: dict[str, Any], k: int) -> tuple[Any, Any]:
     weights are always the broadcast's) and the trainer, reused as ``run_federated`` reuses
     them from round to round. One experiment at a time: a new one replaces the old.
     """
-    from fedtl_helpers.simulation import Simulation
-    from fedtl_helpers.stages import build_stages
+    from fedtl_helpers.federation.simulation import Simulation
+    from fedtl_helpers.federation.stages import build_stages
 
     key = (str(run_config.get("experiment", "{}")), k)
     if key not in _NODE:
@@ -65,7 +65,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Load the broadcast global weights, run the client's stages, send back the encoded update."""
-    from fedtl_helpers.round import client_side
+    from fedtl_helpers.federation.round import client_side, unpack
 
     t0 = time.perf_counter()
     k, _ = node_partition(context.node_config)
@@ -75,8 +75,7 @@ def train(msg: Message, context: Context) -> Message:
         if FROZEN not in context.state:
             raise RuntimeError(f"node of partition {k} got only the trained tensors but holds no "
                                "frozen ones from an earlier round (its state was lost)")
-        frozen, trained = iter(from_record(context.state[FROZEN])), iter(weights)
-        weights = [next(trained) if m else next(frozen) for m in sim.mask]
+        weights = unpack(weights, sim.mask, from_record(context.state[FROZEN]))
     else:
         context.state[FROZEN] = to_record([w for w, m in zip(weights, sim.mask) if not m])
     streams = stages.streams(int(msg.content["config"]["round"]))
@@ -85,7 +84,7 @@ def train(msg: Message, context: Context) -> Message:
     uplink = stages.make_uplink()
     if RESIDUAL in context.state:  # what this client did not send in earlier rounds
         uplink.residuals[k] = from_record(context.state[RESIDUAL])
-    sent = client_side(stages, sim.trainer, weights, k, x, y, uplink, streams)
+    sent = client_side(stages.client, sim.trainer, weights, k, x, y, uplink, streams)
     if k in uplink.residuals:
         context.state[RESIDUAL] = to_record(uplink.residuals[k])
     arrays, header = encoded_to_records(sent.encoded)

@@ -1,13 +1,15 @@
 """The ServerApp: the simulation's round, with the clients on other machines.
 
-Chapter: "From simulation to deployment". The round is ``round.run_round``'s, split at the
-network: the server samples (``stages.sample``), broadcasts the global weights in a
-``Message(TRAIN)``, each SuperNode runs the client side (``round.client_side`` in the
-ClientApp: client update, clip, attack, encode) and sends its encoded update back, and the
-server runs ``round.server_side`` (decode, aggregate, server optimiser, evaluate, record). Both
-apps build their stages with ``stages.build_stages`` from the same config, so the History is
-the simulation's; what the deployment cannot run is refused before anything is built
-(``task.check_deployable``).
+Chapter: "From simulation to deployment". The round is ``round.run_round`` itself, with
+``FlowerClients`` as its clients: the server samples, ``round.broadcast`` makes each chosen
+client's payload (the same one the simulation counts as ``bytes_down``), a ``Message(TRAIN)``
+carries it to the SuperNode, which runs the client side (``round.client_side`` in the
+ClientApp: client update, clip, attack, encode) and sends its encoded update back; the server
+decodes, aggregates, steps, evaluates and records as in simulation. Both apps build their
+stages with ``stages.build_stages`` from the same config, so the History is the simulation's;
+what the deployment cannot run is refused before anything is built (``task.check_deployable``).
+With ``checkpoint-dir`` in the run config the server saves its ``ServerState`` after every
+round and ``resume = true`` continues from it (the nodes then get the whole model again).
 
 The server builds the initial global model (``weights`` of the config, e.g. the built-in
 pretrained backbone) and sends it in round 1; it evaluates on the held-out test set, as
@@ -32,12 +34,11 @@ from fedtl_deploy.task import (
     experiment_config,
     to_record,
 )
-from fedtl_helpers.compression import dense_nbytes
-from fedtl_helpers.round import ClientMessage, initial_state, server_side
-from fedtl_helpers.server import finish_history, new_history
-from fedtl_helpers.simulation import Simulation
-from fedtl_helpers.stages import build_stages
-from fedtl_helpers.storage import atomic_write_text, check_finite
+from fedtl_helpers.core.storage import atomic_write_text
+from fedtl_helpers.federation.round import ClientMessage, run_rounds
+from fedtl_helpers.federation.server import finish_history, new_history, saver, start
+from fedtl_helpers.federation.simulation import Simulation
+from fedtl_helpers.federation.stages import build_stages
 
 app = ServerApp()
 
@@ -125,6 +126,53 @@ def partitions_of(grid: Grid, nodes: list[int], num_clients: int, timeout: float
     return held
 
 
+class FlowerClients:
+    """The deployment's ``round.Clients``: each payload travels in a ``Message(TRAIN)`` to the
+    SuperNode holding that client's partition, which runs the client side (``client_app.train``)
+    and replies with its encoded update. The server's model ``sim`` evaluates, as in simulation.
+    """
+
+    def __init__(self, grid: Grid, node_of: dict[int, int], sim: Simulation, timeout: float):
+        self.grid, self.node_of, self.sim, self.timeout = grid, node_of, sim, timeout
+        self.waited = self.busy = 0.0  # the last round's wait for replies, its slowest client
+
+    @property
+    def mask(self) -> list[bool]:
+        return self.sim.mask
+
+    def start_round(self, rnd: int) -> None:
+        self.sim.start_round(rnd)
+
+    def train(self, payloads, streams, uplink):
+        """``uplink`` is unused: each node keeps its own residual in its ``context.state``."""
+        t0 = time.perf_counter()
+        rnd = streams.round
+        msgs = [Message(RecordDict({"arrays": to_record(p.arrays),
+                                    "config": ConfigRecord({"round": rnd, "trained-only": p.trained_only})}),
+                        self.node_of[p.client], MessageType.TRAIN, group_id=str(rnd))
+                for p in payloads]
+        replies = _replies(self.grid, msgs, self.timeout, f"round {rnd}")
+        self.waited = time.perf_counter() - t0
+        # Of the wait, the slowest client worked `busy` s; the rest is transport and Flower's
+        # polling (a SuperNode asks for messages every 3 s when it has none).
+        self.busy = max(float(r.content["metrics"]["client-seconds"]) for r in replies)
+        # In the order of the payloads (sorted partitions), as the simulation (float sums depend on it).
+        replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
+        return [ClientMessage(int(r.content["metrics"]["partition-id"]),
+                              encoded_from_records(r.content["update"], r.content["encoding"]),
+                              int(r.content["metrics"]["num-examples"]),
+                              float(r.content["metrics"]["train-loss"])) for r in replies]
+
+    def evaluate(self, weights):
+        return self.sim.evaluate(weights)
+
+    def state(self) -> dict:
+        return {}  # the nodes keep their own (residuals, frozen tensors)
+
+    def load_state(self, arrays: dict) -> None:
+        pass
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = experiment_config(context.run_config)
@@ -132,47 +180,29 @@ def main(grid: Grid, context: Context) -> None:
     stages = build_stages(config)
     result_path = Path(str(context.run_config["result-path"]))
     round_timeout = float(context.run_config["round-timeout"])
+    checkpoint_dir = str(context.run_config.get("checkpoint-dir", "")) or None
+    resume = bool(context.run_config.get("resume", False))
     with private_keras_seeds(config.seed):  # the initial global model and the test set
         sim = Simulation(config)
     node_of = partitions_of(grid, wait_for_nodes(grid, config.num_clients,
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
+    clients = FlowerClients(grid, node_of, sim, round_timeout)
     history = new_history(config, sim, stages, runtime="flower", run_id=context.run_id,
                           nodes={str(k): n for k, n in node_of.items()})
     # Round 1 broadcasts the pretrained initial model.
-    state = initial_state(stages, sim.model.get_weights(), history, sim.evaluate)
-    for rnd in range(1, config.rounds + 1):
-        t0 = time.perf_counter()
-        streams = stages.streams(rnd)
-        chosen = stages.sample(streams.sampling())  # a Poisson round may choose nobody
-        # A node that trained before holds the frozen tensors: it gets only what training
-        # changes, as the History counts it (the simulation's convention, now also the wire's).
-        msgs, sent_down = [], 0
-        for k in chosen:
-            known = k in state.seen
-            arrays = [w for w, m in zip(state.weights, sim.mask) if m] if known else state.weights
-            sent_down += dense_nbytes(arrays)
-            msgs.append(Message(RecordDict({"arrays": to_record(arrays),
-                                            "config": ConfigRecord({"round": rnd, "trained-only": known})}),
-                                node_of[k], MessageType.TRAIN, group_id=str(rnd)))
-        replies = _replies(grid, msgs, round_timeout, f"round {rnd}") if msgs else []
-        waited = time.perf_counter() - t0
-        # In the order of `chosen` (sorted partitions), as the simulation (float sums depend on it).
-        replies.sort(key=lambda r: int(r.content["metrics"]["partition-id"]))
-        messages = [ClientMessage(int(r.content["metrics"]["partition-id"]),
-                                  encoded_from_records(r.content["update"], r.content["encoding"]),
-                                  int(r.content["metrics"]["num-examples"]),
-                                  float(r.content["metrics"]["train-loss"])) for r in replies]
-        row = server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
-        check_finite(state.weights, row["test_loss"], rnd)  # a diverged run stops, as in simulation
-        if sent_down + stages.overhead(len(chosen))[1] != row["bytes_down"]:  # counted = sent
-            raise RuntimeError(f"round {rnd}: the History counts {row['bytes_down']} bytes down, "
-                               f"the ServerApp sent {sent_down}: the byte convention broke.")
-        # Of the wait for the replies, the slowest client worked `busy` s; the rest is transport
-        # and Flower's polling (a SuperNode asks for messages every 3 s when it has none).
-        busy = max((float(r.content["metrics"]["client-seconds"]) for r in replies), default=0.0)
-        print(f"round {rnd}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); replies "
-              f"after {waited:.2f} s, slowest client worked {busy:.2f} s", flush=True)
+    state = start(config, stages, clients, sim.model.get_weights(), history, checkpoint_dir, resume)
+    if state.round:  # resumed: the nodes may be new ones, holding no frozen tensors yet
+        state.seen.clear()
+
+    def report(row: dict) -> None:
+        print(f"round {row['round']}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); "
+              f"replies after {clients.waited:.2f} s, slowest client worked {clients.busy:.2f} s",
+              flush=True)
+
+    run_rounds(state, stages, clients, config.rounds, report=report,
+               checkpoint=saver(config, clients, checkpoint_dir))
+    history = state.history
     finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
               "history": history.to_dict()}

@@ -16,16 +16,17 @@ client's own held-out data (``ExperimentConfig.holdout_fraction``):
 
 Memory stays flat: fine-tuning keeps one client's local model at a time, and FedPer stores
 only each client's personal tensors (1,290 floats for the built-in head), not a model per client.
-FedPer runs the same round stages as ``server.run_federated`` (``stages.build_stages``: sampling,
-client update, DP clipping, attacks, uplink encoding, aggregation, the server optimiser); only
-the personal tensors are split off each client's delta before its client-side transforms.
+FedPer and FedBN run ``round.run_round``, as ``server.run_federated`` does (the same stages:
+sampling, client update, DP clipping, attacks, uplink encoding, aggregation, the server
+optimiser; checkpoints and resume); only their ``Clients`` runner differs: it splits the personal
+tensors off each client's delta before the client-side transforms.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -35,7 +36,8 @@ from ..core.history import History
 from ..core.storage import check_finite
 from ..modeling import models
 from ..transforms.aggregation import Weights
-from .round import ClientMessage, ServerState, server_side
+from ..transforms.compression import Uplink
+from .round import ClientMessage, ClientStages, Payload, RoundStreams, run_rounds
 from .simulation import Dataset, Simulation
 from .stages import build_stages, check_supported
 
@@ -146,11 +148,6 @@ class FedPerResult:
         return [next(own) if p else w for w, p in zip(self.weights, self.mask)]
 
 
-def _no_global_test(weights: Weights) -> dict[str, float]:
-    """FedPer has no one global model to test: its rows record NaN (see ``fedper_accuracy``)."""
-    return {"accuracy": float("nan"), "loss": float("nan")}
-
-
 def fedbn_mask(model: keras.Model) -> list[bool]:
     """For each tensor of ``model.get_weights()``: is it a normalisation layer's (scale, offset,
     moving mean and variance)? FedBN keeps exactly these on each client."""
@@ -161,7 +158,9 @@ def fedbn_mask(model: keras.Model) -> list[bool]:
 
 def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
                simulation: Simulation | None = None,
-               personal_layers: Sequence[str] = ("logits",)) -> FedPerResult:
+               personal_layers: Sequence[str] = ("logits",),
+               checkpoint_dir: str | Path | None = None, resume: bool = False,
+               progress: bool = False) -> FedPerResult:
     """FedPer: federate every trained tensor except the personal layers, which stay on the client.
 
     The round's stages are ``run_federated``'s (``stages.build_stages(config)``): the configured
@@ -170,16 +169,19 @@ def run_fedper(config: ExperimentConfig, *, dataset: Dataset | None = None,
     transforms (DP clipping, an attack, the uplink encoding), is decoded and aggregated, and the
     server optimiser applies it. The new personal tensors stay with the client (here: in
     ``heads``, only those tensors). No test-set evaluation per round: FedPer's models are
-    evaluated per client (``fedper_accuracy``).
+    evaluated per client (``fedper_accuracy``). ``checkpoint_dir``, ``resume`` and ``progress``
+    are ``run_federated``'s (the checkpoint holds the personal tensors too).
     """
     check_supported(config, "FedPer")
     sim = simulation or Simulation(config, dataset)
     return _run_personal(config, sim, personal_mask(sim.model, personal_layers),
-                         f"personal layers {list(personal_layers)}", "FedPer")
+                         f"personal layers {list(personal_layers)}", "FedPer",
+                         checkpoint_dir, resume, progress)
 
 
 def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
-              simulation: Simulation | None = None) -> FedPerResult:
+              simulation: Simulation | None = None, checkpoint_dir: str | Path | None = None,
+              resume: bool = False, progress: bool = False) -> FedPerResult:
     """FedBN (Li et al. 2021): every normalisation layer's parameters and statistics stay on
     each client; everything else is federated, through the same round stages as ``run_fedper``.
 
@@ -196,51 +198,94 @@ def run_fedbn(config: ExperimentConfig, *, dataset: Dataset | None = None,
         raise ValueError(f"strategy={config.strategy!r} is invalid for FedBN: no normalisation layer "
                          "trains, so there is nothing to keep on the client; allowed 'full', "
                          "'bitfit' or 'partial'.")
-    return _run_personal(config, sim, personal, "the normalisation layers", "FedBN")
+    return _run_personal(config, sim, personal, "the normalisation layers", "FedBN",
+                         checkpoint_dir, resume, progress)
 
 
-def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool],
-                  what: str, path: str) -> FedPerResult:
-    """The personalised loop: the round's stages, with ``personal`` tensors kept per client.
+class PersonalClients:
+    """FedPer/FedBN's ``round.Clients``: in process, with the ``personal`` tensors kept home.
+
+    Each client starts from the broadcast shared tensors with its own personal ones swapped in
+    (the initial ones until it first trains), trains, keeps the new personal tensors (in
+    ``heads``, only those) and sends the rest of its delta through the client-side transforms.
+    No test-set evaluation per round: there is no one global model (see ``fedper_accuracy``).
+    """
+
+    def __init__(self, sim: Simulation, client: ClientStages, personal: list[bool]):
+        self.sim, self.client, self.personal = sim, client, personal
+        self.mask = [m and not p for m, p in zip(sim.mask, personal)]  # what travels
+        self.heads: dict[int, Weights] = {}  # client -> its personal tensors
+        self._initial = sim.model.get_weights()  # frozen and initial personal tensors
+
+    def start_round(self, rnd: int) -> None:
+        self.sim.start_round(rnd)  # LP-FT is refused on this path: the split is made once
+
+    def weights_of(self, k: int, shared: Weights) -> Weights:
+        """Client ``k``'s model: the broadcast ``shared`` tensors with its own personal ones."""
+        own = iter(self.heads.get(k, [w for w, p in zip(self._initial, self.personal) if p]))
+        sent = iter(shared)
+        return [next(sent) if m else next(own) if p else w
+                for w, m, p in zip(self._initial, self.mask, self.personal)]
+
+    def train(self, payloads: list[Payload], streams: RoundStreams, uplink: Uplink) -> list[ClientMessage]:
+        sent = [i for i, m in enumerate(self.sim.mask) if m]  # the delta's tensors in the weights
+        messages = []
+        for p in payloads:
+            k = p.client
+            shared = p.arrays if p.trained_only else [w for w, m in zip(p.arrays, self.mask) if m]
+            start = self.weights_of(k, shared)
+            x, y = self.sim.client_data(k)
+            res = self.client.update(self.sim.trainer, start, k, x, y, streams)
+            full = dict(zip(sent, res.delta))
+            head = [start[i] + full[i] if i in full else start[i]
+                    for i, personal in enumerate(self.personal) if personal]
+            check_finite(head, 0.0, streams.round)  # a personal tensor diverged: stop here too
+            self.heads[k] = head
+            update = [full[i] for i, m in enumerate(self.mask) if m]
+            messages.append(ClientMessage(k, self.client.transform(k, update, uplink, streams),
+                                          res.num_examples, res.metrics["train_loss"]))
+        return messages
+
+    def evaluate(self, weights: Weights) -> None:
+        return None  # no one global model: its rows record NaN (see ``fedper_accuracy``)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{k}/{i}": t for k, head in self.heads.items() for i, t in enumerate(head)}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        heads: dict[int, dict[int, np.ndarray]] = {}
+        for key, value in arrays.items():
+            k, i = key.split("/")
+            heads.setdefault(int(k), {})[int(i)] = value
+        self.heads = {k: [h[i] for i in sorted(h)] for k, h in heads.items()}
+
+
+def _run_personal(config: ExperimentConfig, sim: Simulation, personal: list[bool], what: str,
+                  path: str, checkpoint_dir: str | Path | None, resume: bool,
+                  progress: bool) -> FedPerResult:
+    """The personalised run: ``round.run_rounds`` with ``PersonalClients``.
 
     Its History says what ran exactly as ``run_federated``'s does (config, data, weights,
-    randomness mode, under DP the withheld columns and the privacy spent); a round whose shared
-    or personal weights become non-finite stops the run with ``NonFiniteError``.
+    randomness mode, under DP the withheld columns and the privacy spent; a round-0 row with
+    NaN test columns); it resumes from a checkpoint (the personal tensors included); a round
+    whose shared or personal weights become non-finite stops the run with ``NonFiniteError``.
     """
-    from .server import finish_history, new_history  # server imports nothing from here
+    from .server import finish_history, new_history, saver, start  # server imports nothing from here
 
     stages = build_stages(config)
     if not any(m and not p for m, p in zip(sim.mask, personal)):
         raise ValueError(f"strategy={config.strategy!r} with {what} kept personal "
                          "leaves nothing to share: make fewer layers personal or train more of the model.")
-    shared_mask = [m and not p for m, p in zip(sim.mask, personal)]
-    sent = [i for i, m in enumerate(sim.mask) if m]  # positions of the delta's tensors in the weights
-    result = FedPerResult(sim.model.get_weights(), personal,
-                          history=new_history(config, sim, stages, path=path, personal=what))
-    state = ServerState(result.weights, stages.make_server_optimizer(), stages.make_uplink(),
-                        result.history)
-    for rnd in range(1, config.rounds + 1):
-        t0 = time.perf_counter()
-        streams = stages.streams(rnd)
-        chosen = stages.sample(streams.sampling())
-        messages = []
-        for k in chosen:
-            start = result.client_weights(k)  # the shared weights with k's own personal layers
-            x, y = sim.client_data(k)
-            res = stages.client.update(sim.trainer, start, k, x, y, streams)
-            full = dict(zip(sent, res.delta))
-            result.heads[k] = [start[i] + full[i] if i in full else start[i]
-                               for i, p in enumerate(personal) if p]
-            shared = [full[i] for i, m in enumerate(shared_mask) if m]
-            messages.append(ClientMessage(k, stages.client.transform(k, shared, state.uplink, streams),
-                                          res.num_examples, res.metrics["train_loss"]))
-        row = server_side(state, stages, shared_mask, chosen, messages, _no_global_test, streams, t0)
-        # no global test loss here: the shared weights and this round's personal tensors are checked
-        check_finite(state.weights + [w for k in chosen for w in result.heads[k]], 0.0, rnd)
-        result.weights = state.weights  # the next round's clients start from the new shared weights
-        result.train_loss.append(row["train_loss"])
-    finish_history(result.history, config, stages)
-    return result
+    clients = PersonalClients(sim, stages.client, personal)
+    state = start(config, stages, clients, sim.model.get_weights(),
+                  new_history(config, sim, stages, path=path, personal=what), checkpoint_dir, resume)
+    run_rounds(state, stages, clients, config.rounds, progress=progress,
+               checkpoint=saver(config, clients, checkpoint_dir))
+    finish_history(state.history, config, stages)
+    if checkpoint_dir is not None:
+        state.history.save(checkpoint_dir)
+    return FedPerResult(state.weights, personal, clients.heads,
+                        state.history.column("train_loss")[1:], state.history)
 
 
 def fedper_accuracy(sim: Simulation, result: FedPerResult) -> np.ndarray:

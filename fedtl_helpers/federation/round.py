@@ -1,42 +1,44 @@
-"""One federated round, the same for every path: simulation, FedPer and the Flower deployment.
+"""One federated round, the same for every path: simulation, FedPer/FedBN and the Flower deployment.
 
 Chapter: "Federated learning overview" (the picture every chapter refers back to). Read
-``run_round`` top to bottom; every stage is one line there::
+``run_round`` top to bottom; every stage is one line there, and it is the only loop over a
+round's clients::
 
-    sample -> broadcast -> client update -> client transforms (clip | attack | encode)
+    sample -> broadcast -> clients.train (client update -> clip | attack | encode)
            -> decode -> aggregate -> server step -> evaluate -> record
 
-``build_stages(config)`` (``stages.py``) is the only place that reads the config for the round;
-it turns it into the ``Stages`` below, whose parts take plain arguments. ``ServerState`` is
-everything the round remembers (global weights, server optimiser state, the simulated clients'
-uplink residuals, the clients seen, the round number); a checkpoint saves and restores it.
+``run_rounds`` repeats it (progress, the non-finite stop, a checkpoint after every round). What
+differs between paths is only *how the broadcast reaches the clients and their updates come
+back*: a ``Clients`` runner, one per transport (``simulation.InProcessClients``,
+``personalization.PersonalClients`` which keeps the personal tensors home, and the ServerApp's
+``FlowerClients`` which sends Flower messages). So resume, the round-0 row, the LP-FT switch
+(``Clients.start_round``) and the non-finite stop are the same on every path.
 
-The round is split where the network is in a deployment: ``client_side`` runs on the client
-(the Flower ClientApp), ``server_side`` on the server (the ServerApp); ``run_round`` calls both,
-in process.
+``build_stages(config)`` (``stages.py``) turns the config into the ``Stages`` below once, before
+round 1. ``ServerState`` is everything the server remembers (global weights, server optimiser
+state, the simulated clients' uplink residuals, the clients seen, the round number); a
+checkpoint saves and restores it, with whatever the runner keeps for its clients.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..core import randomness
 from ..core.history import History, dp_release
-from ..core.storage import check_resume, load_checkpoint, note_resume, save_checkpoint
+from ..core.storage import check_finite, check_resume, load_checkpoint, note_resume, save_checkpoint
 from ..transforms import compression
 from ..transforms.aggregation import Weights
 from ..transforms.compression import Encoded, Uplink
 from ..transforms.server_opt import ServerOptimizer
 from .client import ClientResult, LocalTrainer, client_update
-
-if TYPE_CHECKING:  # only for type hints: the round needs no Simulation, just its parts
-    from .simulation import Simulation
 
 
 # ------------------------------------------------------------------ randomness
@@ -145,20 +147,26 @@ class ServerState:
     seen: set[int] = field(default_factory=set)  # clients that already hold the frozen tensors
     round: int = 0
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The stateful stages' arrays, named ``"<part>/<key>"`` as the checkpoint stores them."""
+    def arrays(self, clients: Clients | None = None) -> dict[str, np.ndarray]:
+        """The stateful stages' arrays (and the runner's, ``clients.state()``), named
+        ``"<part>/<key>"`` as the checkpoint stores them."""
         parts = {"uplink": self.uplink, "server_opt": self.server_opt}
+        if clients is not None:
+            parts["clients"] = clients
         return {f"{name}/{k}": v for name, part in parts.items() for k, v in part.state().items()}
 
-    def save(self, directory: str | Path, config: dict[str, Any]) -> None:
+    def save(self, directory: str | Path, config: dict[str, Any], clients: Clients | None = None) -> None:
         """Atomically write the state (and the ``config`` it belongs to) to ``directory``."""
         save_checkpoint(directory, self.weights, {"config": config, "round": self.round,
                                                   "history": self.history.to_dict(),
-                                                  "seen": sorted(self.seen)}, arrays=self.arrays())
+                                                  "seen": sorted(self.seen)},
+                        arrays=self.arrays(clients))
 
     @classmethod
-    def load(cls, directory: str | Path, stages: Stages, config: dict[str, Any]) -> ServerState | None:
-        """The state saved in ``directory`` (``None`` if there is none).
+    def load(cls, directory: str | Path, stages: Stages, config: dict[str, Any],
+             clients: Clients | None = None) -> ServerState | None:
+        """The state saved in ``directory`` (``None`` if there is none); ``clients`` gets back
+        what its runner saved (``Clients.load_state``).
 
         Raises
         ------
@@ -178,23 +186,59 @@ class ServerState:
         state = cls(weights, stages.make_server_optimizer(), stages.make_uplink(),
                     history, set(meta["seen"]), meta["round"])
         arrays = meta.get("arrays", {})
-        for name, part in (("uplink", state.uplink), ("server_opt", state.server_opt)):
+        parts = [("uplink", state.uplink), ("server_opt", state.server_opt)]
+        if clients is not None:
+            parts.append(("clients", clients))
+        for name, part in parts:
             part.load_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")})
         return state
 
 
+NO_TEST = {"accuracy": float("nan"), "loss": float("nan")}  # a path without one global model
+
+
 def initial_state(stages: Stages, weights: Weights, history: History,
-                  evaluate: Callable[[Weights], dict[str, float]]) -> ServerState:
+                  evaluate: Callable[[Weights], dict[str, float] | None]) -> ServerState:
     """Round 0: the initial global model, evaluated and recorded, fresh stage states."""
     state = ServerState(weights, stages.make_server_optimizer(), stages.make_uplink(), history)
-    ev = evaluate(weights)
+    ev = evaluate(weights) or NO_TEST
     history.append(**stages.record(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
                                    train_loss=None, clients=[], bytes_up=0, bytes_down=0, seconds=0.0,
                                    **stages.privacy_columns(0)))
     return state
 
 
-# ------------------------------------------------------------------ one round
+# ------------------------------------------------------------------ broadcast
+@dataclass(frozen=True)
+class Payload:
+    """What one sampled client receives: the whole model the first time it takes part (it then
+    keeps the tensors training never changes), afterwards only the tensors training changes."""
+
+    client: int
+    arrays: Weights
+    trained_only: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire: the only definition of ``bytes_down`` (plus the protocol's overhead)."""
+        return compression.dense_nbytes(self.arrays)
+
+
+def broadcast(weights: Weights, mask: list[bool], chosen: list[int], seen: set[int]) -> list[Payload]:
+    """Each chosen client's ``Payload`` of the global ``weights`` (``mask``: the tensors sent
+    back and changed by training; ``seen``: the clients that hold the others already)."""
+    trained = [w for w, m in zip(weights, mask) if m]
+    return [Payload(k, trained, True) if k in seen else Payload(k, weights, False) for k in chosen]
+
+
+def unpack(arrays: Weights, mask: list[bool], frozen: Weights) -> Weights:
+    """The full weights from a trained-only payload's ``arrays`` and the ``frozen`` tensors the
+    client kept (both in model order); the inverse of ``broadcast``'s split."""
+    frozen_it, trained_it = iter(frozen), iter(arrays)
+    return [next(trained_it) if m else next(frozen_it) for m in mask]
+
+
+# ------------------------------------------------------------------ the clients
 @dataclass
 class ClientMessage:
     """What one client sends the server: its encoded update, its size and its training loss."""
@@ -205,55 +249,89 @@ class ClientMessage:
     train_loss: float
 
 
-def client_side(stages: Stages, trainer: LocalTrainer, weights: Weights, client: int,
+def client_side(client: ClientStages, trainer: LocalTrainer, weights: Weights, k: int,
                 x: np.ndarray, y: np.ndarray, uplink: Uplink, streams: RoundStreams) -> ClientMessage:
-    """Client update and client-side transforms: what runs on the client (the ClientApp)."""
-    result = stages.client.update(trainer, weights, client, x, y, streams)
-    encoded = stages.client.transform(client, result.delta, uplink, streams)
-    return ClientMessage(client, encoded, result.num_examples, result.metrics["train_loss"])
+    """Client update and client-side transforms of client ``k``: what runs on a client (the
+    ClientApp, or in process)."""
+    result = client.update(trainer, weights, k, x, y, streams)
+    encoded = client.transform(k, result.delta, uplink, streams)
+    return ClientMessage(k, encoded, result.num_examples, result.metrics["train_loss"])
 
 
-def server_side(state: ServerState, stages: Stages, mask: Sequence[bool], chosen: list[int],
-                messages: list[ClientMessage], evaluate: Callable[[Weights], dict[str, float]],
-                streams: RoundStreams, t0: float) -> dict[str, Any]:
-    """Decode, aggregate, server step, evaluate, record: what runs on the server (the ServerApp).
+class Clients(Protocol):
+    """How a round reaches its clients: the one part that differs between paths.
 
-    ``messages`` are in the order of ``chosen`` (float sums depend on the order). Updates
-    ``state`` in place and returns the History row it appended.
+    ``mask``: for each tensor of the global weights, do the clients train and send it (the
+    tensors a trained-only ``Payload`` carries). ``evaluate`` tests new global weights on the
+    server's test set (``None``: the path has no one global model, e.g. FedPer).
     """
-    weights = state.weights
-    deltas = [compression.decode(m.encoded) for m in messages]  # decode
-    like = [w for w, m in zip(weights, mask) if m]  # shapes of one update, for an empty round
-    agg = stages.aggregate(deltas, [m.num_examples for m in messages], streams.noise(), like,
-                           streams.round)
-    state.weights = state.server_opt.step(weights, list(mask), agg)  # server step
-    ev = evaluate(state.weights)  # evaluate
-    # Record. New clients download the whole model once; afterwards only what training changes.
-    full, sent = compression.dense_nbytes(weights), compression.dense_nbytes(like)
-    extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...
-    bytes_up = sum(m.encoded.nbytes for m in messages) + extra_up
-    bytes_down = sum(sent if k in state.seen else full for k in chosen) + extra_down
-    losses = [m.train_loss for m in messages]
-    state.seen.update(chosen)
-    state.round = streams.round
-    state.history.append(**stages.record(
-        round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-        train_loss=float(np.mean(losses)) if losses else None, clients=chosen, bytes_up=bytes_up,
-        bytes_down=bytes_down, seconds=time.perf_counter() - t0, **stages.privacy_columns(streams.round)))
-    return state.history.rows[-1]
+
+    mask: list[bool]
+
+    def start_round(self, rnd: int) -> None:
+        """Apply round ``rnd``'s strategy (LP-FT switches the trained tensors once)."""
+
+    def train(self, payloads: list[Payload], streams: RoundStreams, uplink: Uplink) -> list[ClientMessage]:
+        """Each payload's client trains and returns its message, in the order of ``payloads``.
+        ``uplink`` holds the simulated clients' residuals (a deployed client keeps its own)."""
+
+    def evaluate(self, weights: Weights) -> dict[str, float] | None: ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the runner keeps for its clients between rounds, for the checkpoint."""
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
-def run_round(state: ServerState, stages: Stages, sim: Simulation) -> dict[str, Any]:
-    """One whole round in process: sample, every chosen client's side, then the server's side.
+# ------------------------------------------------------------------ one round
+def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str, Any]:
+    """One round, on any path; the only loop over a round's clients is ``clients.train``.
 
-    Returns the History row the round appended to ``state.history``.
+    Updates ``state`` in place and returns the History row it appended. Raises
+    ``storage.NonFiniteError`` (before anything is recorded) if the new weights or test loss
+    are NaN or infinite.
     """
     t0 = time.perf_counter()
     streams = stages.streams(state.round + 1)
-    sim.start_round(streams.round)  # which tensors train this round (LP-FT switches once)
-    chosen = stages.sample(streams.sampling())  # sample
-    messages = []
-    for k in chosen:  # broadcast: each client starts from the current global weights
-        x, y = sim.client_data(k)
-        messages.append(client_side(stages, sim.trainer, state.weights, k, x, y, state.uplink, streams))
-    return server_side(state, stages, sim.mask, chosen, messages, sim.evaluate, streams, t0)
+    clients.start_round(streams.round)  # which tensors train this round (LP-FT switches once)
+    chosen = stages.sample(streams.sampling())  # sample (a Poisson round may choose nobody)
+    payloads = broadcast(state.weights, clients.mask, chosen, state.seen)  # broadcast
+    messages = clients.train(payloads, streams, state.uplink) if payloads else []  # client side
+    deltas = [compression.decode(m.encoded) for m in messages]  # decode (order: ``chosen``)
+    like = [w for w, m in zip(state.weights, clients.mask) if m]  # one update's shapes
+    agg = stages.aggregate(deltas, [m.num_examples for m in messages], streams.noise(), like,
+                           streams.round)  # aggregate
+    new = state.server_opt.step(state.weights, list(clients.mask), agg)  # server step
+    ev = clients.evaluate(new)  # evaluate
+    check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here
+    extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...
+    losses = [m.train_loss for m in messages]
+    ev = ev or NO_TEST
+    state.weights, state.round = new, streams.round
+    state.seen.update(chosen)
+    state.history.append(**stages.record(  # record
+        round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
+        train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
+        bytes_up=sum(m.encoded.nbytes for m in messages) + extra_up,
+        bytes_down=sum(p.nbytes for p in payloads) + extra_down,
+        seconds=time.perf_counter() - t0, **stages.privacy_columns(streams.round)))
+    return state.history.rows[-1]
+
+
+def run_rounds(state: ServerState, stages: Stages, clients: Clients, rounds: int, *,
+               checkpoint: Callable[[ServerState], None] | None = None, progress: bool = False,
+               report: Callable[[dict[str, Any]], None] | None = None) -> ServerState:
+    """``run_round`` from ``state.round + 1`` to ``rounds``: a progress bar, ``checkpoint(state)``
+    after every round (only a finite round reaches it), ``report(row)`` for a path's own log."""
+    from tqdm import tqdm
+
+    bar = tqdm(range(state.round + 1, rounds + 1), desc="rounds", disable=not progress,
+               file=sys.stderr, initial=state.round, total=rounds)
+    for _ in bar:
+        row = run_round(state, stages, clients)
+        bar.set_postfix(acc=f"{row['test_accuracy']:.3f}")
+        if checkpoint is not None:
+            checkpoint(state)
+        if report is not None:
+            report(row)
+    return state

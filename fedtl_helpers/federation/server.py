@@ -13,21 +13,18 @@ uninterrupted run exactly; client sampling and DP noise come from the OS in ``"s
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-from tqdm import tqdm
-
 from ..core.config import ExperimentConfig
 from ..core.history import DP_WITHHELD, History
-from ..core.storage import check_finite
 from ..transforms.aggregation import Weights
-from .round import RoundStreams, ServerState, Stages, initial_state, run_round
-from .simulation import Dataset, Simulation, load_config_data
+from .round import Clients, RoundStreams, ServerState, Stages, initial_state, run_rounds
+from .simulation import Dataset, InProcessClients, Simulation, load_config_data
 from .stages import build_stages, fixed_sample
 
 __all__ = ["Dataset", "FederatedResult", "Simulation", "aggregate", "finish_history",
@@ -79,6 +76,25 @@ def finish_history(history: History, config: ExperimentConfig, stages: Stages) -
                                               "knows the seed can remove it; no privacy")
 
 
+def start(config: ExperimentConfig, stages: Stages, clients: Clients, weights: Weights,
+          history: History, checkpoint_dir: str | Path | None, resume: bool) -> ServerState:
+    """The state a path starts from: its checkpoint when resuming (``clients`` gets its part
+    back), else round 0 (the initial global ``weights`` evaluated and recorded in ``history``)."""
+    if resume and checkpoint_dir:
+        state = ServerState.load(checkpoint_dir, stages, config.to_dict(), clients)
+        if state is not None:
+            return state
+    return initial_state(stages, weights, history, clients.evaluate)
+
+
+def saver(config: ExperimentConfig, clients: Clients,
+          checkpoint_dir: str | Path | None) -> Callable[[ServerState], None] | None:
+    """The checkpoint stage: save the ``ServerState`` and the runner's state after every round."""
+    if checkpoint_dir is None:
+        return None
+    return lambda state: state.save(checkpoint_dir, config.to_dict(), clients)
+
+
 def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
                   checkpoint_dir: str | Path | None = None, resume: bool = False,
                   progress: bool = True, simulation: Simulation | None = None) -> FederatedResult:
@@ -109,20 +125,11 @@ def run_federated(config: ExperimentConfig, *, dataset: Dataset | None = None,
     """
     stages = build_stages(config)
     sim = simulation or Simulation(config, dataset)
-    state = None
-    if resume and checkpoint_dir:
-        state = ServerState.load(checkpoint_dir, stages, config.to_dict())
-    if state is None:
-        history = new_history(config, sim, stages)
-        state = initial_state(stages, sim.model.get_weights(), history, sim.evaluate)
-    bar = tqdm(range(state.round + 1, config.rounds + 1), desc="rounds", disable=not progress,
-               file=sys.stderr, initial=state.round, total=config.rounds)
-    for _ in bar:
-        row = run_round(state, stages, sim)
-        check_finite(state.weights, row["test_loss"], row["round"])  # before it can be saved
-        bar.set_postfix(acc=f"{row['test_accuracy']:.3f}")
-        if checkpoint_dir is not None:
-            state.save(checkpoint_dir, config.to_dict())
+    clients = InProcessClients(sim, stages.client)
+    state = start(config, stages, clients, sim.model.get_weights(), new_history(config, sim, stages),
+                  checkpoint_dir, resume)
+    run_rounds(state, stages, clients, config.rounds, progress=progress,
+               checkpoint=saver(config, clients, checkpoint_dir))
     history = state.history
     finish_history(history, config, stages)
     if checkpoint_dir is not None:

@@ -1,8 +1,8 @@
 """The simulation's parts: the clients' data, the shared model, the trainer, the feature cache.
 
 Chapter: "Client fine-tuning" (one shared model, weights swapped per client) and "Evaluation"
-(per-client held-out data). Everything a round reuses in process; ``round.run_round`` takes it
-as the clients' data and the evaluator. Built from the config (data, partitioning, model and
+(per-client held-out data). Everything a round reuses in process; ``InProcessClients`` is the
+simulation's runner of ``round.run_round``'s client side. Built from the config (data, partitioning, model and
 trainer choices); the round's stages are built separately by ``stages.build_stages``.
 """
 
@@ -15,8 +15,10 @@ from ..inputs import data, partitioning
 from ..modeling import models
 from ..modeling.features import FeatureExtractor
 from ..transforms.aggregation import Weights
+from ..transforms.compression import Uplink
 from . import evaluation
 from .client import LocalTrainer
+from .round import ClientMessage, ClientStages, Payload, RoundStreams, client_side, unpack
 
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -129,3 +131,47 @@ class Simulation:
     def describe(self) -> str:
         return (f"data: {self.data_source}; weights: "
                 f"{self.config.weights or 'random init'}; {self.config.describe()}")
+
+
+class InProcessClients:
+    """The simulation's ``round.Clients``: every client trains in this process, one after the
+    other, on the shared model and trainer of ``sim``; ``client`` are the round's client stages.
+
+    A simulated client keeps the frozen tensors of the model it received first; they never
+    change, so all of them hold those of the initial model (kept here once).
+    """
+
+    def __init__(self, sim: Simulation, client: ClientStages):
+        self.sim, self.client = sim, client
+        self._initial = sim.model.get_weights()
+
+    @property
+    def mask(self) -> list[bool]:
+        return self.sim.mask
+
+    def start_round(self, rnd: int) -> None:
+        self.sim.start_round(rnd)
+
+    def weights_of(self, payload: Payload) -> Weights:
+        """The full weights client ``payload.client`` starts from."""
+        if not payload.trained_only:
+            return payload.arrays
+        return unpack(payload.arrays, self.mask, [w for w, m in zip(self._initial, self.mask) if not m])
+
+    def train(self, payloads: list[Payload], streams: RoundStreams, uplink: Uplink) -> list[ClientMessage]:
+        messages = []
+        for p in payloads:
+            x, y = self.sim.client_data(p.client)
+            messages.append(client_side(self.client, self.sim.trainer, self.weights_of(p), p.client,
+                                        x, y, uplink, streams))
+        return messages
+
+    def evaluate(self, weights: Weights) -> dict[str, float]:
+        return self.sim.evaluate(weights)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            raise ValueError(f"the in-process clients keep no state, but the checkpoint holds {sorted(arrays)}.")
