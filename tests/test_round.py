@@ -5,7 +5,6 @@ import pytest
 
 from fedtl_helpers import compression, privacy, randomness
 from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.history import History
 from fedtl_helpers.core.storage import NonFiniteError
 from fedtl_helpers.federation.round import (
     ClientMessage,
@@ -16,6 +15,7 @@ from fedtl_helpers.federation.round import (
     run_round,
     unpack,
 )
+from fedtl_helpers.history import History
 from fedtl_helpers.server import sample_clients
 from fedtl_helpers.server_opt import ServerMomentum
 from fedtl_helpers.stages import DEPLOYMENT, build_stages, refusals
@@ -109,7 +109,8 @@ def test_run_round_broadcasts_records_bytes_clients_and_state():
     np.testing.assert_allclose(state.weights[0], [2.5, 3.5])  # FedAvg (n = 1, 3), momentum: v = agg
     assert state.weights[1] is weights[1] and state.round == 1 and state.seen == {0, 1}
     dense = compression.dense_nbytes
-    assert [(p.client, p.trained_only, len(p.arrays)) for p in clients.payloads[0]] == [(0, False, 2), (1, False, 2)]
+    got = [(p.client, p.trained_only, len(p.arrays)) for p in clients.payloads[0]]
+    assert got == [(0, False, 2), (1, False, 2)]
     assert row["bytes_up"] == 2 * dense(A)
     assert row["bytes_down"] == 2 * dense(weights)  # new clients download everything once
     assert (row["clients"], row["train_loss"], row["test_accuracy"]) == ([0, 1], 1.5, 0.5)  # mean loss
@@ -133,7 +134,8 @@ def test_unpack_inverts_the_broadcasts_split():
 
 def test_run_round_stops_a_diverged_round_before_recording_it():
     stages = build_stages(ExperimentConfig(num_clients=2))
-    state = initial_state(stages, [np.zeros(2, np.float32)], History(), lambda w: {"accuracy": 0.1, "loss": 2.0})
+    state = initial_state(stages, [np.zeros(2, np.float32)], History(),
+                          lambda w: {"accuracy": 0.1, "loss": 2.0})
     with pytest.raises(NonFiniteError, match="round 1: 1 of 1 weight tensors"):
         run_round(state, stages, FakeClients([True], {0: A, 1: [np.array([np.inf, 0], np.float32)]}))
     with pytest.raises(NonFiniteError, match=r"round 1: the test loss \(nan\)"):

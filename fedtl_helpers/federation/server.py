@@ -20,6 +20,7 @@ from typing import Any
 
 import keras
 import numpy as np
+
 from ..core.config import ExperimentConfig
 from ..core.history import DP_WITHHELD, History
 from ..transforms.aggregation import Weights

@@ -174,4 +174,5 @@ class InProcessClients:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         if arrays:
-            raise ValueError(f"the in-process clients keep no state, but the checkpoint holds {sorted(arrays)}.")
+            raise ValueError("the in-process clients keep no state, but the checkpoint holds "
+                             f"{sorted(arrays)}.")
