@@ -51,8 +51,8 @@ def communication_part(args, data_for_seed) -> tuple[dict, dict]:
     """Part 1: every encoding tuned and run on every seed; returns (summary, curves)."""
     import numpy as np
 
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     arms = {name: ExperimentConfig(num_clients=args.clients, n_train=args.clients * args.per_client,
                                    n_test=args.n_test, rounds=args.rounds, strategy=args.strategy,
@@ -96,8 +96,8 @@ def storage_part(float32_config, data) -> dict:
     """Part 2: the float32 run's model of the first seed, as TFLite float32, int8 and pruned int8."""
     import numpy as np
 
-    from fedtl_helpers import model_compression as mc
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
+    from fedtl_helpers.modeling import model_compression as mc
 
     model = run_federated(float32_config, dataset=data, progress=False).model
     rows = mc.compare(model, data[0], data[1], sparsity=0.5)
@@ -142,8 +142,8 @@ def main() -> None:
     if args.rounds < args.last or args.last < 1 or args.tune_rounds < 1 or not args.seeds:
         p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
 
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.data import load_dataset
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.inputs.data import load_dataset
 
     t0 = time.perf_counter()
 
@@ -160,8 +160,7 @@ def main() -> None:
                                    data_for_seed(args.seeds[0])))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, {**result, "curves": curves}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k not in ("configs", "bytes_up")}))
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "deploy"))
 
 
 def make_config(per_client: int, rounds: int, n_test: int):
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
 
     return ExperimentConfig(num_clients=2, n_train=2 * per_client, n_test=n_test, rounds=rounds,
                             local_epochs=1, strategy="full", weights="builtin", randomness="secure")
@@ -56,7 +56,7 @@ def make_config(per_client: int, rounds: int, n_test: int):
 
 def child(per_client: int, rounds: int, n_test: int) -> None:
     """The in-process run; prints its History rows as JSON."""
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
 
     result = run_federated(make_config(per_client, rounds, n_test), progress=False)
     print(json.dumps(result.history.rows))

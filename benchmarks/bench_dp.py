@@ -72,9 +72,10 @@ def main() -> None:
     if a.rounds < a.last or a.last < 1 or a.tune_rounds < 1 or not a.seeds:
         p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
 
-    from fedtl_helpers import data, privacy
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.inputs import data
+    from fedtl_helpers.transforms import privacy
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     t0 = time.perf_counter()
     z = privacy.noise_multiplier_for_epsilon(a.target_epsilon, a.q, a.rounds, a.delta, sampling="poisson")
@@ -122,8 +123,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if a.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(a.out, {**result, "curves": comp.curves()}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 

@@ -29,8 +29,8 @@ def main() -> None:
     p.add_argument("--local-epochs", type=int, default=2)
     args = p.parse_args()
 
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.federation.server import run_federated
 
     runs = {}
     for cache in (False, True):

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import fedtl_helpers as fl  # noqa: E402
-from fedtl_helpers import evaluation, personalization  # noqa: E402
+from fedtl_helpers.federation import evaluation, personalization  # noqa: E402
 
 
 def personal_part(args, data, common, skew) -> dict:
@@ -88,7 +88,7 @@ def algorithm_part(args, skew) -> dict:
     Every algorithm gets its own client and server learning rate, chosen together on a
     validation split of seed ``seeds[0]``'s training data; then every seed runs.
     """
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     base = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, rounds=args.rounds,
                 strategy="head", **skew)
@@ -127,7 +127,7 @@ def gap_part(args, common, skew) -> dict:
     ``gap_seeds[0]``'s training data (``tuning.compare_arms``): a random start wants another
     rate than a pretrained one, and a skewed federation perhaps another than an IID one.
     """
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     base = dict(common, n_train=args.gap_n_train, num_clients=args.gap_clients, rounds=args.gap_rounds,
                 strategy="full")
@@ -249,8 +249,7 @@ def main() -> None:
         out.update(gap_part(args, dict(n_test=args.n_test), skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, out, seconds=out["seconds"])
     bulky = ("per_seed", "algorithm_curves", "algorithm_configs", "gap_curves", "gap_configs")
     print(json.dumps({k: v for k, v in out.items() if k not in bulky}))  # the file keeps them all

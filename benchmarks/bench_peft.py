@@ -46,8 +46,7 @@ def lpft_dip(curve: list[float]) -> float:
 
 def resnet50_param_ratio(rank: int) -> dict[str, float]:
     """Full fine-tuning's trainable values over LoRA's (adapters + head), ResNet50 at 96 px."""
-    from fedtl_helpers import models
-
+    from fedtl_helpers.modeling import models
     model = models.build_model("resnet50", None, input_size=96)
     models.set_strategy(model, "resnet50", "full")
     full = models.trainable_count(model)
@@ -58,8 +57,8 @@ def resnet50_param_ratio(rank: int) -> dict[str, float]:
 
 def factor_vs_product(config, result, sim) -> dict[str, float]:
     """One more round of client updates from the final LoRA model, aggregated two ways."""
-    from fedtl_helpers import models
-    from fedtl_helpers.client import client_update
+    from fedtl_helpers.federation.client import client_update
+    from fedtl_helpers.modeling import models
 
     triples = models.lora_pairs(sim.model)
     glob = result.weights
@@ -108,11 +107,12 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from fedtl_helpers import data, personalization
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.server import run_federated
-    from fedtl_helpers.simulation import Simulation
-    from fedtl_helpers.tuning import Tuned, tune_federated
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.federation import personalization
+    from fedtl_helpers.federation.server import run_federated
+    from fedtl_helpers.federation.simulation import Simulation
+    from fedtl_helpers.inputs import data
+    from fedtl_helpers.workflow.tuning import Tuned, tune_federated
 
     tf.get_logger().setLevel("ERROR")  # each strategy's new trainer is traced once: expected, not a bug
     t0 = time.perf_counter()
@@ -231,8 +231,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, summary, seconds=summary["seconds"],
                      randomness=ExperimentConfig.randomness)  # every run used the default
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}))

@@ -56,9 +56,9 @@ def main() -> None:
 
     import numpy as np
 
-    from fedtl_helpers import data
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.inputs import data
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     n_train = args.clients * args.per_client
     base = dict(num_clients=args.clients, n_train=n_train, n_test=args.n_test, rounds=args.rounds,
@@ -105,8 +105,7 @@ def main() -> None:
         print(f"{rule:14} " + " ".join(f"{c['final_acc']:.3f} [{c['final_acc_min']:.3f}, "
                                        f"{c['final_acc_max']:.3f}] {c['lr']:<6g}" for c in cells))
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, {**result, "curves": comp.curves()}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 

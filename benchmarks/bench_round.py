@@ -4,7 +4,7 @@ The article's recipe, minimally fixed so that it runs and is correct: every clie
 own ``clone_model`` copy (now given the global weights each round: the broadcast the article
 forgot), ``compile``s it every round and calls ``fit``; the server averages the copies' weights
 by sample count. Ours: one shared model and one traced train step for all clients
-(``fedtl_helpers.server``). Same model, data, local epochs, batch size, optimizer and rounds.
+(``fedtl_helpers.federation.server``). Same model, data, local epochs, batch size, optimizer and rounds.
 
 Each measurement runs in its own process so peak memory (max RSS) is its own. Usage::
 
@@ -35,7 +35,7 @@ def _peak_rss_mb() -> float:
 
 
 def _config(num_clients: int, per_client: int, rounds: int):
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
 
     return ExperimentConfig(num_clients=num_clients, n_train=num_clients * per_client,
                             n_test=500, rounds=rounds, local_epochs=1, batch_size=32,
@@ -43,7 +43,7 @@ def _config(num_clients: int, per_client: int, rounds: int):
 
 
 def run_ours(cfg) -> list[float]:
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
 
     res = run_federated(cfg, progress=False)
     return res.history.column("seconds")[1:]
@@ -52,8 +52,8 @@ def run_ours(cfg) -> list[float]:
 def run_article(cfg) -> list[float]:
     import keras
 
-    from fedtl_helpers import aggregation
-    from fedtl_helpers.server import Simulation
+    from fedtl_helpers.federation.server import Simulation
+    from fedtl_helpers.transforms import aggregation
 
     sim = Simulation(cfg)  # same data, partition and initial model as ours
     global_model = sim.model

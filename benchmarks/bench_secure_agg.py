@@ -4,7 +4,7 @@ Both aggregate the same client updates, shaped like the built-in model's trainab
 (``--update head``: the article's Dense128 + Dense10 head, 17,802 values; ``full``: the whole
 backbone and head, 158,186 values), filled with random numbers of a typical delta's size.
 Plain FedAvg: each client uploads float32 values, the server takes the weighted mean. Secure
-aggregation (``fedtl_helpers.secure_agg``): the four-step protocol with real X25519 keys,
+aggregation (``fedtl_helpers.transforms.secure_agg``): the four-step protocol with real X25519 keys,
 Shamir shares and ChaCha20 masks, no dropouts. The model broadcast is the same in both and is
 left out of both.
 
@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def update_shapes(strategy: str) -> list[tuple[int, ...]]:
     """Shapes of the tensors clients train (and send) with the built-in model and ``strategy``."""
-    from fedtl_helpers import models
-
+    from fedtl_helpers.modeling import models
     model = models.build_model("builtin_cnn", None, 10, (32, 32, 3), None, 0)
     models.set_strategy(model, "builtin_cnn", strategy, 1)
     return [w.shape for w, m in zip(model.get_weights(), models.updatable_mask(model)) if m]
@@ -47,8 +46,7 @@ def main() -> None:
 
     import numpy as np
 
-    from fedtl_helpers import aggregation, compression, secure_agg
-
+    from fedtl_helpers.transforms import aggregation, compression, secure_agg
     rows = []
     for strategy in args.update:
         shapes = update_shapes(strategy)

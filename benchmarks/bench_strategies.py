@@ -44,9 +44,9 @@ def main() -> None:
     if args.rounds < args.last or args.tune_rounds < 1 or not args.seeds:
         p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
 
-    from fedtl_helpers import data
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.inputs import data
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     n_train = args.clients * args.per_client
     t0 = time.perf_counter()
@@ -85,8 +85,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, {**result, "curves": comp.curves()}, seconds=result["seconds"])
     print(json.dumps({k: v for k, v in result.items() if k != "configs"}))
 

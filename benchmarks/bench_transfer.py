@@ -57,10 +57,10 @@ def main() -> None:
     if (args.lr_pretrained is None) != (args.lr_random is None):
         p.error("--lr-pretrained and --lr-random go together (both skip tuning)")
 
-    from fedtl_helpers import data
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.server import run_federated
-    from fedtl_helpers.tuning import Tuned, tune_federated
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.federation.server import run_federated
+    from fedtl_helpers.inputs import data
+    from fedtl_helpers.workflow.tuning import Tuned, tune_federated
 
     arms = {"pretrained": "builtin", "random": None}
     n_train = args.clients * args.per_client
@@ -136,8 +136,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if args.out:
-        from fedtl_helpers import results
-
+        from fedtl_helpers.workflow import results
         results.save(args.out, summary, seconds=summary["seconds"])
     print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}
                      | {"per_seed": [{k: v for k, v in s.items() if k != "curves"} for s in per_seed]}))

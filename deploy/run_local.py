@@ -117,7 +117,7 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fedtl_helpers.cli import Parser, add_config_options
+    from fedtl_helpers.workflow.cli import Parser, add_config_options
 
     parser = Parser(prog="python deploy/run_local.py", description=__doc__.split("\n\n")[0])
     # The deployment accepts only randomness="secure": its default here, so it need not be typed.
@@ -160,7 +160,7 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
     UserError
         Naming the option and the allowed values.
     """
-    from fedtl_helpers.storage import UserError
+    from fedtl_helpers.core.storage import UserError
 
     for name in ("superlink_port", "node_port"):
         port = options[name]
@@ -196,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     Nothing before ``run_local`` imports TensorFlow or Flower, so ``--help`` and a refused
     option answer in a fraction of a second; the Flower processes quiet TensorFlow themselves.
     """
-    from fedtl_helpers.cli import quiet_tensorflow
+    from fedtl_helpers.workflow.cli import quiet_tensorflow
 
     quiet_tensorflow()  # first: if anything below ever imports TensorFlow, its C++ logger is quiet
     # stages.check_supported is what fedtl_deploy.task.check_deployable (the ServerApp's check)
     # calls; imported from here, it answers without Flower, dp-accounting or Keras.
-    from fedtl_helpers import storage
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.history import History
-    from fedtl_helpers.stages import DEPLOYMENT, check_supported
+    from fedtl_helpers.core import storage
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.core.history import History
+    from fedtl_helpers.federation.stages import DEPLOYMENT, check_supported
 
     args = vars(build_parser().parse_args(argv))
     options = {k: args.pop(k) for k in ("out", "superlink_port", "node_port", "superlink_address",

@@ -4,19 +4,19 @@ Each module holds one concept and its docstring names the chapter that explains 
 
 Names are imported on first use (PEP 562 module ``__getattr__``): ``fl.run_federated`` works
 as before, but ``python -m fedtl_helpers --help`` and the command line's input checks answer
-without waiting seconds for TensorFlow, which only the modules that train import.
+without waiting seconds for TensorFlow, which only the modules that train import. Code imports
+a module by its real path, ``fedtl_helpers.<layer>.<module>`` (no import hook: an editor and a
+type checker follow it).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
 from typing import Any
 
-# One folder per layer (see the README's module table); each module keeps its flat name too,
-# ``fedtl_helpers.<module>``, so notebooks, the deployment and users' code are unchanged.
+# One folder per layer (see the README's module table). Modules are imported by their real
+# path (``from fedtl_helpers.federation.round import run_round``); ``fl.<module>`` (and
+# ``from fedtl_helpers import plotting``) still works as an attribute of the package, below.
 LAYERS = {
     "core": ("config", "randomness", "history", "storage"),
     "inputs": ("data", "shapes", "partitioning"),
@@ -28,30 +28,7 @@ LAYERS = {
     "workflow": ("cli", "preflight", "experiments", "tuning", "provenance", "results"),
     "teaching": ("notebook", "plotting"),
 }
-_REAL = {f"{__name__}.{m}": f"{__name__}.{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}
-
-
-class _FlatNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Import ``fedtl_helpers.round`` as the very module ``fedtl_helpers.federation.round``.
-
-    One module object under two names (not a copy): a monkeypatch or a class identity seen
-    through either name is the same.
-    """
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname in _REAL:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        return importlib.import_module(_REAL[spec.name])
-
-    def exec_module(self, module):
-        pass  # already executed under its real name
-
-
-if not any(isinstance(f, _FlatNames) for f in sys.meta_path):
-    sys.meta_path.insert(0, _FlatNames())
+_MODULES = {m: f"{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}  # "round": "federation.round"
 
 # public name -> the submodule that defines it ("" for a submodule exported under its own name)
 _EXPORTS = {
@@ -67,10 +44,10 @@ _EXPORTS = {
     **dict.fromkeys(("finetune_clients", "interpolate", "run_fedper"), "personalization"),
     **dict.fromkeys(("clip_update", "dp_epsilon", "noise_multiplier_for_epsilon"), "privacy"),
     **dict.fromkeys(("coordinate_median", "krum", "trimmed_mean"), "robust"),
-    **dict.fromkeys(("RoundStreams", "ServerState", "Stages", "run_round"), "round"),
+    **dict.fromkeys(("RoundStreams", "ServerState", "Stages", "run_round", "run_rounds"), "round"),
     "build_stages": "stages",
     "secure_aggregate": "secure_agg",
-    **dict.fromkeys(("FederatedResult", "Simulation", "run_federated", "sample_clients"), "server"),
+    **dict.fromkeys(("FederatedResult", "Simulation", "run_federated"), "server"),
     **dict.fromkeys(("ServerAdam", "ServerMomentum", "ServerSGD", "make_server_optimizer",
                      "server_update"), "server_opt"),
 }
@@ -81,13 +58,13 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        # Every submodule stays reachable as ``fl.<module>`` (``fl.plotting``, ``fl.features``),
-        # as when this file imported them all.
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # Every module stays reachable as ``fl.<module>`` (``fl.plotting``, ``fl.features``),
+        # as are the layers and ``check``.
+        if name in _MODULES or name in LAYERS or name == "check":
             module = ""
         else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = importlib.import_module(f".{module or name}", __name__)
+    value = importlib.import_module(f".{_MODULES.get(module or name, module or name)}", __name__)
     if module:
         value = getattr(value, name)
     globals()[name] = value  # cached: the next access is a plain attribute lookup

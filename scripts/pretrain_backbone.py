@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fedtl_helpers import models, shapes  # noqa: E402
-from fedtl_helpers.storage import atomic_write_bytes, atomic_write_text  # noqa: E402
+from fedtl_helpers.core.storage import atomic_write_bytes, atomic_write_text  # noqa: E402
+from fedtl_helpers.inputs import shapes  # noqa: E402
+from fedtl_helpers.modeling import models
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -155,7 +155,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def small_shapes():
     """A small slice of the embedded dataset, shared by the training tests."""
-    from fedtl_helpers.data import load_dataset
+    from fedtl_helpers.inputs.data import load_dataset
 
     return load_dataset("shapes", n_train=1_500, n_test=600, seed=0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers.aggregation import fedavg, mean
+from fedtl_helpers.transforms.aggregation import fedavg, mean
 
 
 def test_fedavg_hand_checkable():

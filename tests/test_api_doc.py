@@ -42,14 +42,34 @@ def test_every_module_of_every_layer_is_documented_under_its_real_name():
         assert found == set(mods), layer
 
 
-def test_flat_names_are_the_same_module_objects():
-    import fedtl_helpers.federation.round as real
-    import fedtl_helpers.round as flat
+def test_modules_import_by_their_real_path_only():
+    """No import hook: ``fedtl_helpers.round`` is no module (an editor could not follow it);
+    ``fl.round`` is the real module, an attribute of the package."""
+    import sys
 
-    assert flat is real and flat.__name__ == "fedtl_helpers.federation.round"
+    import fedtl_helpers.federation.round as real
+
+    assert fedtl_helpers.round is real and real.__name__ == "fedtl_helpers.federation.round"
     from fedtl_helpers import privacy
 
     assert privacy is importlib.import_module("fedtl_helpers.transforms.privacy")
+    assert not any(type(f).__module__.startswith("fedtl_helpers") for f in sys.meta_path)
+    try:
+        importlib.import_module("fedtl_helpers.round")
+    except ModuleNotFoundError:
+        pass
+    else:
+        raise AssertionError("the flat name fedtl_helpers.round imported")
+
+
+def test_no_code_imports_a_flat_name():
+    """Tests, benchmarks, the deployment, scripts and notebooks import the real paths."""
+    root = Path(__file__).resolve().parents[1]
+    mods = "|".join(m for ms in fedtl_helpers.LAYERS.values() for m in ms)
+    flat = re.compile(rf"(?:from|import)\s+fedtl_helpers\.(?:{mods})\b")
+    files = [p for d in ("tests", "benchmarks", "deploy", "scripts", "fedtl_helpers", "notebooks")
+             for p in (root / d).rglob("*") if p.suffix in (".py", ".ipynb")]
+    assert sorted(str(p.relative_to(root)) for p in files if flat.search(p.read_text())) == []
 
 
 def test_each_layer_imports_only_the_layers_above_it():

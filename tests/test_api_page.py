@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 from sphinx.ext.napoleon import Config, NumpyDocstring
 
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.core.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

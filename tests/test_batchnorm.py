@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fedtl_helpers as fl
-from fedtl_helpers import models
+from fedtl_helpers.modeling import models
 
 
 def test_build_model_sets_the_federated_momentum_on_every_batchnorm_layer():

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import check, privacy
+from fedtl_helpers import check
 from fedtl_helpers.check import ExerciseError
+from fedtl_helpers.transforms import privacy
 
 
 def clip_solution(update, clip):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtl_helpers import storage
 from fedtl_helpers.__main__ import main
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.core import storage
+from fedtl_helpers.core.config import ExperimentConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--num-clients", "2", "--n-train", "200", "--n-test", "100", "--strategy", "head",
@@ -171,7 +171,7 @@ def test_cli_run_writes_history_and_prints_json(tmp_path, capsys):
 
 def test_diverged_round_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, capsys,
                                                                              monkeypatch):
-    from fedtl_helpers.server import Simulation
+    from fedtl_helpers.federation.server import Simulation
 
     calls = []
     real = Simulation.evaluate
@@ -219,7 +219,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def test_help_and_config_errors_do_not_import_tensorflow():
-    code = ("import sys; from fedtl_helpers.cli import main\n"
+    code = ("import sys; from fedtl_helpers.workflow.cli import main\n"
             "try:\n    main(['run', '--learning-rate', 'inf'])\nexcept SystemExit: pass\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -278,7 +278,7 @@ def test_every_public_name_and_submodule_still_resolves_lazily():
     # 43 names of the old eager __init__ (add_scaled, nbytes, subtract removed as dead code) and
     # the one round: RoundStreams, ServerState, Stages, run_round, build_stages
     assert len(fl.__all__) == 48 and all(getattr(fl, name) is not None for name in fl.__all__)
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
 
     assert fl.run_federated is run_federated and fl.plotting.__name__ == "fedtl_helpers.teaching.plotting"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):

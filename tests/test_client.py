@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import models
-from fedtl_helpers.client import LocalTrainer, client_update, reset_optimizer_inplace
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation.client import LocalTrainer, client_update, reset_optimizer_inplace
+from fedtl_helpers.modeling import models
 
 
 def _trainer(strategy="full", weights=None, optimizer="adam"):
@@ -90,7 +90,7 @@ def test_head_strategy_sends_only_the_head():
 def test_proximal_term_by_hand():
     import tensorflow as tf
 
-    from fedtl_helpers.client import proximal_term
+    from fedtl_helpers.federation.client import proximal_term
 
     v = [tf.Variable([1.0, 2.0]), tf.Variable([[3.0]])]
     a = [tf.constant([0.0, 0.0]), tf.constant([[1.0]])]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import compression as c
+from fedtl_helpers.transforms import compression as c
 
 
 def _update(seed=0):

@@ -1,6 +1,6 @@
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig, comparable
+from fedtl_helpers.core.config import ExperimentConfig, comparable
 
 
 def test_defaults_are_valid_and_roundtrip():
@@ -75,8 +75,8 @@ def test_config_is_frozen():
 
 def test_config_choices_mirror_the_modules():
     """config.py lists names without importing TensorFlow; they must match the real ones."""
-    from fedtl_helpers import config, data, partitioning
-
+    from fedtl_helpers.core import config
+    from fedtl_helpers.inputs import data, partitioning
     assert config.DATASET_NAMES == data.DATASETS
     assert config.PARTITION_SCHEMES == partitioning.SCHEMES
 

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from fedtl_helpers import privacy, randomness, secure_agg, stages
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.personalization import run_fedper
-from fedtl_helpers.server import run_federated
+from fedtl_helpers.core import randomness
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation import stages
+from fedtl_helpers.federation.personalization import run_fedper
+from fedtl_helpers.federation.server import run_federated
+from fedtl_helpers.transforms import privacy, secure_agg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
 with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
@@ -178,8 +180,7 @@ def test_secure_aggregation_gives_plain_fedavgs_model_in_simulation():
 
 
 def test_fedper_pick_covers_every_feature():
-    from fedtl_helpers import config as cfg
-
+    from fedtl_helpers.core import config as cfg
     configs = [ExperimentConfig(**values) for values in FEDPER.values()]
     assert {c.aggregator for c in configs} == set(cfg.AGGREGATORS)
     assert {c.server_optimizer for c in configs} == set(cfg.SERVER_OPTIMIZERS)
@@ -212,7 +213,7 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
 
         return dataclasses.replace(built, aggregate=aggregate)
 
-    import fedtl_helpers.personalization as personalization
+    import fedtl_helpers.federation.personalization as personalization
 
     monkeypatch.setattr(personalization, "build_stages", spy_build)
     protocol_runs = []  # secure aggregation: the masked-sum protocol ran once per round

@@ -1,4 +1,4 @@
-"""Tests for fedtl_helpers.data: the CIFAR-10 loader on small archives written in the exact
+"""Tests for fedtl_helpers.inputs.data: the CIFAR-10 loader on small archives written in the exact
 official format, and the dataset dispatch."""
 
 import hashlib
@@ -10,8 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from fedtl_helpers import data
-from fedtl_helpers.data import (
+from fedtl_helpers.inputs import data
+from fedtl_helpers.inputs.data import (
     CIFAR10_SHA256,
     CIFAR10_URL,
     DATASETS,

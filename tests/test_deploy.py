@@ -25,8 +25,8 @@ import numpy as np
 import psutil
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import Simulation, run_federated
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation.server import Simulation, run_federated
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 sys.path.insert(0, str(DEPLOY))
@@ -552,8 +552,7 @@ def test_secure_aggregation_is_refused_before_anything_starts(tmp_path, capsys):
 
 
 def test_encoded_updates_cross_the_wire_bit_for_bit():
-    from fedtl_helpers import compression
-
+    from fedtl_helpers.transforms import compression
     rng = np.random.default_rng(0)
     delta = [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=5).astype(np.float32)]
     for encoded in (compression.encode_dense(delta), compression.encode_float16(delta),

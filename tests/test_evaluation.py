@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers.evaluation import confusion_matrix, local_holdout, spread
+from fedtl_helpers.federation.evaluation import confusion_matrix, local_holdout, spread
 
 
 def test_local_holdout_disjoint_and_within_client():

@@ -14,7 +14,7 @@ import papermill
 import pytest
 import yaml
 
-from fedtl_helpers import experiments as ex
+from fedtl_helpers.workflow import experiments as ex
 
 NOTEBOOK = Path(__file__).parent / "data" / "tiny_experiment.ipynb"
 GRID_2X2 = {"name": "tiny", "notebook": str(NOTEBOOK), "fixed": {"label": "b"},

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import model_compression as mc
-from fedtl_helpers.models import build_model
+from fedtl_helpers.modeling import model_compression as mc
+from fedtl_helpers.modeling.models import build_model
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from fedtl_helpers import models
+from fedtl_helpers.modeling import models
 
 
 def test_builtin_model_shapes_and_head():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.partitioning import partition
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.inputs.partitioning import partition
 
 
 @pytest.mark.parametrize("kw, match", [

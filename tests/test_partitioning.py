@@ -1,10 +1,10 @@
-"""Tests for fedtl_helpers.partitioning: every scheme is a true partition, seeded, and as skewed
+"""Tests for fedtl_helpers.inputs.partitioning: every scheme is a true partition, seeded, and as skewed
 as it claims; bad input fails early with a message naming the parameter."""
 
 import numpy as np
 import pytest
 
-from fedtl_helpers.partitioning import SCHEMES, label_skew, partition, partition_stats
+from fedtl_helpers.inputs.partitioning import SCHEMES, label_skew, partition, partition_stats
 
 # 10 balanced classes of 60, in shuffled order (like a real training set).
 LABELS = np.random.default_rng(123).permutation(np.repeat(np.arange(10), 60))

@@ -7,11 +7,13 @@ Chapter "Parameter-efficient federated fine-tuning". Counts are of the built-in 
 import numpy as np
 import pytest
 
-from fedtl_helpers import models, partitioning, personalization
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import run_federated
-from fedtl_helpers.simulation import Simulation
-from fedtl_helpers.stages import DEPLOYMENT, refusals
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation import personalization
+from fedtl_helpers.federation.server import run_federated
+from fedtl_helpers.federation.simulation import Simulation
+from fedtl_helpers.federation.stages import DEPLOYMENT, refusals
+from fedtl_helpers.inputs import partitioning
+from fedtl_helpers.modeling import models
 
 HEAD = 17_802  # Dense(128 -> relu) on 128 features + Dense(10): 128*128+128 + 128*10+10
 FULL = 158_186  # every tensor, BatchNorm statistics included
@@ -31,7 +33,7 @@ def lora_values(rank: int) -> int:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from fedtl_helpers.data import load_dataset
+    from fedtl_helpers.inputs.data import load_dataset
 
     return load_dataset("shapes", n_train=300, n_test=100, seed=0)
 

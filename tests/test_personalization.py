@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import evaluation, personalization
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import Simulation, run_federated
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation import evaluation, personalization
+from fedtl_helpers.federation.server import Simulation, run_federated
 
 
 def test_interpolate_by_hand():
@@ -79,7 +79,7 @@ def test_finetune_needs_holdout_and_sane_arguments(small_shapes):
 def test_fedper_history_says_what_ran_and_withholds_what_dp_does_not_account(small_shapes):
     """FedPer's History carries run_federated's meta: the randomness mode, and under DP the columns
     withheld from release and the privacy spent (with the seeded-noise warning)."""
-    from fedtl_helpers.history import DP_WITHHELD
+    from fedtl_helpers.core.history import DP_WITHHELD
 
     cfg = _sim(rounds=2, aggregator="mean", dp_clip=1.0, dp_noise_multiplier=1.0, dp_delta=1e-3,
                client_fraction=0.6)

@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 
-from fedtl_helpers import notebook, plotting  # noqa: E402
-from fedtl_helpers.history import History  # noqa: E402
+from fedtl_helpers.core.history import History  # noqa: E402
+from fedtl_helpers.teaching import notebook, plotting  # noqa: E402
 
 
 def _history(accs, bytes_up):

@@ -4,7 +4,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 
-from fedtl_helpers import plotting  # noqa: E402
+from fedtl_helpers.teaching import plotting  # noqa: E402
 
 
 def test_partition_bars_stack_to_client_sizes():

@@ -25,8 +25,8 @@ def test_same_seed_same_file_and_record(tmp_path):
 
 
 def test_shipped_weights_match_their_record():
-    from fedtl_helpers import models
-    from fedtl_helpers.shapes import TARGET_SHAPES
+    from fedtl_helpers.inputs.shapes import TARGET_SHAPES
+    from fedtl_helpers.modeling import models
 
     record = models.builtin_record()
     assert record["sha256"] == models.sha256_of(models.BUILTIN_WEIGHTS)

@@ -7,9 +7,12 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from fedtl_helpers import privacy, randomness
-from fedtl_helpers.config import CLIENT_SAMPLINGS, DP_ACCOUNTANTS, ExperimentConfig
-from fedtl_helpers.server import aggregate, run_federated
+from fedtl_helpers.core import randomness
+from fedtl_helpers.core.config import CLIENT_SAMPLINGS, DP_ACCOUNTANTS, ExperimentConfig
+from fedtl_helpers.federation.round import RoundStreams
+from fedtl_helpers.federation.server import run_federated
+from fedtl_helpers.federation.stages import build_stages
+from fedtl_helpers.transforms import privacy
 
 
 # ------------------------------------------------------------------ clipping
@@ -84,13 +87,16 @@ def test_noise_is_a_function_of_the_generator():
 
 
 def test_poisson_sampling_rate_and_seeding():
-    sizes = [len(privacy.poisson_sample_clients(200, 0.1, 0, r)) for r in range(300)]
+    def sample(n, seed, rnd, mode="simulation"):
+        return privacy.poisson_sample(RoundStreams(seed, rnd, mode).sampling(), n, 0.1)
+
+    sizes = [len(sample(200, 0, r)) for r in range(300)]
     assert np.mean(sizes) == pytest.approx(20, rel=0.05)
     assert len(set(sizes)) > 5  # the number of clients varies
-    assert privacy.poisson_sample_clients(200, 0.1, 0, 4) == privacy.poisson_sample_clients(200, 0.1, 0, 4)
-    secure = [privacy.poisson_sample_clients(200, 0.1, 0, 4, "secure") for _ in range(3)]
+    assert sample(200, 0, 4) == sample(200, 0, 4)
+    secure = [sample(200, 0, 4, "secure") for _ in range(3)]
     assert len({tuple(c) for c in secure}) == 3  # OS randomness: the seed does not fix the sample
-    assert any(not privacy.poisson_sample_clients(3, 0.1, 0, r) for r in range(20))  # empty rounds exist
+    assert any(not sample(3, 0, r) for r in range(20))  # empty rounds exist
 
 
 def test_expected_clients():
@@ -217,14 +223,14 @@ def test_aggregate_dp_branch_and_empty_round():
     cfg = ExperimentConfig(num_clients=4, client_fraction=0.5, dp_clip=1.0, aggregator="mean",
                            dp_noise_multiplier=0.0, client_sampling="poisson")
     d1, d2 = [np.array([0.6, 0.8])], [np.array([0.0, 0.5])]
-    out = aggregate(cfg, [d1, d2], [10, 1000], np.random.default_rng(0), like=d1)
+    out = build_stages(cfg).aggregate([d1, d2], [10, 1000], np.random.default_rng(0), d1, 1)
     np.testing.assert_allclose(out[0], [0.3, 0.65])  # unweighted sum / (q * N = 2)
     noisy = cfg.__class__(**{**cfg.to_dict(), "dp_noise_multiplier": 2.0})
-    empty = aggregate(noisy, [], [], np.random.default_rng(0), like=[np.zeros(10_000)])
+    empty = build_stages(noisy).aggregate([], [], np.random.default_rng(0), [np.zeros(10_000)], 1)
     assert np.std(empty[0]) == pytest.approx(2.0 * 1.0 / 2, rel=0.05)  # pure noise, z*C / (qN)
     plain = ExperimentConfig(num_clients=4, client_sampling="poisson")
-    np.testing.assert_array_equal(aggregate(plain, [], [], np.random.default_rng(0),
-                                            like=[np.ones(3)])[0], np.zeros(3))
+    np.testing.assert_array_equal(build_stages(plain).aggregate([], [], np.random.default_rng(0),
+                                                                [np.ones(3)], 1)[0], np.zeros(3))
 
 
 def _dp_cfg(**kw):
@@ -236,7 +242,7 @@ def _dp_cfg(**kw):
 def test_a_dp_run_under_a_scaling_attack_moves_the_model_by_at_most_the_clip(small_shapes):
     """In a whole run: attackers scale their clipped update 100x after clipping; the server clips
     again, so without noise the averaged step can never exceed C (it would be up to 100 C)."""
-    from fedtl_helpers.simulation import Simulation
+    from fedtl_helpers.federation.simulation import Simulation
 
     cfg = _dp_cfg(client_sampling="fixed", client_fraction=1.0, rounds=1, dp_noise_multiplier=0.0,
                   attack="scale", attack_scale=100.0, malicious_fraction=0.5)
@@ -272,7 +278,7 @@ def test_dp_run_records_epsilon_and_resumes_bit_identically(small_shapes, tmp_pa
 
 
 def test_dp_run_survives_an_empty_round_and_noise_moves_the_model(small_shapes):
-    seed = next(s for s in range(100) if not privacy.poisson_sample_clients(6, 0.1, s, 1))
+    seed = next(s for s in range(100) if not privacy.poisson_sample(RoundStreams(s, 1).sampling(), 6, 0.1))
     res = run_federated(_dp_cfg(rounds=1, client_fraction=0.1, seed=seed), dataset=small_shapes,
                         progress=False)
     assert res.history.rows[1]["clients"] is None and res.history.rows[1]["train_loss"] is None

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import randomness
-from fedtl_helpers.config import RANDOMNESS_MODES
+from fedtl_helpers.core import randomness
+from fedtl_helpers.core.config import RANDOMNESS_MODES
 
 
 def _draws(mode, seed, purpose, *ids, n=8):
@@ -81,8 +81,10 @@ def test_config_modes_mirror_the_module():
 
 
 def test_fixed_size_sampling_follows_the_mode():
-    from fedtl_helpers.server import sample_clients
+    from fedtl_helpers.federation.round import RoundStreams
+    from fedtl_helpers.federation.stages import fixed_sample
 
-    assert sample_clients(50, 10, seed=1, round_=3) == sample_clients(50, 10, seed=1, round_=3)
-    draws = {tuple(sample_clients(50, 10, seed=1, round_=3, mode="secure")) for _ in range(3)}
+    once = fixed_sample(RoundStreams(1, 3).sampling(), 50, 10)
+    assert once == fixed_sample(RoundStreams(1, 3).sampling(), 50, 10)
+    draws = {tuple(fixed_sample(RoundStreams(1, 3, "secure").sampling(), 50, 10)) for _ in range(3)}
     assert len(draws) == 3 and all(len(d) == 10 for d in draws)

@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from fedtl_helpers import aggregation, robust
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.transforms import aggregation, robust
 
 
 def _w(*values):
@@ -71,7 +71,7 @@ def test_malicious_set_is_fixed_seeded_and_sized():
     assert a == robust.malicious_clients(20, 0.25, 3) and len(a) == 5 and a <= set(range(20))
     assert a != robust.malicious_clients(20, 0.25, 4)
     # The round's attack stage, built from the config: only the malicious clients poison.
-    from fedtl_helpers.stages import build_stages
+    from fedtl_helpers.federation.stages import build_stages
 
     cfg = ExperimentConfig(num_clients=20, attack="sign_flip", malicious_fraction=0.25, attack_scale=3.0,
                            seed=3)
@@ -109,8 +109,7 @@ def test_config_rejects_bad_values_before_training(kw, field, allowed):
 
 
 def test_config_lists_mirror_the_module():
-    from fedtl_helpers import config
-
+    from fedtl_helpers.core import config
     assert config.ATTACKS == robust.ATTACKS and set(robust.RULES) <= set(config.AGGREGATORS)
 
 
@@ -118,7 +117,7 @@ def test_end_to_end_attack_breaks_fedavg_and_median_holds(small_shapes):
     """10 clients, 2 of them flip and scale their updates by 10; head-only on cached features."""
     base = dict(num_clients=10, rounds=3, n_train=1_500, n_test=600, strategy="head", local_epochs=2,
                 attack="sign_flip", malicious_fraction=0.2, attack_scale=10.0)
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
 
     acc = {agg: run_federated(ExperimentConfig(aggregator=agg, **base), dataset=small_shapes,
                               progress=False).history.column("test_accuracy")
@@ -128,7 +127,7 @@ def test_end_to_end_attack_breaks_fedavg_and_median_holds(small_shapes):
 
 
 def test_secure_aggregation_in_the_server_loop_equals_fedavg_up_to_quantisation(small_shapes):
-    from fedtl_helpers.server import run_federated
+    from fedtl_helpers.federation.server import run_federated
 
     base = dict(num_clients=4, rounds=2, n_train=1_500, n_test=600, strategy="head")
     plain = run_federated(ExperimentConfig(**base), dataset=small_shapes, progress=False)
@@ -136,8 +135,7 @@ def test_secure_aggregation_in_the_server_loop_equals_fedavg_up_to_quantisation(
                            progress=False)
     for a, b in zip(plain.weights, secure.weights):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    from fedtl_helpers import secure_agg
-
+    from fedtl_helpers.transforms import secure_agg
     up, down = secure_agg.overhead_bytes(4)
     row_p, row_s = plain.history.rows[1], secure.history.rows[1]
     assert row_s["bytes_up"] == row_p["bytes_up"] + up and row_s["bytes_down"] == row_p["bytes_down"] + down

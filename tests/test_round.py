@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers import compression, privacy, randomness
-from fedtl_helpers.config import ExperimentConfig
+from fedtl_helpers.core import randomness
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.core.history import History
 from fedtl_helpers.core.storage import NonFiniteError
 from fedtl_helpers.federation.round import (
     ClientMessage,
@@ -15,10 +16,9 @@ from fedtl_helpers.federation.round import (
     run_round,
     unpack,
 )
-from fedtl_helpers.history import History
-from fedtl_helpers.server import sample_clients
-from fedtl_helpers.server_opt import ServerMomentum
-from fedtl_helpers.stages import DEPLOYMENT, build_stages, refusals
+from fedtl_helpers.federation.stages import DEPLOYMENT, build_stages, fixed_sample, refusals
+from fedtl_helpers.transforms import compression, privacy
+from fedtl_helpers.transforms.server_opt import ServerMomentum
 
 A = [np.array([1.0, 2.0], np.float32)]
 B = [np.array([3.0, 4.0], np.float32)]
@@ -36,12 +36,12 @@ def test_streams_are_the_books_seeds():
     secure = RoundStreams(7, 3, "secure")
     assert secure.shuffle(4) == s.shuffle(4)  # protects nothing: stays seeded
     assert secure.noise().random() != s.noise().random()  # the OS's, not the seed's
-    assert sample_clients(20, 5, 1, 3) == build_stages(
+    assert fixed_sample(RoundStreams(1, 3).sampling(), 20, 5) == build_stages(
         ExperimentConfig(num_clients=20, client_fraction=0.25, seed=1)).sample(RoundStreams(1, 3).sampling())
     poisson = build_stages(ExperimentConfig(num_clients=20, client_fraction=0.3, client_sampling="poisson",
                                             dp_clip=1.0, aggregator="mean", seed=2))
     for rnd in range(1, 6):
-        want = privacy.poisson_sample_clients(20, 0.3, 2, rnd)
+        want = privacy.poisson_sample(RoundStreams(2, rnd).sampling(), 20, 0.3)
         assert poisson.sample(RoundStreams(2, rnd).sampling()) == want
 
 

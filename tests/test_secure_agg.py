@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedtl_helpers import aggregation
-from fedtl_helpers import secure_agg as sa
+from fedtl_helpers.transforms import aggregation
+from fedtl_helpers.transforms import secure_agg as sa
 
 
 def _updates(n, seed=0, size=(40, 10)):

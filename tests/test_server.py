@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import Simulation, run_federated, sample_clients
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation.round import RoundStreams
+from fedtl_helpers.federation.server import Simulation, run_federated
+from fedtl_helpers.federation.stages import fixed_sample
 
 
 def _cfg(**kw):
@@ -14,10 +16,10 @@ def _cfg(**kw):
 
 
 def test_sample_clients_seeded_and_sized():
-    a = sample_clients(20, 5, seed=1, round_=3)
-    assert a == sample_clients(20, 5, seed=1, round_=3)
+    a = fixed_sample(RoundStreams(1, 3).sampling(), 20, 5)
+    assert a == fixed_sample(RoundStreams(1, 3).sampling(), 20, 5)
     assert len(set(a)) == 5 and all(0 <= k < 20 for k in a)
-    assert a != sample_clients(20, 5, seed=1, round_=4)
+    assert a != fixed_sample(RoundStreams(1, 4).sampling(), 20, 5)
     assert _cfg(num_clients=10, client_fraction=0.25).clients_per_round == 2  # round(2.5) = 2
 
 
@@ -108,8 +110,8 @@ def test_unweighted_mean_aggregator_differs(small_shapes):
 
 
 def test_crash_mid_run_then_resume_matches_uninterrupted(small_shapes, tmp_path, monkeypatch):
-    from fedtl_helpers import randomness
-    from fedtl_helpers import round as server  # the round's client update stage
+    from fedtl_helpers.core import randomness
+    from fedtl_helpers.federation import round as server  # the round's client update stage
 
     cfg = _cfg(rounds=3, strategy="partial")
     full = run_federated(cfg, dataset=small_shapes, progress=False)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import run_federated
-from fedtl_helpers.server_opt import ServerAdam, ServerMomentum, ServerSGD, make_server_optimizer
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.federation.server import run_federated
+from fedtl_helpers.transforms.server_opt import ServerAdam, ServerMomentum, ServerSGD, make_server_optimizer
 
 W = [np.array([1.0, 2.0], np.float32), np.array([5.0], np.float32)]
 MASK = [True, False]  # the second tensor is frozen: the aggregate holds only the first
@@ -45,7 +45,7 @@ def test_load_state_rejects_another_optimisers_arrays():
 
 
 def test_factory_takes_plain_arguments_and_build_stages_follows_config():
-    from fedtl_helpers.stages import build_stages
+    from fedtl_helpers.federation.stages import build_stages
 
     assert isinstance(make_server_optimizer(), ServerSGD)
     m = make_server_optimizer("momentum", 1.0, momentum=0.7)

@@ -1,6 +1,6 @@
 import pytest
 
-from fedtl_helpers import shamir
+from fedtl_helpers.transforms import shamir
 
 
 def test_any_t_shares_rebuild_the_secret_and_fewer_refuse():

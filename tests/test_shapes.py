@@ -1,10 +1,10 @@
-"""Tests for the embedded offline dataset (fedtl_helpers.shapes); numpy only, no training."""
+"""Tests for the embedded offline dataset (fedtl_helpers.inputs.shapes); numpy only, no training."""
 
 import numpy as np
 import pytest
 
-from fedtl_helpers import shapes
-from fedtl_helpers.shapes import SOURCE_SHAPES, TARGET_SHAPES, generate_shapes, load_shapes
+from fedtl_helpers.inputs import shapes
+from fedtl_helpers.inputs.shapes import SOURCE_SHAPES, TARGET_SHAPES, generate_shapes, load_shapes
 
 
 @pytest.fixture(scope="module")

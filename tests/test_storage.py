@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtl_helpers import storage
-from fedtl_helpers.history import History
+from fedtl_helpers.core import storage
+from fedtl_helpers.core.history import History
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -261,7 +261,7 @@ def test_a_lock_taken_while_judging_a_stale_one_is_not_deleted(tmp_path, monkeyp
 
 
 def test_resume_compares_error_feedback_as_it_runs():
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
 
     now = ExperimentConfig(compression="none").to_dict()  # error_feedback None
     storage.check_resume({**now, "error_feedback": True}, now, 1, 2)  # an older checkpoint: fine

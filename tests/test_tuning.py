@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedtl_helpers.tuning import grid_search, validation_split
+from fedtl_helpers.workflow.tuning import grid_search, validation_split
 
 
 def test_validation_split_is_stratified_disjoint_and_reproducible():
@@ -30,8 +30,7 @@ def test_accuracy_bands_draw_the_mean_and_the_min_max_band():
     import matplotlib
 
     matplotlib.use("Agg")
-    from fedtl_helpers import plotting
-
+    from fedtl_helpers.teaching import plotting
     ax = plotting.accuracy_bands({"a": [[0.1, 0.5, 0.7], [0.1, 0.3, 0.9]]}, "t")
     (line,) = ax.get_lines()
     np.testing.assert_allclose(line.get_ydata(), [0.1, 0.4, 0.8])
@@ -44,7 +43,7 @@ def test_accuracy_bands_draw_the_mean_and_the_min_max_band():
 
 def _fake_run(config, dataset):
     """A stand-in for federated training: accuracy peaks at each arm's own best rate."""
-    from fedtl_helpers.history import History
+    from fedtl_helpers.core.history import History
 
     (_, y_train), (_, y_eval) = dataset
     best = {"head": 1e-2, "full": 1e-3}[config.strategy]
@@ -63,8 +62,8 @@ def _load(seed):
 
 
 def test_compare_arms_tunes_each_arm_on_validation_and_runs_every_seed():
-    from fedtl_helpers.config import ExperimentConfig
-    from fedtl_helpers.tuning import compare_arms
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.workflow.tuning import compare_arms
 
     arms = {s: ExperimentConfig(strategy=s, rounds=3, n_train=100, n_test=50) for s in ("head", "full")}
     comp = compare_arms(arms, [1e-3, 1e-2], seeds=[0, 1, 2], load=_load, run=_fake_run, log=lambda s: None)
@@ -87,7 +86,7 @@ def test_compare_arms_tunes_each_arm_on_validation_and_runs_every_seed():
 
 
 def test_a_choice_on_the_grids_edge_is_named():
-    from fedtl_helpers.tuning import Tuned
+    from fedtl_helpers.workflow.tuning import Tuned
 
     pair = Tuned(("learning_rate", "server_lr"), (1e-2, 2.0),
                  {(1e-2, 1.0): 0.5, (1e-2, 2.0): 0.8, (1e-2, 4.0): 0.6, (3e-2, 2.0): 0.7})

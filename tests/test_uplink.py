@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from fedtl_helpers import compression
-from fedtl_helpers.config import ExperimentConfig
-from fedtl_helpers.server import Simulation, run_federated
-from fedtl_helpers.storage import load_checkpoint, save_checkpoint
+from fedtl_helpers.core.config import ExperimentConfig
+from fedtl_helpers.core.storage import load_checkpoint, save_checkpoint
+from fedtl_helpers.federation.server import Simulation, run_federated
+from fedtl_helpers.transforms import compression
 
 
 def _cfg(**kw):

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord
 
-from fedtl_helpers.aggregation import Weights
+from fedtl_helpers.transforms.aggregation import Weights
 
 if TYPE_CHECKING:
-    from fedtl_helpers.compression import Encoded
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.transforms.compression import Encoded
 
 # Under Flower's default isolation a fresh ClientApp process starts for every message, so this
 # module imports fedtl_helpers (and with it TensorFlow, seconds of start-up) only where it is
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def experiment_config(run_config: dict[str, Any]) -> ExperimentConfig:
     """The ``ExperimentConfig`` named by the run config's ``experiment`` JSON (validated)."""
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
 
     text = run_config.get("experiment", "{}")
     try:
@@ -41,7 +41,7 @@ def experiment_config(run_config: dict[str, Any]) -> ExperimentConfig:
 
 def run_config_for(config: ExperimentConfig) -> str:
     """The ``experiment`` run-config value for ``config``: only fields that differ from defaults."""
-    from fedtl_helpers.config import ExperimentConfig
+    from fedtl_helpers.core.config import ExperimentConfig
 
     default = ExperimentConfig().to_dict()
     return json.dumps({k: v for k, v in config.to_dict().items() if v != default[k]}, sort_keys=True)
@@ -53,7 +53,7 @@ def check_deployable(config: ExperimentConfig) -> None:
     Called by ``run_local.py`` before it starts any process and by the ServerApp before it
     loads any data, so nothing is silently ignored.
     """
-    from fedtl_helpers.stages import DEPLOYMENT, check_supported
+    from fedtl_helpers.federation.stages import DEPLOYMENT, check_supported
 
     check_supported(config, DEPLOYMENT)
 
@@ -84,7 +84,7 @@ def encoded_to_records(encoded: Encoded) -> tuple[ArrayRecord, ConfigRecord]:
 
 def encoded_from_records(arrays: ArrayRecord, header: ConfigRecord) -> Encoded:
     """The ``Encoded`` message ``encoded_to_records`` sent, bit for bit."""
-    from fedtl_helpers.compression import Encoded
+    from fedtl_helpers.transforms.compression import Encoded
 
     h = json.loads(str(header["encoded"]))
     flat = iter(arrays.to_numpy_ndarrays())

@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from ..core.config import ExperimentConfig
 from ..core.history import DP_WITHHELD, History
 from ..transforms.aggregation import Weights
-from .round import Clients, RoundStreams, ServerState, Stages, initial_state, run_rounds
+from .round import Clients, ServerState, Stages, initial_state, run_rounds
 from .simulation import Dataset, InProcessClients, Simulation, load_config_data
-from .stages import build_stages, fixed_sample
+from .stages import build_stages
 
-__all__ = ["Dataset", "FederatedResult", "Simulation", "aggregate", "finish_history",
-           "load_config_data", "new_history", "run_federated", "sample_clients"]
+__all__ = ["Dataset", "FederatedResult", "Simulation", "finish_history", "load_config_data",
+           "new_history", "run_federated", "saver", "start"]
 
 
 @dataclass
@@ -37,23 +36,6 @@ class FederatedResult:
     history: History
     weights: Weights  # final global weights
     model: keras.Model  # the shared model, holding the final global weights
-
-
-def sample_clients(num_clients: int, k: int, seed: int, round_: int, mode: str = "simulation") -> list[int]:
-    """The ``k`` clients taking part in ``round_`` (sorted): a pure function of its inputs in
-    ``mode="simulation"``, drawn from OS randomness in ``"secure"`` mode."""
-    return fixed_sample(RoundStreams(seed, round_, mode).sampling(), num_clients, k)
-
-
-def aggregate(config: ExperimentConfig, deltas: list[Weights], num_examples: list[int],
-              rng: np.random.Generator, *, like: Weights | None = None, round_: int = 0) -> Weights:
-    """The aggregate stage ``config`` builds, applied to one round's decoded deltas.
-
-    ``like`` (tensors shaped as one update) is needed when no client took part (Poisson
-    sampling): the DP aggregate is then pure noise, the plain one all zeros.
-    """
-    return build_stages(config).aggregate(deltas, num_examples, rng,
-                                          like if like is not None else deltas[0], round_)
 
 
 def new_history(config: ExperimentConfig, sim: Simulation, stages: Stages, **meta: Any) -> History:

@@ -29,7 +29,6 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from ..core import randomness
 from .aggregation import Weights
 
 SAMPLINGS = ("fixed", "poisson")  # mirrors config.CLIENT_SAMPLINGS
@@ -114,17 +113,6 @@ def poisson_sample(rng: np.random.Generator, num_clients: int, rate: float) -> l
     """Each of ``num_clients`` clients independently with probability ``rate`` (the round's
     sampling stage under DP accounting's Poisson sampling); can be empty."""
     return np.flatnonzero(rng.random(num_clients) < rate).tolist()
-
-
-def poisson_sample_clients(num_clients: int, sampling_rate: float, seed: int, round_: int,
-                           mode: str = "simulation") -> list[int]:
-    """Poisson sampling: each client takes part independently with probability ``sampling_rate``.
-
-    In ``mode="simulation"`` a pure function of its inputs (like ``server.sample_clients``); in
-    ``"secure"`` mode drawn from OS randomness (amplification by sampling assumes nobody can
-    predict the sample). The number of clients varies from round to round and can be zero.
-    """
-    return poisson_sample(randomness.generator(mode, seed, "sampling", round_), num_clients, sampling_rate)
 
 
 # ------------------------------------------------------------------ accounting
