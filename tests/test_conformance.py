@@ -24,12 +24,12 @@ from fedtl_helpers.core.config import ExperimentConfig
 from fedtl_helpers.federation import stages
 from fedtl_helpers.federation.personalization import run_fedper
 from fedtl_helpers.federation.server import run_federated
-from fedtl_helpers.transforms import privacy, secure_agg
+from fedtl_helpers.transforms import privacy, robust, secure_agg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
 with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
     warnings.simplefilter("ignore", DeprecationWarning)
-    from fedtl_deploy import client_app, server_app
+    from fedtl_deploy import client_app, server_app, task
     from fedtl_deploy.task import check_deployable, run_config_for
     from flwr.app import Context, MessageType, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
@@ -45,11 +45,17 @@ CASES = {
                                            quantize_bits=4, server_optimizer="momentum"),
     "trimmed_mean+float16+fedprox": dict(FIVE, strategy="full", aggregator="trimmed_mean",
                                          compression="float16", prox_mu=0.1),
-    "fedavg+topk8_no_ef+server_lr": dict(BASE, compression="topk", sparsity=0.05, error_feedback=False,
-                                         sparse_value_bits=8, server_lr=0.5),
+    # FedAvg keeps the attacker's update in the mean: a path that skipped the attack would
+    # record other numbers (the attack must show on every path, see test_the_attack_shows).
+    "fedavg+scale+topk8_no_ef+server_lr": dict(BASE, compression="topk", sparsity=0.05,
+                                               error_feedback=False, sparse_value_bits=8,
+                                               server_lr=0.5, attack="scale", attack_scale=5.0,
+                                               malicious_fraction=0.25),
     "mean+prune": dict(BASE, aggregator="mean", compression="prune", sparsity=0.2),
-    "dp_fixed": dict(BASE, dp_clip=0.5, aggregator="mean", client_fraction=0.5),
-    "dp_poisson+fedavgm": dict(BASE, num_clients=6, n_train=600, rounds=3, dp_clip=1.0,
+    # Clips well below the updates' norms (0.27-0.31 before clipping here), so a path that
+    # skipped the client's clip would send other updates (and FedPer's check below fails).
+    "dp_fixed": dict(BASE, dp_clip=0.05, aggregator="mean", client_fraction=0.5),
+    "dp_poisson+fedavgm": dict(BASE, num_clients=6, n_train=600, rounds=3, dp_clip=0.1,
                                aggregator="mean", client_sampling="poisson", client_fraction=0.5,
                                server_optimizer="momentum"),
 }
@@ -109,11 +115,12 @@ class InProcessGrid:
         return replies
 
 
-def deploy_in_process(config: ExperimentConfig, tmp_path: Path) -> tuple[dict, InProcessGrid]:
-    """Run the ServerApp's ``main`` with the ClientApp in this process; its result JSON."""
+def deploy_in_process(config: ExperimentConfig, tmp_path: Path, **extra) -> tuple[dict, InProcessGrid]:
+    """Run the ServerApp's ``main`` with the ClientApp in this process; its result JSON.
+    ``extra``: more run-config entries (``checkpoint-dir``, ``resume``)."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # what Flower sets
     run_config = {"experiment": run_config_for(config), "result-path": str(tmp_path / "result.json"),
-                  "node-timeout": 5.0, "round-timeout": 60.0}
+                  "node-timeout": 5.0, "round-timeout": 60.0, **extra}
     grid = InProcessGrid(config, run_config)
     server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                                   run_config=run_config))
@@ -147,6 +154,49 @@ def test_deployment_round_is_the_simulations(name, tmp_path, os_entropy):
         assert all("uplink-residual" in c.state for c in grid.contexts.values())
     accs = [r["test_accuracy"] for r in want.rows]
     assert accs[-1] > accs[0] or config.dp_clip is not None  # it trains (DP noise aside)
+
+
+def test_the_attack_shows_in_the_history():
+    """The FedAvg case's attack changes the round's numbers, so the deployment's equality with
+    the simulation (above) proves its ClientApp attacks too."""
+    name = "fedavg+scale+topk8_no_ef+server_lr"
+    attacked = run_federated(ExperimentConfig(**CASES[name]), progress=False).history.rows
+    honest = run_federated(ExperimentConfig(**dict(CASES[name], attack="none")), progress=False).history.rows
+    assert all(abs(a["test_loss"] - h["test_loss"]) > 1e-3 for a, h in zip(attacked[1:], honest[1:]))
+
+
+def test_deployment_resumes_from_its_checkpoint(tmp_path, os_entropy):
+    """The ServerApp saves its state after every round; a resumed run (new nodes, holding
+    nothing) ends with the uninterrupted run's numbers, sending the whole model again."""
+    config = ExperimentConfig(**BASE, randomness="secure")
+    want, _ = deploy_in_process(config, tmp_path / "whole")
+    ckpt = str(tmp_path / "ckpt")
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first, _ = deploy_in_process(dataclasses.replace(config, rounds=1), tmp_path / "first",
+                                 **{"checkpoint-dir": ckpt})
+    got, grid = deploy_in_process(config, tmp_path / "second", **{"checkpoint-dir": ckpt, "resume": True})
+    rows, ref = got["history"]["rows"], want["history"]["rows"]
+    assert [r["round"] for r in rows] == [0, 1, 2] and len(first["history"]["rows"]) == 2
+    assert len(grid.sent) == len(rows[2]["clients"])  # only round 2 ran after the resume
+    for key in ("test_accuracy", "test_loss", "train_loss", "bytes_up", "clients"):
+        assert [r[key] for r in rows] == [r[key] for r in ref], key
+    # the new nodes got the whole model (round 1's count), not only the trained tensors
+    assert rows[2]["bytes_down"] == rows[1]["bytes_down"] > ref[2]["bytes_down"]
+
+
+def test_a_node_without_frozen_tensors_refuses_a_trained_only_message(tmp_path):
+    """The ClientApp's runtime check: a trained-only payload to a node that lost its state."""
+    config = ExperimentConfig(**BASE, randomness="secure")
+    run_config = {"experiment": run_config_for(config)}
+    grid = InProcessGrid(config, run_config)
+    from flwr.app import ConfigRecord, Message
+
+    msg = Message(RecordDict({"arrays": task.to_record([]),
+                              "config": ConfigRecord({"round": 2, "trained-only": True})}),
+                  100, MessageType.TRAIN)
+    with pytest.raises(RuntimeError, match="partition 0 got only the trained tensors but holds no frozen"):
+        client_app.train(msg, grid.contexts[100])
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
@@ -232,8 +282,19 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     if config.dp_clip is not None:
         assert fp.history.column("epsilon") == sim.column("epsilon")
     assert [len(s) for s in seen] == [len(c) for c in chosen]
-    if config.dp_clip is not None:  # every update the server sees was clipped on the client
-        assert all(n <= config.dp_clip * (1 + 1e-6) for s in seen for n in s)
+    if config.dp_clip is not None:  # every update the server sees was clipped on the client:
+        # each was above the clip before (see CASES), so each arrives with norm = the clip
+        assert all(n == pytest.approx(config.dp_clip, rel=1e-5) for s in seen for n in s)
+    if config.attack != "none":  # the attackers' updates reach the aggregate poisoned
+        bad = robust.malicious_clients(config.num_clients, config.malicious_fraction, config.seed)
+        rounds_with_attackers = 0
+        for c, norms in zip(chosen, seen):
+            mal = [n for k, n in zip(c, norms) if k in bad]
+            honest = [n for k, n in zip(c, norms) if k not in bad]
+            if mal and honest:
+                rounds_with_attackers += 1
+                assert min(mal) > 1.5 * max(honest), (c, norms)  # scaled by attack_scale >= 5
+        assert rounds_with_attackers > 0
     if config.compression == "topk":  # encoded: fewer bytes than the dense shared tensors
         assert all(f < s for f, s in zip(fp.history.column("bytes_up")[1:], sim.column("bytes_up")[1:]))
     assert fp.train_loss == fp.history.column("train_loss")[1:]

@@ -132,3 +132,24 @@ def test_a_diverged_fedper_round_stops_with_a_clear_error(small_shapes, monkeypa
     # personal: the client's logits kernel and bias; shared: the whole model's tensors
     assert (total == 2) == (where == "personal")
 
+
+
+def test_fedper_resumes_from_its_checkpoint_with_the_personal_tensors(small_shapes, tmp_path):
+    """FedPer runs ``run_rounds`` as the simulation does: a run stopped after round 1 and resumed
+    ends with the uninterrupted run's shared weights, personal tensors and History (round 0
+    included)."""
+    cfg = _sim(rounds=2, client_fraction=0.6)
+    whole = personalization.run_fedper(cfg, dataset=small_shapes)
+    personalization.run_fedper(_sim(rounds=1, client_fraction=0.6), dataset=small_shapes,
+                               checkpoint_dir=tmp_path)
+    resumed = personalization.run_fedper(cfg, dataset=small_shapes, checkpoint_dir=tmp_path, resume=True)
+    assert [r["round"] for r in resumed.history.rows] == [0, 1, 2]
+    assert resumed.history.meta["resumed_after_rounds"] == [1]
+    for key in ("clients", "train_loss", "bytes_up", "bytes_down"):
+        assert resumed.history.column(key) == whole.history.column(key), key
+    for a, b in zip(resumed.weights, whole.weights):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(resumed.heads) == sorted(whole.heads)
+    for k in whole.heads:
+        for a, b in zip(resumed.heads[k], whole.heads[k]):
+            np.testing.assert_array_equal(a, b)

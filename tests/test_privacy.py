@@ -43,6 +43,21 @@ def test_clip_leaves_small_update_unchanged_and_input_untouched():
     np.testing.assert_array_equal(big[0], [3.0, 4.0])
 
 
+@pytest.mark.parametrize("over", [1e-6, 1e-3, 5e-3, 2e-2])
+def test_clip_at_the_boundary(over):
+    """Just above the bound is clipped (a slack such as ``norm <= 1.01 * clip`` fails here); at
+    the bound (to float32) and below it, the update is sent unchanged."""
+    direction = np.array([0.6, 0.8], np.float64)  # unit norm
+    for clip in (0.05, 1.0, 3.0):
+        above = [(direction * clip * (1 + over)).astype(np.float32)]
+        assert privacy.global_norm(above) > clip
+        out = privacy.clip_update(above, clip)
+        assert privacy.global_norm(out) <= clip
+        assert privacy.global_norm(out) == pytest.approx(clip, rel=1e-6)
+        below = [(direction * clip * (1 - over)).astype(np.float32)]
+        np.testing.assert_array_equal(privacy.clip_update(below, clip)[0], below[0])
+
+
 @pytest.mark.parametrize("clip", [0, -1.0, None, True])
 def test_clip_rejects_bad_norm(clip):
     with pytest.raises(ValueError, match="clip="):
