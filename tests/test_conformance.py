@@ -257,9 +257,9 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     def spy_build(cfg):
         built = real(cfg)
 
-        def aggregate(deltas, counts, rng, like, round_):
+        def aggregate(deltas, counts, like, streams):
             seen.append([privacy.global_norm(d) for d in deltas])
-            return built.aggregate(deltas, counts, rng, like, round_)
+            return built.aggregate(deltas, counts, like, streams)
 
         return dataclasses.replace(built, aggregate=aggregate)
 

@@ -109,9 +109,9 @@ def test_a_diverged_fedper_round_stops_with_a_clear_error(small_shapes, monkeypa
         def nan_aggregate(cfg):
             built = real(cfg)
 
-            def aggregate(deltas, counts, rng, like, round_):
-                agg = built.aggregate(deltas, counts, rng, like, round_)
-                return [np.full_like(a, np.nan) for a in agg] if round_ == 2 else agg
+            def aggregate(deltas, counts, like, streams):
+                agg = built.aggregate(deltas, counts, like, streams)
+                return [np.full_like(a, np.nan) for a in agg] if streams.round == 2 else agg
 
             return dataclasses.replace(built, aggregate=aggregate)
 

@@ -238,14 +238,14 @@ def test_aggregate_dp_branch_and_empty_round():
     cfg = ExperimentConfig(num_clients=4, client_fraction=0.5, dp_clip=1.0, aggregator="mean",
                            dp_noise_multiplier=0.0, client_sampling="poisson")
     d1, d2 = [np.array([0.6, 0.8])], [np.array([0.0, 0.5])]
-    out = build_stages(cfg).aggregate([d1, d2], [10, 1000], np.random.default_rng(0), d1, 1)
+    out = build_stages(cfg).aggregate([d1, d2], [10, 1000], d1, RoundStreams(0, 1))
     np.testing.assert_allclose(out[0], [0.3, 0.65])  # unweighted sum / (q * N = 2)
     noisy = cfg.__class__(**{**cfg.to_dict(), "dp_noise_multiplier": 2.0})
-    empty = build_stages(noisy).aggregate([], [], np.random.default_rng(0), [np.zeros(10_000)], 1)
+    empty = build_stages(noisy).aggregate([], [], [np.zeros(10_000)], RoundStreams(0, 1))
     assert np.std(empty[0]) == pytest.approx(2.0 * 1.0 / 2, rel=0.05)  # pure noise, z*C / (qN)
     plain = ExperimentConfig(num_clients=4, client_sampling="poisson")
-    np.testing.assert_array_equal(build_stages(plain).aggregate([], [], np.random.default_rng(0),
-                                                                [np.ones(3)], 1)[0], np.zeros(3))
+    np.testing.assert_array_equal(build_stages(plain).aggregate([], [], [np.ones(3)], RoundStreams(0, 1))[0],
+                                  np.zeros(3))
 
 
 def _dp_cfg(**kw):

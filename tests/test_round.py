@@ -54,9 +54,9 @@ def test_streams_are_the_books_seeds():
 def test_aggregate_stage_follows_the_config(kw, want):
     stages = build_stages(ExperimentConfig(**kw))
     deltas = [A, B] if "median" not in kw.values() else [A, B, C]
-    got = stages.aggregate(deltas, [1, 3, 1][:len(deltas)], np.random.default_rng(0), A)
+    got = stages.aggregate(deltas, [1, 3, 1][:len(deltas)], A, RoundStreams(0, 1))
     np.testing.assert_allclose(got[0], want, atol=1e-4)
-    empty = stages.aggregate([], [], np.random.default_rng(0), A)  # nobody sampled
+    empty = stages.aggregate([], [], A, RoundStreams(0, 1))  # nobody sampled
     np.testing.assert_array_equal(empty[0], [0.0, 0.0])
 
 
@@ -66,8 +66,8 @@ def test_dp_stages_clip_on_the_client_and_add_seeded_noise_on_the_server():
     uplink = stages.make_uplink()
     sent = stages.client.transform(0, B, uplink, RoundStreams(0, 1))  # |B| = 5 -> clipped to 1
     np.testing.assert_allclose(compression.decode(sent)[0], [0.6, 0.8], rtol=1e-6)
-    agg = stages.aggregate([compression.decode(sent)], [1], np.random.default_rng(5), A)
-    want = privacy.noisy_mean([compression.decode(sent)], A, 1.0, 1.0, 2.0, np.random.default_rng(5))
+    agg = stages.aggregate([compression.decode(sent)], [1], A, RoundStreams(5, 2))
+    want = privacy.noisy_mean([compression.decode(sent)], A, 1.0, 1.0, 2.0, RoundStreams(5, 2).noise())
     np.testing.assert_array_equal(agg[0], want[0])
     assert stages.privacy_columns(3) == {"epsilon": privacy.dp_epsilon(1.0, 0.5, 3, 1e-5, sampling="fixed",
                                                                       num_clients=4)}

@@ -25,6 +25,7 @@ so the traced epoch is the same for every client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -32,7 +33,41 @@ import tensorflow as tf
 
 from ..transforms.aggregation import Weights
 
+if TYPE_CHECKING:
+    from ..core.config import ExperimentConfig
+
 _LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a client's local training reads from the config, read once
+    (``from_config``): the strategy (which tensors train, and LP-FT's switch), the optimiser,
+    the batch size, the local epochs, FedProx's weight. ``Simulation`` builds its model and
+    ``LocalTrainer`` from it; nothing reads the config inside a round."""
+
+    strategy: str
+    backbone: str
+    unfreeze_blocks: int
+    lora_rank: int
+    lpft_switch_round: int
+    lpft_then: str
+    feature_cache: bool
+    learning_rate: float
+    optimizer: str
+    batch_size: int
+    local_epochs: int
+    prox_mu: float
+    partial_lr_scale: float
+
+    @classmethod
+    def from_config(cls, c: ExperimentConfig) -> ClientSettings:
+        return cls(strategy=c.strategy, backbone=c.backbone, unfreeze_blocks=c.unfreeze_blocks,
+                   lora_rank=c.lora_rank, lpft_switch_round=c.lpft_switch_round,
+                   lpft_then=c.lpft_then, feature_cache=c.feature_cache,
+                   learning_rate=c.learning_rate, optimizer=c.client_optimizer,
+                   batch_size=c.batch_size, local_epochs=c.local_epochs, prox_mu=c.prox_mu,
+                   partial_lr_scale=c.partial_lr_scale)
 
 
 @dataclass
@@ -73,6 +108,8 @@ class LocalTrainer:
         The clients' optimizer (``"adam"`` or ``"sgd"``) and its learning rate (the new head's).
     batch_size
         Local minibatch size.
+    epochs
+        Local epochs per round (``client_update``'s default).
     body_lr_scale
         The backbone's learning rate is ``learning_rate * body_lr_scale`` (``"partial"``: the
         unfrozen blocks learn more slowly than the new head, so the pretrained features are
@@ -88,8 +125,10 @@ class LocalTrainer:
 
     def __init__(self, model: keras.Model, *, learning_rate: float, optimizer: str = "adam",
                  batch_size: int = 32, body_lr_scale: float = 1.0, prox_mu: float = 0.0,
-                 train_model: keras.Model | None = None, mask: list[bool] | None = None):
+                 train_model: keras.Model | None = None, mask: list[bool] | None = None,
+                 epochs: int = 1):
         self.model = model
+        self.epochs = epochs
         self.train_model = train_model or model
         self.mask = mask if mask is not None else [True] * len(model.weights)
         # Two optimizers when the backbone trains: the head's and the backbone's learning rates.
@@ -169,8 +208,8 @@ class LocalTrainer:
 
 
 def client_update(trainer: LocalTrainer, global_weights: Weights, client_id: int,
-                  x: np.ndarray, y: np.ndarray, *, epochs: int,
-                  seed: tuple[int, ...]) -> ClientResult:
+                  x: np.ndarray, y: np.ndarray, *, seed: tuple[int, ...],
+                  epochs: int | None = None) -> ClientResult:
     """Load the broadcast weights, train locally, return the delta of the sent tensors.
 
     Parameters
@@ -182,13 +221,15 @@ def client_update(trainer: LocalTrainer, global_weights: Weights, client_id: int
     client_id, x, y
         The client and its local data (images, or cached features for a head-only trainer).
     epochs
-        Local epochs (the batch size is the trainer's, fixed when its step was traced).
+        Local epochs; the trainer's (``ClientSettings.local_epochs``) by default. The batch
+        size is the trainer's, fixed when its step was traced.
     seed
         Entropy for this client's shuffling, e.g. ``(seed, round, client_id)``, so a resumed
         run repeats exactly what the uninterrupted run did.
     """
     trainer.model.set_weights(global_weights)
-    train_loss = trainer.fit(x, y, epochs, np.random.default_rng(seed))
+    train_loss = trainer.fit(x, y, trainer.epochs if epochs is None else epochs,
+                             np.random.default_rng(seed))
     new = trainer.model.get_weights()
     delta = [n - g for n, g, m in zip(new, global_weights, trainer.mask) if m]
     return ClientResult(client_id, delta, len(x), {"train_loss": train_loss})

@@ -76,20 +76,19 @@ class RoundStreams:
 # ------------------------------------------------------------------ the stages
 @dataclass(frozen=True)
 class ClientStages:
-    """What a client does with the broadcast weights: train, then clip, attack, encode.
+    """What a client does with the broadcast weights: train (as its ``LocalTrainer`` was set
+    up from ``ClientSettings``), then the client transforms: clip, attack, encode.
 
     ``attack(client, delta)`` returns the delta unchanged for an honest client.
     """
 
-    local_epochs: int
     clip: Callable[[Weights], Weights] | None  # DP: the client clips its own update
     attack: Callable[[int, Weights], Weights]
 
     def update(self, trainer: LocalTrainer, weights: Weights, client: int, x: np.ndarray,
                y: np.ndarray, streams: RoundStreams) -> ClientResult:
         """Local training from ``weights``: the delta of the tensors the client sends."""
-        return client_update(trainer, weights, client, x, y, epochs=self.local_epochs,
-                             seed=streams.shuffle(client))
+        return client_update(trainer, weights, client, x, y, seed=streams.shuffle(client))
 
     def transform(self, client: int, delta: Weights, uplink: Uplink,
                   streams: RoundStreams) -> Encoded:
@@ -104,17 +103,18 @@ class ClientStages:
 class Stages:
     """The round's stages, built once from the config by ``stages.build_stages``.
 
-    ``aggregate(deltas, counts, rng, like, round_)`` combines decoded deltas (``like``: tensors
-    shaped as one update, for a round without clients; ``round_`` binds secure aggregation's
-    keys to the round); ``overhead(n)`` is the extra (up, down) bytes
-    of the aggregation protocol for ``n`` clients; ``privacy_columns(rounds)`` the History's
-    ``epsilon`` column (empty without DP).
+    ``sample(rng)`` picks the round's clients; ``aggregate(deltas, counts, like, streams)``
+    combines decoded deltas (``like``: tensors shaped as one update, for a round without
+    clients; ``streams``: the round's number and DP noise); each is a small named class in
+    ``stages.py`` (``FixedSample``, ``WeightedMean``, ``DPNoisyMean``, ...). ``overhead(n)`` is
+    the extra (up, down) bytes of the aggregation protocol for ``n`` clients;
+    ``privacy_columns(rounds)`` the History's ``epsilon`` column (empty without DP).
     """
 
     seed: int
     sample: Callable[[np.random.Generator], list[int]]
     client: ClientStages
-    aggregate: Callable[[list[Weights], list[int], np.random.Generator, Weights, int], Weights]
+    aggregate: Callable[[list[Weights], list[int], Weights, RoundStreams], Weights]
     make_server_optimizer: Callable[[], ServerOptimizer]
     make_uplink: Callable[[], Uplink]
     overhead: Callable[[int], tuple[int, int]]
@@ -299,8 +299,7 @@ def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str,
     messages = clients.train(payloads, streams, state.uplink) if payloads else []  # client side
     deltas = [compression.decode(m.encoded) for m in messages]  # decode (order: ``chosen``)
     like = [w for w, m in zip(state.weights, clients.mask) if m]  # one update's shapes
-    agg = stages.aggregate(deltas, [m.num_examples for m in messages], streams.noise(), like,
-                           streams.round)  # aggregate
+    agg = stages.aggregate(deltas, [m.num_examples for m in messages], like, streams)  # aggregate
     new = state.server_opt.step(state.weights, list(clients.mask), agg)  # server step
     ev = clients.evaluate(new)  # evaluate
     check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here

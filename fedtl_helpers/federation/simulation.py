@@ -17,7 +17,7 @@ from ..modeling.features import FeatureExtractor
 from ..transforms.aggregation import Weights
 from ..transforms.compression import Uplink
 from . import evaluation
-from .client import LocalTrainer
+from .client import ClientSettings, LocalTrainer
 from .round import ClientMessage, ClientStages, Payload, RoundStreams, client_side, unpack
 
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -42,6 +42,7 @@ class Simulation:
 
     def __init__(self, config: ExperimentConfig, dataset: Dataset | None = None):
         self.config = config
+        self.settings = ClientSettings.from_config(config)  # the client's settings, read once
         self.data_source = data.describe(config.dataset, data_dir=config.data_dir)
         if dataset is not None:
             self.data_source += ", arrays passed in by the caller"
@@ -69,20 +70,20 @@ class Simulation:
         """Apply the strategy of round ``rnd`` (``models.phase_strategy``): which tensors train
         and are sent (``mask``), the trainer, the feature cache. Only LP-FT changes it, once, at
         ``lpft_switch_round``; a resumed run gets the same strategy for the same round."""
-        c = self.config
-        strategy = models.phase_strategy(c.strategy, rnd, c.lpft_switch_round, c.lpft_then)
+        s = self.settings
+        strategy = models.phase_strategy(s.strategy, rnd, s.lpft_switch_round, s.lpft_then)
         if strategy == self.strategy:
             return
-        models.set_strategy(self.model, c.backbone, strategy, c.unfreeze_blocks, c.lora_rank)
+        models.set_strategy(self.model, s.backbone, strategy, s.unfreeze_blocks, s.lora_rank)
         self.mask = models.updatable_mask(self.model)
-        self.cached = strategy == "head" and c.feature_cache
+        self.cached = strategy == "head" and s.feature_cache
         train_model = self.model.get_layer("head") if self.cached else self.model
         # LP-FT's fine-tuning phase moves the pretrained backbone slowly, as "partial" does.
-        slow_body = strategy == "partial" or (c.strategy == "lpft" and strategy != "head")
+        slow_body = strategy == "partial" or (s.strategy == "lpft" and strategy != "head")
         self.trainer = LocalTrainer(
-            self.model, learning_rate=c.learning_rate, optimizer=c.client_optimizer,
-            batch_size=c.batch_size, prox_mu=c.prox_mu, train_model=train_model, mask=self.mask,
-            body_lr_scale=c.partial_lr_scale if slow_body else 1.0)
+            self.model, learning_rate=s.learning_rate, optimizer=s.optimizer,
+            batch_size=s.batch_size, prox_mu=s.prox_mu, train_model=train_model, mask=self.mask,
+            body_lr_scale=s.partial_lr_scale if slow_body else 1.0, epochs=s.local_epochs)
         if self.cached and self._extract is None:
             self._extract = FeatureExtractor(self.model)
         self._features = {}  # features of a frozen backbone only: a new strategy starts afresh

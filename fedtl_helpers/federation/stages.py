@@ -9,6 +9,7 @@ Keras nor dp-accounting, so the launcher answers in a fraction of a second.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from ..transforms.compression import Uplink
 from ..transforms.server_opt import make_server_optimizer
 
 if TYPE_CHECKING:
-    from .round import Stages
+    from .round import RoundStreams, Stages
 
 # ``privacy`` (dp-accounting, seconds) and ``round`` (Keras, through the client update) are
 # imported where the round is built, not here: ``refusals`` answers the command lines'
@@ -35,52 +36,131 @@ def fixed_sample(rng: np.random.Generator, num_clients: int, k: int) -> list[int
     return sorted(rng.choice(num_clients, size=k, replace=False).tolist())
 
 
+@dataclass(frozen=True)
+class FixedSample:
+    """The sample stage: ``k`` of ``num_clients`` clients every round (``fixed_sample``)."""
+
+    num_clients: int
+    k: int
+
+    def __call__(self, rng: np.random.Generator) -> list[int]:
+        return fixed_sample(rng, self.num_clients, self.k)
+
+
+@dataclass(frozen=True)
+class PoissonSample:
+    """The sample stage under DP's Poisson accounting: each client with probability ``rate``."""
+
+    num_clients: int
+    rate: float
+
+    def __call__(self, rng: np.random.Generator) -> list[int]:
+        from ..transforms import privacy
+
+        return privacy.poisson_sample(rng, self.num_clients, self.rate)
+
+
 # ------------------------------------------------------------------ client side
 def no_attack(client: int, delta: Weights) -> Weights:
     return delta
 
 
-def attack_some(client: int, delta: Weights, *, malicious: frozenset[int], kind: str,
-                scale: float) -> Weights:
-    """The delta client ``client`` sends: poisoned if it is one of the ``malicious``."""
-    return robust.poison(delta, kind, scale) if client in malicious else delta
+@dataclass(frozen=True)
+class Attack:
+    """The attack stage: the ``malicious`` clients send ``robust.poison(delta, kind, scale)``."""
+
+    malicious: frozenset[int]
+    kind: str
+    scale: float
+
+    def __call__(self, client: int, delta: Weights) -> Weights:
+        return robust.poison(delta, self.kind, self.scale) if client in self.malicious else delta
+
+
+@dataclass(frozen=True)
+class Clip:
+    """DP's client-side stage: the update scaled to L2 norm at most ``clip``."""
+
+    clip: float
+
+    def __call__(self, delta: Weights) -> Weights:
+        from ..transforms import privacy
+
+        return privacy.clip_update(delta, self.clip)
 
 
 # ------------------------------------------------------------------ aggregate
-def weighted_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                  like: Weights, round_: int = 0, *, weighted: bool) -> Weights:
-    """FedAvg (weighted by ``n_k``) or the plain mean; zeros when nobody took part."""
-    if not deltas:
-        return [np.zeros_like(t) for t in like]
-    return aggregation.fedavg(deltas, counts if weighted else [1] * len(deltas))
+# Each aggregate stage is called as ``aggregate(deltas, counts, like, streams)``: the decoded
+# updates in the order of the sampled clients, their example counts, tensors shaped as one
+# update (for a round nobody took part in) and the round's streams (its number and DP noise).
+def _zeros(like: Weights) -> Weights:
+    return [np.zeros_like(t) for t in like]
 
 
-def secure_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int = 0,
-                *, weighted: bool, threshold: int | None, clip: float) -> Weights:
-    """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers."""
-    if not deltas:
-        return [np.zeros_like(t) for t in like]
-    return secure_agg.secure_aggregate(deltas, counts if weighted else [1] * len(deltas),
-                                       threshold=threshold, clip=clip, round_id=round_).mean
+@dataclass(frozen=True)
+class WeightedMean:
+    """FedAvg (weighted by ``n_k``) or, ``weighted=False``, the plain mean; zeros when nobody
+    took part."""
+
+    weighted: bool
+
+    def __call__(self, deltas: list[Weights], counts: list[int], like: Weights,
+                 streams: RoundStreams) -> Weights:
+        if not deltas:
+            return _zeros(like)
+        return aggregation.fedavg(deltas, counts if self.weighted else [1] * len(deltas))
 
 
-def robust_rule(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int = 0,
-                *, rule: str, trim_fraction: float, byzantine: int, multi: int) -> Weights:
-    """A robust rule (ignores the counts: an attacker could lie about them)."""
-    if not deltas:
-        return [np.zeros_like(t) for t in like]
-    return robust.aggregate(rule, deltas, trim_fraction=trim_fraction, byzantine=byzantine, multi=multi)
+@dataclass(frozen=True)
+class SecureMean:
+    """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers
+    (its keys bound to the round's number)."""
+
+    weighted: bool
+    threshold: int | None
+    clip: float
+
+    def __call__(self, deltas: list[Weights], counts: list[int], like: Weights,
+                 streams: RoundStreams) -> Weights:
+        if not deltas:
+            return _zeros(like)
+        return secure_agg.secure_aggregate(deltas, counts if self.weighted else [1] * len(deltas),
+                                           threshold=self.threshold, clip=self.clip,
+                                           round_id=streams.round).mean
 
 
-def dp_noisy_mean(deltas: list[Weights], counts: list[int], rng: np.random.Generator,
-                like: Weights, round_: int = 0,
-                  *, clip: float, noise_multiplier: float, denominator: float) -> Weights:
-    """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients."""
-    from ..transforms import privacy
+@dataclass(frozen=True)
+class RobustRule:
+    """A robust rule (``robust.aggregate``); the counts are not used: an attacker could lie."""
 
-    return privacy.noisy_mean(deltas, like, clip, noise_multiplier, denominator, rng)
+    rule: str
+    trim_fraction: float
+    byzantine: int
+    multi: int
+
+    def __call__(self, deltas: list[Weights], counts: list[int], like: Weights,
+                 streams: RoundStreams) -> Weights:
+        if not deltas:
+            return _zeros(like)
+        return robust.aggregate(self.rule, deltas, trim_fraction=self.trim_fraction,
+                                byzantine=self.byzantine, multi=self.multi)
+
+
+@dataclass(frozen=True)
+class DPNoisyMean:
+    """DP-FedAvg: noisy sum of the clipped updates over the *expected* number of clients
+    (``denominator``), with the round's noise stream; the counts are not used (unweighted)."""
+
+    clip: float
+    noise_multiplier: float
+    denominator: float
+
+    def __call__(self, deltas: list[Weights], counts: list[int], like: Weights,
+                 streams: RoundStreams) -> Weights:
+        from ..transforms import privacy
+
+        return privacy.noisy_mean(deltas, like, self.clip, self.noise_multiplier, self.denominator,
+                                  streams.noise())
 
 
 def no_overhead(num_clients: int) -> tuple[int, int]:
@@ -110,23 +190,23 @@ def build_stages(config: ExperimentConfig) -> Stages:
 
     c = config
     if c.client_sampling == "poisson":
-        sample = partial(privacy.poisson_sample, num_clients=c.num_clients, rate=c.client_fraction)
+        sample = PoissonSample(c.num_clients, c.client_fraction)
     else:
-        sample = partial(fixed_sample, num_clients=c.num_clients, k=c.clients_per_round)
+        sample = FixedSample(c.num_clients, c.clients_per_round)
 
     attack = no_attack
     if c.attack != "none":
-        attack = partial(attack_some, kind=c.attack, scale=c.attack_scale,
-                         malicious=robust.malicious_clients(c.num_clients, c.malicious_fraction, c.seed))
-    clip = partial(privacy.clip_update, clip=c.dp_clip) if c.dp_clip is not None else None
-    client = ClientStages(local_epochs=c.local_epochs, clip=clip, attack=attack)
+        attack = Attack(robust.malicious_clients(c.num_clients, c.malicious_fraction, c.seed),
+                        c.attack, c.attack_scale)
+    clip = Clip(c.dp_clip) if c.dp_clip is not None else None
+    client = ClientStages(clip=clip, attack=attack)
 
     weighted = c.aggregator == "fedavg"
     overhead, privacy_columns, privacy_meta = no_overhead, no_privacy_columns, None
     if c.dp_clip is not None:
-        aggregate = partial(dp_noisy_mean, clip=c.dp_clip, noise_multiplier=c.dp_noise_multiplier,
-                            denominator=privacy.expected_clients(c.num_clients, c.client_fraction,
-                                                                 c.client_sampling))
+        aggregate = DPNoisyMean(c.dp_clip, c.dp_noise_multiplier,
+                                privacy.expected_clients(c.num_clients, c.client_fraction,
+                                                         c.client_sampling))
         privacy_columns = partial(epsilon_column, noise_multiplier=c.dp_noise_multiplier,
                                   sampling_rate=c.client_fraction, delta=c.dp_delta,
                                   sampling=c.client_sampling, accountant=c.dp_accountant,
@@ -134,14 +214,12 @@ def build_stages(config: ExperimentConfig) -> Stages:
         privacy_meta = {"delta": c.dp_delta, "accountant": c.dp_accountant,
                         "sampling": c.client_sampling}
     elif c.aggregator in robust.RULES:
-        aggregate = partial(robust_rule, rule=c.aggregator, trim_fraction=c.trim_fraction,
-                            byzantine=c.krum_byzantine, multi=c.krum_multi)
+        aggregate = RobustRule(c.aggregator, c.trim_fraction, c.krum_byzantine, c.krum_multi)
     elif c.secure_aggregation:
-        aggregate = partial(secure_mean, weighted=weighted, threshold=c.secagg_threshold,
-                            clip=c.secagg_clip)
+        aggregate = SecureMean(weighted, c.secagg_threshold, c.secagg_clip)
         overhead = secure_agg.overhead_bytes  # keys, shares, unmasking
     else:
-        aggregate = partial(weighted_mean, weighted=weighted)
+        aggregate = WeightedMean(weighted)
 
     return Stages(
         seed=c.seed, sample=sample, client=client, aggregate=aggregate,
