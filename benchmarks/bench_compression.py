@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
 METHODS = {
     "float32": {},
@@ -139,8 +140,7 @@ def main() -> None:
     if unknown or "float32" not in args.methods:
         p.error(f"--methods: unknown {unknown}; allowed {list(METHODS)}, "
                 "and float32 (the baseline) is required")
-    if args.rounds < args.last or args.last < 1 or args.tune_rounds < 1 or not args.seeds:
-        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+    check_tuned_run(p, args)
 
     from fedtl_helpers.core.config import ExperimentConfig
     from fedtl_helpers.inputs.data import load_dataset

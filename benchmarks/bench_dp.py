@@ -42,8 +42,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np  # noqa: E402
+from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
 
 def main() -> None:
@@ -69,8 +69,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, help="also write the JSON (curves, provenance) atomically")
     a = p.parse_args()
-    if a.rounds < a.last or a.last < 1 or a.tune_rounds < 1 or not a.seeds:
-        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+    check_tuned_run(p, a)
 
     from fedtl_helpers.core.config import ExperimentConfig
     from fedtl_helpers.inputs import data

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
 ATTACKS = ("none", "sign_flip", "scale")
 
@@ -51,8 +52,7 @@ def main() -> None:
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
     args = p.parse_args()
-    if args.rounds < args.last or args.last < 1 or args.tune_rounds < 1 or not args.seeds:
-        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+    check_tuned_run(p, args)
 
     import numpy as np
 

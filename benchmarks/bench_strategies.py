@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
 STRATEGIES = ("head", "partial", "full")
 
@@ -41,8 +42,7 @@ def main() -> None:
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
     args = p.parse_args()
-    if args.rounds < args.last or args.tune_rounds < 1 or not args.seeds:
-        p.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+    check_tuned_run(p, args)
 
     from fedtl_helpers.core.config import ExperimentConfig
     from fedtl_helpers.inputs import data

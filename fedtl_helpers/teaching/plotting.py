@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator
 from ..core.history import History
 
 
-def _axes(ax=None, figsize=(6.4, 4.0)):
+def axes(ax=None, figsize=(6.4, 4.0)) -> plt.Axes:
+    """``ax``, or new axes of ``figsize`` inches in a figure of their own (a chapter's custom plot)."""
     if ax is None:
         _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
@@ -25,7 +26,7 @@ def accuracy_curves(histories: Mapping[str, History], title: str, ax=None,
                     x: str = "round", logx: bool = False) -> plt.Axes:
     """Test accuracy per round, or against cumulative megabytes (``x="bytes_up"``,
     ``"bytes_down"`` or ``"bytes_total"``, up plus down), one line per run."""
-    ax = _axes(ax)
+    ax = axes(ax)
     for label, h in histories.items():
         if x == "bytes_total":
             xs = np.cumsum(np.add(h.column("bytes_up"), h.column("bytes_down"))) / 1e6
@@ -60,7 +61,7 @@ def accuracy_bands(curves: Mapping[str, Sequence[Sequence[float]]], title: str, 
 
     ``curves`` maps a label to one accuracy curve per seed (index = round, equal lengths).
     """
-    ax = _axes(ax)
+    ax = axes(ax)
     for label, runs in curves.items():
         a = np.asarray(runs, dtype=float)
         if a.ndim != 2 or not a.size:
@@ -78,23 +79,23 @@ def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: 
                per_class: int = 6):
     """A grid of example images, one row per class."""
     k = len(class_names)
-    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95),
+    fig, grid = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95),
                              layout="constrained")
     for c in range(k):
         idx = np.flatnonzero(y == c)[:per_class]
         for j in range(per_class):
-            ax = axes[c, j]
+            ax = grid[c, j]
             ax.axis("off")
             if j < len(idx):
                 ax.imshow(x[idx[j]])
-        axes[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize="small")
+        grid[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize="small")
     fig.suptitle(title)
     return fig
 
 
 def partition_heatmap(stats: np.ndarray, class_names: Sequence[str], title: str, ax=None):
     """Examples per (client, class): how the data is spread over clients."""
-    ax = _axes(ax, figsize=(6.4, 0.35 * len(stats) + 1.5))
+    ax = axes(ax, figsize=(6.4, 0.35 * len(stats) + 1.5))
     im = ax.imshow(stats, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize="small")
     ax.set_yticks(range(len(stats)), [f"client {k}" for k in range(len(stats))], fontsize="small")
@@ -106,7 +107,7 @@ def partition_heatmap(stats: np.ndarray, class_names: Sequence[str], title: str,
 
 def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, ax=None):
     """Row-normalised confusion matrix (each row: where that class's images went)."""
-    ax = _axes(ax, figsize=(5.5, 4.8))
+    ax = axes(ax, figsize=(5.5, 4.8))
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize="small")
@@ -120,7 +121,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, ax=None):
 
 def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
     """A labelled bar chart (per-client accuracies, seconds per strategy, ...)."""
-    ax = _axes(ax)
+    ax = axes(ax)
     names = list(values)
     ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
@@ -132,7 +133,7 @@ def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
 
 def partition_bars(stats: np.ndarray, class_names: Sequence[str], title: str, ax=None):
     """Stacked bars, one per client: its size (label + quantity skew) and its class mix."""
-    ax = _axes(ax, figsize=(6.4, 3.6))
+    ax = axes(ax, figsize=(6.4, 3.6))
     bottom = np.zeros(len(stats))
     colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     for c, name in enumerate(class_names):
@@ -151,7 +152,7 @@ def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
 
     Lines join each client's dots, so a reader sees who gains and who loses.
     """
-    ax = _axes(ax)
+    ax = axes(ax)
     names = list(results)
     acc = np.array([np.asarray(results[n], dtype=float) for n in names])  # (models, clients)
     xs = np.arange(len(names))
@@ -175,7 +176,7 @@ def protocol_sequence(transcript: Sequence, title: str, ax=None):
     parties = ["server"] + sorted({m.sender for m in transcript} - {"server"},
                                   key=lambda s: int(s.split()[-1]))
     lane = {p: i for i, p in enumerate(parties)}
-    ax = _axes(ax, figsize=(1.9 * len(parties) + 2.5, 0.32 * len(transcript) + 1.5))
+    ax = axes(ax, figsize=(1.9 * len(parties) + 2.5, 0.32 * len(transcript) + 1.5))
     for p, x in lane.items():
         ax.plot([x, x], [-0.5, len(transcript) - 0.5], color="0.6", lw=1)
         ax.text(x, -1, p, ha="center", va="bottom", fontsize=9, fontweight="bold")
