@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedtl_helpers.inputs import shapes
-from fedtl_helpers.inputs.shapes import SOURCE_SHAPES, TARGET_SHAPES, generate_shapes, load_shapes
+from fedtl_helpers.inputs.shapes import SOURCE_SHAPES, TARGET_SHAPES, load_shapes
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_class_names_are_disjoint_and_sized():
 
 @pytest.mark.parametrize(("task", "k"), [("target", 10), ("source", 20)])
 def test_shapes_dtypes_and_label_range(task, k):
-    x, y = generate_shapes(3 * k + 1, task=task, seed=1)
+    x, y = load_shapes(3 * k + 1, 1, task=task, seed=1)[0]
     assert x.shape == (3 * k + 1, 32, 32, 3) and x.dtype == np.uint8
     assert y.shape == (3 * k + 1,) and y.dtype == np.int64
     assert y.min() == 0 and y.max() == k - 1
@@ -39,9 +39,9 @@ def test_load_shapes_matches_cifar_layout(splits):
 
 
 def test_same_seed_same_bytes_other_seed_differs():
-    x1, y1 = generate_shapes(40, seed=7)
-    x2, y2 = generate_shapes(40, seed=7)
-    x3, _ = generate_shapes(40, seed=8)
+    x1, y1 = load_shapes(40, 1, task="target", seed=7)[0]
+    x2, y2 = load_shapes(40, 1, task="target", seed=7)[0]
+    x3, _ = load_shapes(40, 1, task="target", seed=8)[0]
     assert x1.tobytes() == x2.tobytes() and np.array_equal(y1, y2)
     assert x1.tobytes() != x3.tobytes()
     (a, _), (b, _) = load_shapes(30, 20, seed=7)
@@ -58,7 +58,7 @@ def test_same_seed_same_bytes_other_seed_differs():
     ],
 )
 def test_classes_are_balanced_and_shuffled(task, n, expected):
-    _, y = generate_shapes(n, task=task, seed=2)
+    _, y = load_shapes(n, 1, task=task, seed=2)[0]
     counts = np.bincount(y, minlength=len(expected))
     assert sorted(counts.tolist()) == expected
     assert counts[: n % len(expected)].min() == n // len(expected) + 1  # remainder goes first
@@ -79,7 +79,7 @@ def test_train_and_test_share_no_image(splits):
 @pytest.mark.parametrize("bad", ["cifar10", "", "Target"])
 def test_invalid_task_raises_naming_it(bad):
     with pytest.raises(ValueError, match=r"task.*'target', 'source'.*" + repr(bad)):
-        generate_shapes(10, task=bad)
+        load_shapes(10, 1, task=bad)
     with pytest.raises(ValueError, match="task"):
         load_shapes(10, 10, task=bad)
 
@@ -96,12 +96,6 @@ def test_invalid_task_raises_naming_it(bad):
 def test_invalid_sizes_and_seed_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=rf"{name}.*{kwargs[name]}"):
         load_shapes(**{"n_train": 10, "n_test": 10, **kwargs})
-
-
-@pytest.mark.parametrize("n", [0, -1])
-def test_generate_rejects_non_positive_n(n):
-    with pytest.raises(ValueError, match=rf"\bn must be.*n={n}"):
-        generate_shapes(n)
 
 
 def test_every_shape_is_drawn_inside_the_unit_disc_and_distinct():

@@ -194,14 +194,14 @@ class ServerState:
         return state
 
 
-NO_TEST = {"accuracy": float("nan"), "loss": float("nan")}  # a path without one global model
+_NO_TEST = {"accuracy": float("nan"), "loss": float("nan")}  # a path without one global model
 
 
 def initial_state(stages: Stages, weights: Weights, history: History,
                   evaluate: Callable[[Weights], dict[str, float] | None]) -> ServerState:
     """Round 0: the initial global model, evaluated and recorded, fresh stage states."""
     state = ServerState(weights, stages.make_server_optimizer(), stages.make_uplink(), history)
-    ev = evaluate(weights) or NO_TEST
+    ev = evaluate(weights) or _NO_TEST
     history.append(**stages.record(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
                                    train_loss=None, clients=[], bytes_up=0, bytes_down=0, seconds=0.0,
                                    **stages.privacy_columns(0)))
@@ -305,7 +305,7 @@ def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str,
     check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here
     extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...
     losses = [m.train_loss for m in messages]
-    ev = ev or NO_TEST
+    ev = ev or _NO_TEST
     state.weights, state.round = new, streams.round
     state.seen.update(chosen)
     state.history.append(**stages.record(  # record

@@ -61,7 +61,7 @@ class PoissonSample:
 
 
 # ------------------------------------------------------------------ client side
-def no_attack(client: int, delta: Weights) -> Weights:
+def _no_attack(client: int, delta: Weights) -> Weights:
     return delta
 
 
@@ -163,15 +163,15 @@ class DPNoisyMean:
                                   streams.noise())
 
 
-def no_overhead(num_clients: int) -> tuple[int, int]:
+def _no_overhead(num_clients: int) -> tuple[int, int]:
     return (0, 0)
 
 
-def no_privacy_columns(rounds: int) -> dict[str, float]:
+def _no_privacy_columns(rounds: int) -> dict[str, float]:
     return {}
 
 
-def epsilon_column(rounds: int, **accounting) -> dict[str, float]:
+def _epsilon_column(rounds: int, **accounting) -> dict[str, float]:
     """The History column ``epsilon``: spent after ``rounds`` rounds, at the config's delta."""
     from ..transforms import privacy
 
@@ -194,7 +194,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
     else:
         sample = FixedSample(c.num_clients, c.clients_per_round)
 
-    attack = no_attack
+    attack = _no_attack
     if c.attack != "none":
         attack = Attack(robust.malicious_clients(c.num_clients, c.malicious_fraction, c.seed),
                         c.attack, c.attack_scale)
@@ -202,12 +202,12 @@ def build_stages(config: ExperimentConfig) -> Stages:
     client = ClientStages(clip=clip, attack=attack)
 
     weighted = c.aggregator == "fedavg"
-    overhead, privacy_columns, privacy_meta = no_overhead, no_privacy_columns, None
+    overhead, privacy_columns, privacy_meta = _no_overhead, _no_privacy_columns, None
     if c.dp_clip is not None:
         aggregate = DPNoisyMean(c.dp_clip, c.dp_noise_multiplier,
                                 privacy.expected_clients(c.num_clients, c.client_fraction,
                                                          c.client_sampling))
-        privacy_columns = partial(epsilon_column, noise_multiplier=c.dp_noise_multiplier,
+        privacy_columns = partial(_epsilon_column, noise_multiplier=c.dp_noise_multiplier,
                                   sampling_rate=c.client_fraction, delta=c.dp_delta,
                                   sampling=c.client_sampling, accountant=c.dp_accountant,
                                   num_clients=c.num_clients)

@@ -290,36 +290,6 @@ def _generate(n: int, task: str, rng: np.random.Generator) -> tuple[np.ndarray, 
     return x, y
 
 
-def generate_shapes(n: int, *, task: str = "target", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n`` shape images with their class labels.
-
-    Parameters
-    ----------
-    n : int
-        Number of images, at least 1. Classes are balanced: ``n // k`` each, the
-        remainder spread one per class over the first classes.
-    task : {"target", "source"}
-        ``"target"``: the book's 10 classes (`TARGET_SHAPES`). ``"source"``: 20 other
-        shapes (`SOURCE_SHAPES`) used only to pretrain a backbone.
-    seed : int
-        Non-negative seed; the result is a deterministic function of ``(n, task, seed)``.
-
-    Returns
-    -------
-    x : np.ndarray
-        uint8 array of shape (n, 32, 32, 3).
-    y : np.ndarray
-        int64 array of shape (n,), indices into the task's shape names, shuffled.
-
-    Raises
-    ------
-    ValueError
-        If ``task`` is unknown, ``n < 1`` or ``seed`` is negative.
-    """
-    ss = _stream(task, seed, n=n)
-    return _generate(int(n), task, np.random.default_rng(ss))
-
-
 def load_shapes(
     n_train: int = 10_000, n_test: int = 2_000, *, seed: int = 0, task: str = "target"
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -333,7 +303,9 @@ def load_shapes(
         Non-negative seed. Train and test come from two independent child streams of
         it (``SeedSequence.spawn``), so no image appears in both splits.
     task : {"target", "source"}
-        Which set of shapes; see `generate_shapes`.
+        ``"target"``: the book's 10 classes (`TARGET_SHAPES`). ``"source"``: 20 other
+        shapes (`SOURCE_SHAPES`) used only to pretrain a backbone. Classes are balanced:
+        ``n // k`` each, the remainder spread one per class over the first classes.
 
     Returns
     -------

@@ -30,7 +30,7 @@ import tensorflow as tf
 _LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def prunable(model: keras.Model) -> list[bool]:
+def _prunable(model: keras.Model) -> list[bool]:
     """Which of ``model.weights`` pruning touches: conv and dense kernels (not biases, not BN)."""
     return [w.path.endswith("kernel") and len(w.shape) >= 2 for w in model.weights]
 
@@ -52,7 +52,7 @@ def magnitude_masks(model: keras.Model, sparsity: float, scope: str = "global") 
         raise ValueError(f"sparsity={sparsity!r} is invalid: allowed a fraction in [0, 1).")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope={scope!r} is invalid: allowed 'global' or 'layer'.")
-    flags = prunable(model)
+    flags = _prunable(model)
     kernels = [np.abs(np.asarray(w.numpy())) if p else None for w, p in zip(model.weights, flags)]
 
     def keep(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def apply_masks(model: keras.Model, masks: list[np.ndarray | None]) -> None:
 
 def sparsity_of(model: keras.Model) -> float:
     """Fraction of exactly-zero values among the prunable kernels."""
-    kernels = [np.asarray(w.numpy()) for w, p in zip(model.weights, prunable(model)) if p]
+    kernels = [np.asarray(w.numpy()) for w, p in zip(model.weights, _prunable(model)) if p]
     return float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
 
 
@@ -186,7 +186,7 @@ def keras_predictor(model: keras.Model, batch_size: int = 256):
     return predict
 
 
-def gzip_size(data: bytes) -> int:
+def _gzip_size(data: bytes) -> int:
     """Bytes after gzip (level 9): what zeros from pruning save on disk or on the wire."""
     return len(gzip.compress(data, compresslevel=9, mtime=0))
 
@@ -226,7 +226,7 @@ def compare(model: keras.Model, train: tuple[np.ndarray, np.ndarray], test: tupl
     def row(name: str, m: keras.Model, int8: bool) -> ModelReport:
         flat = to_tflite(m, calib if int8 else None)
         runner = TFLiteModel(flat)
-        return ModelReport(name, len(flat), gzip_size(flat), accuracy(runner.predict, x_test, y_test),
+        return ModelReport(name, len(flat), _gzip_size(flat), accuracy(runner.predict, x_test, y_test),
                            latency_ms(runner.predict, x_test), sparsity_of(m))
 
     rows = [row("float32", model, False), row("int8", model, True)]

@@ -36,7 +36,7 @@ class Encoded:
     meta: dict = field(default_factory=dict)
 
 
-def check_same_shapes(update: Sequence[np.ndarray], other: Sequence[np.ndarray], name: str) -> None:
+def _check_same_shapes(update: Sequence[np.ndarray], other: Sequence[np.ndarray], name: str) -> None:
     """Raise ``ValueError`` naming the first tensor whose shape differs between the two lists."""
     if len(update) != len(other):
         raise ValueError(f"{name} has {len(other)} tensors but the update has {len(update)}.")
@@ -168,7 +168,7 @@ def topk_with_error_feedback(update: Sequence[np.ndarray], residual: Weights | N
     """
     if residual is None:
         residual = [np.zeros(np.shape(u), np.float32) for u in update]
-    check_same_shapes(update, residual, "residual")
+    _check_same_shapes(update, residual, "residual")
     corrected = [np.asarray(u, np.float32) + r for u, r in zip(update, residual)]
     message = encode_topk(corrected, fraction, value_bits=value_bits)
     sent = decode(message)

@@ -70,28 +70,17 @@ def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
     return lagrange_at(xs, 0)
 
 
-def reconstruct(shares: Sequence[Share], t: int) -> int:
-    """The secret from at least ``t`` shares, checking every share beyond the first ``t``.
-
-    The first ``t`` shares fix the polynomial; each further share must lie on it. A forged or
-    corrupted share is then detected (it raises) instead of silently changing the secret.
-    With exactly ``t`` shares nothing can be checked: an honest-but-curious model is assumed,
-    and an active adversary needs verifiable secret sharing (Feldman, 1987), not done here.
-
-    Raises
-    ------
-    ValueError
-        Fewer than ``t`` shares (the secret is information-theoretically hidden, and
-        interpolating them would return a wrong value), ``t < 2``, repeated points, or shares
-        that do not lie on one polynomial of degree ``t - 1``.
-    """
-    return interpolator([x for x, _ in shares], t)([y for _, y in shares])
-
-
 def interpolator(xs: Sequence[int], t: int) -> Callable[[Sequence[int]], int]:
-    """``reconstruct`` for many secrets shared at the same points ``xs``: the coefficients are
-    computed once, then each call takes the share values ``ys`` (one per point, in the order of
-    ``xs``), checks that they lie on one polynomial of degree ``t - 1`` and returns ``f(0)``.
+    """The secret ``f(0)`` from at least ``t`` shares, for many secrets shared at the same points
+    ``xs``: the coefficients are computed once, then each call takes the share values ``ys`` (one
+    per point, in the order of ``xs``), checks that they lie on one polynomial of degree
+    ``t - 1`` and returns ``f(0)``.
+
+    Every share beyond the first ``t`` is checked, so a forged or corrupted share raises instead
+    of silently changing the secret. With exactly ``t`` shares nothing can be checked: an
+    honest-but-curious model is assumed, and an active adversary needs verifiable secret
+    sharing (Feldman, 1987), not done here. Fewer than ``t`` shares hide the secret
+    information-theoretically (interpolating them would return a wrong value): refused.
 
     The check costs one multiplication per share: shares of such a polynomial satisfy the
     ``n - t`` parity checks ``sum_i v_i x_i^k y_i = 0`` (``k < n - t``, ``v_i = 1 / prod_{j != i}

@@ -118,7 +118,7 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
-def import_tensorflow_quietly() -> None:
+def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with its start-up lines hidden (shown only if the import fails).
 
     TensorFlow 2.21 writes its oneDNN and CUDA notices through absl's C++ logger before that
@@ -242,7 +242,7 @@ def _prepare(config: ExperimentConfig, args: argparse.Namespace, sha256: str | N
     preflight.check_existing_run(out, config, resume=args.resume, overwrite=args.overwrite)
     preflight.check_weights_file(config)
     preflight.check_data(config, sha256=sha256, download=args.download)
-    import_tensorflow_quietly()
+    _import_tensorflow_quietly()
     preflight.check_model(config)
     from ..federation.server import Simulation
     from ..inputs import data
