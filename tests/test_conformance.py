@@ -161,7 +161,8 @@ def test_the_attack_shows_in_the_history():
     the simulation (above) proves its ClientApp attacks too."""
     name = "fedavg+scale+topk8_no_ef+server_lr"
     attacked = run_federated(ExperimentConfig(**CASES[name]), progress=False).history.rows
-    honest = run_federated(ExperimentConfig(**dict(CASES[name], attack="none")), progress=False).history.rows
+    honest = run_federated(ExperimentConfig(**dict(CASES[name], attack="none", malicious_fraction=0.0)),
+                           progress=False).history.rows
     assert all(abs(a["test_loss"] - h["test_loss"]) > 1e-3 for a, h in zip(attacked[1:], honest[1:]))
 
 
