@@ -142,6 +142,7 @@ class FlowerClients:
 
     def start_round(self, rnd: int) -> None:
         self.sim.start_round(rnd)
+        self.waited = self.busy = 0.0  # a Poisson round may send nothing
 
     def train(self, payloads, streams, uplink):
         """``uplink`` is unused: each node keeps its own residual in its ``context.state``."""

@@ -1,5 +1,3 @@
 """The foundation every layer uses: the frozen, validated `ExperimentConfig`; the random streams
 (one per purpose, seeded or secure); the per-round History; atomic writes and checkpoints.
-
-The modules are also importable under their old flat names (``fedtl_helpers.<module>``).
 """

@@ -1,6 +1,5 @@
 """The round and what runs it: one client's local training, the simulation (data, model, trainer),
-the round's stages built once from the config, the round itself (client side, server side), the
-server loop, personalisation and evaluation.
-
-The modules are also importable under their old flat names (``fedtl_helpers.<module>``).
+the round's stages built once from the config, the round itself (``run_round``, the only loop
+over a round's clients, with one clients runner per path), the server loop, personalisation and
+evaluation.
 """

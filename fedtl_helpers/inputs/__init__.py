@@ -1,5 +1,3 @@
 """The data layer: the embedded shapes dataset, the real CIFAR-10 loader, and how the examples are
 split over clients (IID, label, quantity and feature skew).
-
-The modules are also importable under their old flat names (``fedtl_helpers.<module>``).
 """
