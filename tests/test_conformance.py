@@ -299,3 +299,23 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     if config.compression == "topk":  # encoded: fewer bytes than the dense shared tensors
         assert all(f < s for f, s in zip(fp.history.column("bytes_up")[1:], sim.column("bytes_up")[1:]))
     assert fp.train_loss == fp.history.column("train_loss")[1:]
+
+
+def test_the_serverapp_fails_loudly_on_a_missing_or_failed_reply():
+    """``_replies``' runtime checks fire: fewer replies than messages, or a node's error."""
+    from types import SimpleNamespace
+
+    class StubGrid:
+        def __init__(self, replies):
+            self.replies = replies
+
+        def send_and_receive(self, messages, timeout=None):
+            return self.replies
+
+    ok = SimpleNamespace(has_error=lambda: False)
+    failed = SimpleNamespace(has_error=lambda: True, metadata=SimpleNamespace(src_node_id=7),
+                             error=SimpleNamespace(reason="out of memory"))
+    with pytest.raises(RuntimeError, match=r"round 3: 1 of 2 SuperNodes replied within 9 s"):
+        server_app._replies(StubGrid([ok]), ["m1", "m2"], 9.0, "round 3")
+    with pytest.raises(RuntimeError, match="round 3: SuperNode 7 failed: out of memory"):
+        server_app._replies(StubGrid([ok, failed]), ["m1", "m2"], 9.0, "round 3")

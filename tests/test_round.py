@@ -172,3 +172,11 @@ def test_only_the_deployment_refuses_and_it_names_field_and_path():
     assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0, randomness="secure"), DEPLOYMENT) == []
     (msg,) = refusals(ExperimentConfig(), DEPLOYMENT)  # seeded noise and sampling on real clients
     assert msg.startswith("ExperimentConfig.randomness='simulation' is invalid on the Flower deployment")
+
+
+def test_in_process_clients_refuse_a_checkpoint_with_client_state():
+    """A FedPer checkpoint (personal tensors under ``clients/``) cannot resume a plain run."""
+    from fedtl_helpers.federation.simulation import InProcessClients
+
+    with pytest.raises(ValueError, match=r"in-process clients keep no state.*\['0/0'\]"):
+        InProcessClients.load_state(None, {"0/0": np.zeros(2)})
