@@ -7,6 +7,7 @@
     python3 dev.py run      # one federated run from the command line (args go to the CLI)
     python3 dev.py lab      # JupyterLab on notebooks/ with the "Python (fedtl)" kernel
                             # (--no-browser; --check sets everything up and starts no server)
+    python3 dev.py publish URL  # the course's public address: book buttons + notebooks' install cell
 
 Each task first creates or updates the virtual environment ``.venv`` from the pinned
 ``requirements.txt`` / ``requirements-lock.txt`` (only when they changed since last time).
@@ -146,6 +147,110 @@ def run(args: list[str]) -> None:
     sh(PY, "-m", "fedtl_helpers", "run", "--out", "runs/default", *args)
 
 
+# The first code cell of every notebook (tag "install-check"): a notebook opened outside the
+# course's environment (downloaded, on Colab or Binder) fails with instructions, not a bare
+# ModuleNotFoundError. It names the course's public address, the one setting `repository.url`
+# of _config.yml, which `python3 dev.py publish URL` writes into the config and every notebook.
+INSTALL_CHECK_TAG = "install-check"
+_INSTALL_HEAD = """\
+# This notebook needs the course's helper package, fedtl_helpers (see the README).
+import importlib.util
+
+"""
+_INSTALL_NO_URL = """\
+if importlib.util.find_spec("fedtl_helpers") is None:
+    raise ModuleNotFoundError(
+        "This notebook needs the course's helper package fedtl_helpers, which lives in the course "
+        "repository (linked at the top of the book's pages, or ask your teacher for it). In a copy of "
+        "it run `python3 dev.py lab --check` once (it creates .venv with everything and registers the "
+        "'Python (fedtl)' kernel; then choose that kernel) or `pip install -e .` in your own "
+        "environment, then restart this notebook's kernel.")"""
+_INSTALL_URL = """\
+COURSE = "{url}"  # the course repository
+if importlib.util.find_spec("fedtl_helpers") is None:
+    raise ModuleNotFoundError(
+        f"This notebook needs the course's helper package fedtl_helpers, from the course repository "
+        f"{{COURSE}}. In a clone of it (`git clone {{COURSE}}`) run `python3 dev.py lab --check` once (it "
+        "creates .venv with everything and registers the 'Python (fedtl)' kernel; then choose that "
+        "kernel) or `pip install -e .` in your own environment; on Colab or Binder run "
+        f"`%pip install git+{{COURSE}}`. Then restart this notebook's kernel.")"""
+
+
+def install_check(url: str) -> str:
+    """The install-check cell's code for the course published at ``url`` ("" = not published)."""
+    return _INSTALL_HEAD + (_INSTALL_URL.format(url=url) if url else _INSTALL_NO_URL)
+
+
+_URL_LINE = r"^repository:\n(?:[ \t].*\n)*?[ \t]+url:[ \t]*"  # up to the value of repository.url
+
+
+def course_url(root: Path = ROOT) -> str:
+    """``repository.url`` of ``_config.yml``: the course's public address, "" until published."""
+    import re
+
+    found = re.search(_URL_LINE + r"\"([^\"]*)\"", (root / "_config.yml").read_text(), re.M)
+    if found is None:
+        raise ValueError("_config.yml has no `repository:` block with a quoted `url:` line")
+    return found.group(1)
+
+
+def publish(url: str, root: Path = ROOT) -> list[Path]:
+    """Set the course's public address: ``repository.url`` in ``_config.yml`` (the book's
+    repository, issue and launch buttons) and the install-check cell of every notebook.
+    ``url`` is an ``https://`` address or "" (unpublished: no button, no link). Returns the
+    files changed."""
+    import re
+
+    url = url.strip().rstrip("/")
+    if url and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%-]+)+", url):
+        raise ValueError(f"url={url!r} is invalid: allowed an https:// address of the repository "
+                         "(e.g. https://github.com/<owner>/<name>), or \"\" to unpublish")
+    changed = []
+    config = root / "_config.yml"
+    old = course_url(root)
+    text = config.read_text()
+    new = re.sub(f"({_URL_LINE})" + r"\"[^\"]*\"", lambda m: f'{m.group(1)}"{url}"', text, count=1,
+                 flags=re.M)
+    if new != text:
+        _write_atomic(config, new)
+        changed.append(config)
+    for nb_path in sorted((root / "notebooks").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb_path.parts:
+            continue
+        raw = nb_path.read_text(encoding="utf-8")
+        nb = json.loads(raw)
+        cells = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and INSTALL_CHECK_TAG in c.get("metadata", {}).get("tags", [])]
+        if not cells:
+            raise ValueError(f"{nb_path} has no cell tagged {INSTALL_CHECK_TAG!r}")
+        source = install_check(url)
+        for cell in cells:
+            cell["source"] = source.splitlines(keepends=True)
+        out = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if out != raw:
+            _write_atomic(nb_path, out)
+            changed.append(nb_path)
+    print(f"course address: {old or '(none)'} -> {url or '(none)'}; {len(changed)} files changed")
+    return changed
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def publish_task(args: list[str]) -> None:
+    """``python3 dev.py publish URL``: the course's public address (README, "Publishing")."""
+    if len(args) != 1:
+        sys.exit("usage: python3 dev.py publish URL   "
+                 '(URL: https://github.com/<owner>/<name>, or "" to unpublish)')
+    try:
+        publish(args[0])
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
 def register_kernel(python: str | os.PathLike, prefix: str | os.PathLike) -> Path:
     """Register ``python`` as the Jupyter kernel "fedtl" ("Python (fedtl)") under ``prefix``.
 
@@ -208,12 +313,13 @@ def lab(args: list[str]) -> None:
         print("JupyterLab stopped")
 
 
-TASKS = {"main": book, "test": test, "run": run, "lab": lab}
+TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         sys.exit(f"usage: python3 dev.py {{{','.join(TASKS)}}} [args...]")
-    ensure_venv()
+    if sys.argv[1] != "publish":  # plain text edits: no environment needed
+        ensure_venv()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ log lines are noise here
     try:
         TASKS[sys.argv[1]](sys.argv[2:])

@@ -21,6 +21,7 @@ compares the output of the *reference cells* only (tag ``nbval-check-output``, m
 
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,19 +34,12 @@ NOTEBOOKS = ROOT / "notebooks"
 CACHE = ROOT / "_build" / ".jupyter_cache"
 SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
 REFERENCE_TAG = "nbval-check-output"
-# The first code cell of every notebook: a downloaded notebook says how to get the helpers.
-INSTALL_CHECK_TAG = "install-check"
-INSTALL_CHECK = """\
-# This notebook needs the course's helper package, fedtl_helpers (see the README).
-import importlib.util
+# The first code cell of every notebook: a downloaded notebook says how to get the helpers. Its
+# text comes from dev.py (one template), naming the course address set in _config.yml.
+sys.path.insert(0, str(ROOT))
+from dev import INSTALL_CHECK_TAG, course_url, install_check  # noqa: E402, F401 (re-exported)
 
-if importlib.util.find_spec("fedtl_helpers") is None:
-    raise ModuleNotFoundError(
-        "This notebook needs the course's helper package fedtl_helpers, which lives in the course "
-        "repository (linked at the top of the book's pages, or ask your teacher for it). In a copy of "
-        "it run `python3 dev.py lab --check` once (it creates .venv with everything and registers the "
-        "'Python (fedtl)' kernel; then choose that kernel) or `pip install -e .` in your own "
-        "environment, then restart this notebook's kernel.")"""
+INSTALL_CHECK = install_check(course_url(ROOT))
 collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not notebooks of the book
 
 # Tests that train for long or start processes (over ~10 s each under load on 2 cores, measured
@@ -56,6 +50,10 @@ SLOW = {
         "test_random_init_is_evaluated_with_statistics_that_keep_up",
     ],
     "test_book.py": ["*"],  # builds the book
+    "test_book_access.py": [  # each builds a two-page book
+        "test_a_published_book_links_the_repository_its_issues_and_launches_the_notebooks",
+        "test_an_unpublished_book_shows_no_repository_issue_or_launch_link",
+    ],
     "test_cli.py": [
         "test_cli_run_writes_history_and_prints_json",
         "test_diverged_round_stops_with_exit_1_and_keeps_the_last_good_checkpoint",

@@ -172,7 +172,9 @@ _PROBE = r"""
       const cs = getComputedStyle(el);
       const over = el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1;
       if (over && (cs.overflowX === "hidden" || cs.overflowX === "clip")) out.clipped.push(name(el));
-      if (over && el.tagName === "PRE") out.cut_lines.push(name(el));  // a line runs past the box
+      // a line runs past the box; a printed table (pre.fedtl-table) scrolls sideways instead
+      const scrolls = el.classList.contains("fedtl-table") && cs.overflowX === "auto";
+      if (over && el.tagName === "PRE" && !scrolls) out.cut_lines.push(name(el));
       const r = el.getBoundingClientRect();
       // inside a pre only the pre itself counts (a wrapped line's hanging space is not cut text)
       const inPre = el.tagName !== "PRE" && el.closest("pre");
@@ -185,6 +187,29 @@ _PROBE = r"""
       if (over && cs.overflowX !== "auto" && cs.overflowX !== "scroll") out.wide_math.push(name(m));
       else if (over) out.scrolling_math.push(name(m));
     }
+    // every figure of a cell output: its own size, the size shown, and whether it opens full size
+    out.figures = [...root.querySelectorAll("div.cell_output img")].map(function (img) {
+      const r = img.getBoundingClientRect(), a = img.closest("a");
+      return {src: img.getAttribute("src"), natural: [img.naturalWidth, img.naturalHeight],
+              shown: [r.width, r.height], full_size_link: !!a && a.href === img.src};
+    });
+    // a printed table whose rows wrap (its box is taller than its lines) has broken columns
+    out.printed_tables = root.querySelectorAll("pre.fedtl-table").length;
+    out.wrapped_tables = [];
+    for (const pre of root.querySelectorAll("pre.fedtl-table")) {
+      const cs = getComputedStyle(pre), lines = pre.textContent.replace(/\n$/, "").split("\n").length;
+      const inner = pre.clientHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom);
+      if (inner > lines * parseFloat(cs.lineHeight) + 2) out.wrapped_tables.push(name(pre));
+    }
+    // an HTML table wider than the page must scroll inside a box of its own
+    out.unscrollable_tables = [...root.querySelectorAll("table")].filter(function (t) {
+      if (t.getBoundingClientRect().right <= vw + 1) return false;
+      for (let el = t.parentElement; el && el !== root; el = el.parentElement) {
+        const ox = getComputedStyle(el).overflowX;
+        if ((ox === "auto" || ox === "scroll") && el.getBoundingClientRect().right <= vw + 1) return false;
+      }
+      return true;
+    }).map(name);
     window.parent.postMessage(JSON.stringify(out), "*");
   }
   window.addEventListener("load", function () {
@@ -236,19 +261,90 @@ def layout_reports(chromium: str, pages: list[Path], width: int, workdir: Path) 
     return json.loads(html_lib.unescape(found.group(1)))
 
 
-@pytest.mark.parametrize("width", [1280, 375])
-def test_no_page_clips_text_or_overflows_with_equations(book, tmp_path, width):
-    """Headless Chromium at desktop and phone width: nothing in a page's content is cut off
-    (overflow hidden), runs past the page, or hides a line of code or output behind a scrollbar;
-    display equations fit the column at 1280 px and at most scroll in their own box on a phone;
-    MathJax typesets every formula (no unknown macro shown in red)."""
+WIDTHS = (1280, 768, 390)  # desktop, tablet, phone (CSS pixels)
+
+
+@pytest.fixture(scope="module")
+def layouts(book, tmp_path_factory):
+    """The probe's reports of every page at each of ``WIDTHS``."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (python3 dev.py test installs it with apt-get as root)")
     pages = [HTML / f"{f}.html" for f in _toc_files()]
-    reports = layout_reports(chromium, pages, width, tmp_path)
-    assert len(reports) == len(pages)
-    assert all(abs(r["width"] - width) <= 20 for r in reports), {r["page"]: r["width"] for r in reports}
+    reports = {w: layout_reports(chromium, pages, w, tmp_path_factory.mktemp(f"w{w}")) for w in WIDTHS}
+    for w, rs in reports.items():
+        assert len(rs) == len(pages)
+        assert all(abs(r["width"] - w) <= 20 for r in rs), {r["page"]: r["width"] for r in rs}
+    return reports
+
+
+# Legibility of a figure's smallest text, in CSS pixels as shown (the rule of issue 27): at least
+# MIN_TEXT_PX on the desktop layout as the page shows it; on a tablet or phone, where a figure
+# shrinks with the column, at least MIN_TEXT_PX once opened full size with a tap (fedtl.js links
+# every output figure to its file). 9 px is the smallest text the WCAG/typography guides treat as
+# readable in a figure; our body text is 16 px.
+MIN_TEXT_PX = 9.0
+ASPECT_TOLERANCE = 0.03  # shown width/height against the image's own, relative
+
+
+def _text_px(page: str, src: str) -> float | None:
+    """The smallest text of an output figure in its PNG's pixels (notebook.TEXT_SIZE_KEY)."""
+    from PIL import Image
+
+    from fedtl_helpers.teaching.notebook import TEXT_SIZE_KEY
+
+    with Image.open((HTML / page).parent / src) as img:
+        value = getattr(img, "text", {}).get(TEXT_SIZE_KEY)
+    return None if value is None else float(value)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_figure_keeps_its_shape_and_its_text_stays_legible(layouts, width):
+    """Every figure of every chapter at 1280, 768 and 390 px: shown with its own aspect ratio
+    (within 3 %), and its smallest text readable by the rule above."""
+    distorted, illegible, unmeasured, seen = [], [], [], 0
+    for r in layouts[width]:
+        page = r["page"].replace("_layout_probe_", "")
+        for f in r["figures"]:
+            (nw, nh), (w, h) = f["natural"], f["shown"]
+            if nw < 2 or w < 2:
+                continue
+            seen += 1
+            ratio = (w / h) / (nw / nh)
+            if abs(ratio - 1) > ASPECT_TOLERANCE:
+                distorted.append(f"{page} {f['src']}: shown {w:.0f}x{h:.0f}, own {nw}x{nh} ({ratio:.2f})")
+            px = _text_px(page, f["src"])
+            if px is None:
+                unmeasured.append(f"{page} {f['src']}")
+                continue
+            shown_px = px * w / nw
+            if width >= 1280 and shown_px < MIN_TEXT_PX:
+                illegible.append(f"{page} {f['src']}: smallest text {shown_px:.1f} px as shown")
+            if width < 1280 and shown_px < MIN_TEXT_PX and not (f["full_size_link"] and px >= MIN_TEXT_PX):
+                illegible.append(f"{page} {f['src']}: smallest text {shown_px:.1f} px, no full-size tap")
+    assert seen >= 30, f"only {seen} figures found at {width} px"
+    assert not distorted, distorted
+    assert not unmeasured, f"output figures made without the book's figure defaults: {unmeasured}"
+    assert not illegible, illegible
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_printed_and_html_tables_scroll_instead_of_breaking(layouts, width):
+    """A printed table never wraps a row (it scrolls sideways in its box); an HTML table wider
+    than the page scrolls inside a box of its own."""
+    bad = {r["page"]: r["wrapped_tables"] + r["unscrollable_tables"] for r in layouts[width]
+           if r["wrapped_tables"] or r["unscrollable_tables"]}
+    assert not bad, bad
+    assert sum(r["printed_tables"] for r in layouts[width]) >= 20  # fedtl.js found the tables
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_page_clips_text_or_overflows_with_equations(layouts, width):
+    """Headless Chromium at desktop and phone width: nothing in a page's content is cut off
+    (overflow hidden), runs past the page, or hides a line of code or output behind a scrollbar;
+    display equations fit the column at 1280 px and at most scroll in their own box on a phone;
+    MathJax typesets every formula (no unknown macro shown in red)."""
+    reports = layouts[width]
     kinds = ("clipped", "cut_lines", "wide_math", "math_errors")  # math_errors: TeX MathJax cannot typeset
     bad = {r["page"]: {k: r[k] for k in kinds if r[k]}
            for r in reports if any(r[k] for k in kinds) or r["page_overflow"] > 1}

@@ -205,3 +205,28 @@ def test_every_committed_record_names_its_randomness_mode(path):
     assert record["randomness"] in ("simulation", "secure")
     assert fl.results.randomness_modes({k: v for k, v in record.items() if k != "randomness"}) <= {
         record["randomness"]}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*.json")), ids=lambda p: p.name)
+def test_every_committed_record_can_be_rerun_from_the_repository_root(path):
+    """A record's provenance carries no folder of the machine that made it: its command runs
+    from the root of any checkout."""
+    import re
+
+    prov = json.loads(path.read_text())["provenance"]
+    assert prov["command"].startswith("python benchmarks/"), prov["command"]
+    assert not re.search(r"(^|[\s=])(/|~|[A-Za-z]:\\)", prov["command"]), prov["command"]
+    assert not re.search(r"/(work|home|root|tmp|Users)/", json.dumps(prov)), prov
+
+
+def test_provenance_makes_paths_portable(tmp_path):
+    from fedtl_helpers.workflow.provenance import ROOT as REPO
+    from fedtl_helpers.workflow.provenance import portable_arg, provenance
+
+    assert portable_arg(str(REPO / "results" / "x.json")) == "results/x.json"
+    assert portable_arg(f"--out={REPO / 'runs' / 'a.json'}") == "--out=runs/a.json"
+    assert portable_arg(str(tmp_path / "b.json")) == "<outside>/b.json"
+    assert portable_arg("--rounds") == "--rounds" and portable_arg("0.001") == "0.001"
+    prov = provenance(["benchmarks/bench_x.py", "--out", str(REPO / "results" / "bench_x.json")], 1.0)
+    assert prov["command"] == "python benchmarks/bench_x.py --out results/bench_x.json"
+    assert prov["cpu"] and prov["onednn"] in ("default", "0", "1")

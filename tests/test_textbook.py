@@ -242,3 +242,8 @@ def test_teachers_guide_covers_every_chapter_and_exercise_in_order():
                 if re.match(r"\| \d+\. ", line)]
     scheduled = re.findall(r"\b\d+\.\d+\b", " ".join(" ".join(cols) for cols in sessions))
     assert sorted(scheduled, key=lambda e: tuple(map(int, e.split(".")))) == exercises
+
+
+def test_the_peft_chapter_terms_are_in_the_glossary():
+    assert {"lora", "bitfit", "lp-ft", "fedbn", "feature skew",
+            "parameter-efficient fine-tuning"} <= _glossary_terms()

@@ -43,10 +43,35 @@ def figure_defaults() -> None:
         from IPython import get_ipython
     except ImportError:  # plain Python (tests, scripts): nothing is displayed inline
         return
-    if get_ipython() is not None:
+    shell = get_ipython()
+    if shell is not None:
+        from matplotlib.figure import Figure
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
         set_matplotlib_formats("retina")
+        shell.display_formatter.formatters["image/png"].for_type(Figure, retina_png)
+
+
+# The PNG text field that says how tall the figure's smallest text is, in the PNG's own pixels:
+# the book's layout test (tests/test_book.py) scales it by the size the page shows the figure at.
+TEXT_SIZE_KEY = "fedtl-smallest-text-px"
+
+
+def smallest_text_pt(fig) -> float:
+    """The font size in points of the smallest visible, non-empty text of ``fig`` (0 if none)."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes, default=0.0)
+
+
+def retina_png(fig):
+    """IPython's retina PNG of ``fig`` (twice the pixels, shown at the normal size), carrying the
+    height of its smallest text in pixels under :data:`TEXT_SIZE_KEY`."""
+    from IPython.core.pylabtools import retina_figure
+
+    px = smallest_text_pt(fig) / 72 * fig.dpi * 2  # retina: rendered at twice the figure's dpi
+    return retina_figure(fig, base64=True, metadata={TEXT_SIZE_KEY: f"{px:.2f}"})
 
 
 def settings(dataset: str, backbone: str, weights: str | None) -> tuple[str, str, str | None]:

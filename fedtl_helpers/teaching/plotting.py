@@ -10,9 +10,30 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 
 from ..core.history import History
+
+
+def _wrap(text: str, width_in: float, fontsize_pt: float) -> str:
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize_pt``.
+
+    A title wider than its axes widens the saved figure (``bbox_inches="tight"``), and the page
+    then shrinks the whole figure, text included, to fit its column: a long title made the
+    figures of chapters 4 and 5 unreadable on a phone.
+    """
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize_pt)))  # ~0.55 em per character on average
+    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines() or [""])
+
+
+def set_title(ax: plt.Axes, title: str) -> None:
+    """Set ``ax``'s title, wrapped to the axes' width (see :func:`_wrap`)."""
+    size = FontProperties(size=plt.rcParams["axes.titlesize"]).get_size_in_points()
+    width = ax.get_position().width * ax.figure.get_figwidth()
+    ax.set_title(_wrap(title, width, size))
 
 
 def axes(ax=None, figsize=(6.4, 4.0)) -> plt.Axes:
@@ -52,7 +73,7 @@ def _accuracy_axes(ax, xlabel: str, title: str) -> plt.Axes:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -89,7 +110,8 @@ def image_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], title: 
             if j < len(idx):
                 ax.imshow(x[idx[j]])
         grid[c, 0].text(-4, 16, class_names[c], ha="right", va="center", fontsize="small")
-    fig.suptitle(title)
+    size = FontProperties(size=plt.rcParams["figure.titlesize"]).get_size_in_points()
+    fig.suptitle(_wrap(title, fig.get_figwidth(), size))
     return fig
 
 
@@ -101,7 +123,7 @@ def partition_heatmap(stats: np.ndarray, class_names: Sequence[str], title: str,
     ax.set_yticks(range(len(stats)), [f"client {k}" for k in range(len(stats))], fontsize="small")
     ax.set_xlabel("class")
     ax.figure.colorbar(im, ax=ax, label="examples")
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -115,7 +137,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, ax=None):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.figure.colorbar(im, ax=ax, label="share of the true class")
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -127,7 +149,7 @@ def bars(values: Mapping[str, float], ylabel: str, title: str, ax=None):
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -143,7 +165,7 @@ def partition_bars(stats: np.ndarray, class_names: Sequence[str], title: str, ax
     ax.set_xlabel("client")
     ax.set_ylabel("training examples")
     ax.legend(fontsize="small", ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -166,7 +188,7 @@ def client_accuracy(results: Mapping[str, np.ndarray], title: str, ax=None):
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
 
 
@@ -193,5 +215,5 @@ def protocol_sequence(transcript: Sequence, title: str, ax=None):
     ax.set_xlim(-1.7, len(parties) - 0.4)
     ax.set_ylim(len(transcript), -1.5)
     ax.axis("off")
-    ax.set_title(title)
+    set_title(ax, title)
     return ax
