@@ -251,7 +251,20 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     Before the round was shared, FedPer sampled a fixed-size set under Poisson accounting and
     never clipped: its epsilon did not hold.
     """
-    config = ExperimentConfig(**dict(FEDPER[name], holdout_fraction=0.2))
+    _personal_path_runs_the_same_stages(FEDPER[name], run_fedper, monkeypatch)
+
+
+def test_fedbn_runs_the_same_stages(monkeypatch):
+    """FedBN's runner is FedPer's with other tensors kept home: DP clipping and an attack show."""
+    from fedtl_helpers.federation.personalization import run_fedbn
+
+    values = dict(BASE, num_clients=5, n_train=500, strategy="bitfit", dp_clip=0.05,
+                  aggregator="mean", client_fraction=0.6, attack="scale", malicious_fraction=0.2)
+    _personal_path_runs_the_same_stages(values, run_fedbn, monkeypatch)
+
+
+def _personal_path_runs_the_same_stages(values, run_personal, monkeypatch):
+    config = ExperimentConfig(**dict(values, holdout_fraction=0.2))
     seen: list[list[float]] = []  # per aggregate call: the norms of the updates that reached it
     real = stages.build_stages
 
@@ -271,7 +284,7 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     real_secure = secure_agg.secure_aggregate
     monkeypatch.setattr(secure_agg, "secure_aggregate",
                         lambda *a, **k: protocol_runs.append(1) or real_secure(*a, **k))
-    fp = run_fedper(config)
+    fp = run_personal(config)
     assert len(protocol_runs) == (config.rounds if config.secure_aggregation else 0)
     monkeypatch.setattr(secure_agg, "secure_aggregate", real_secure)
     sim = run_federated(config, progress=False).history
@@ -283,11 +296,15 @@ def test_fedper_runs_the_same_stages(name, monkeypatch):
     if config.dp_clip is not None:
         assert fp.history.column("epsilon") == sim.column("epsilon")
     assert [len(s) for s in seen] == [len(c) for c in chosen]
+    bad = robust.malicious_clients(config.num_clients, config.malicious_fraction, config.seed)
     if config.dp_clip is not None:  # every update the server sees was clipped on the client:
         # each was above the clip before (see CASES), so each arrives with norm = the clip
-        assert all(n == pytest.approx(config.dp_clip, rel=1e-5) for s in seen for n in s)
+        # (an attacker's: attack_scale times it, the attack comes after the clip)
+        for c, norms in zip(chosen, seen):
+            for k, n in zip(c, norms):
+                want = config.dp_clip * (config.attack_scale if k in bad else 1.0)
+                assert n == pytest.approx(want, rel=1e-5), (k, n, want)
     if config.attack != "none":  # the attackers' updates reach the aggregate poisoned
-        bad = robust.malicious_clients(config.num_clients, config.malicious_fraction, config.seed)
         rounds_with_attackers = 0
         for c, norms in zip(chosen, seen):
             mal = [n for k, n in zip(c, norms) if k in bad]
