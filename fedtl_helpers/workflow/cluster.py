@@ -34,6 +34,7 @@ from . import experiments as ex
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
              "NUMEXPR_NUM_THREADS")
 POLL_SECONDS = 1.0
+CONNECT_TIMEOUT = 20.0  # seconds to wait for --scheduler to answer
 
 
 def threads_per_run(host_cores: int, runs_on_host: int) -> int:
@@ -139,7 +140,7 @@ def _quiet_distributed(log_path: Path) -> Iterator[None]:
     from distributed.utils import silence_logging_cmgr
 
     logger = logging.getLogger("distributed")
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)  # no line, no file
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     old_level = logger.level
     logger.addHandler(handler)
@@ -153,13 +154,20 @@ def _quiet_distributed(log_path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _descendants() -> list:
+def _descendants(exclude: frozenset[int] = frozenset()) -> list:
+    """This process's descendants, less ``exclude`` and Python's multiprocessing resource tracker
+    (one per process, shared with whatever else uses multiprocessing here; it exits with us)."""
     import psutil
 
+    found = []
     try:
-        return psutil.Process().children(recursive=True)
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.pid not in exclude and "resource_tracker" not in " ".join(p.cmdline()):
+                    found.append(p)
     except psutil.Error:
-        return []
+        pass
+    return found
 
 
 def _reap(processes: list, grace: float = 5.0) -> None:
@@ -178,7 +186,7 @@ def _reap(processes: list, grace: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def open_client(workers: int | None, scheduler: str | None, connect_timeout: float = 20.0) -> Iterator[Any]:
+def open_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     """A ``distributed.Client``: on a new local cluster of ``workers`` processes (1 thread each, on
     127.0.0.1) or on the scheduler at ``scheduler``. Leaving it closes a local cluster and ends
     every process it started (also the Jupyter kernels of runs in progress), also on Ctrl-C."""
@@ -186,16 +194,17 @@ def open_client(workers: int | None, scheduler: str | None, connect_timeout: flo
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=connect_timeout)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as e:
             raise UserError(f"--scheduler={scheduler!r}: no Dask scheduler answered within "
-                            f"{connect_timeout:.0f} s ({type(e).__name__}: {e}); allowed the address "
+                            f"{CONNECT_TIMEOUT:.0f} s ({type(e).__name__}: {e}); allowed the address "
                             "of a running one, e.g. tcp://10.0.0.5:8786 (start it with "
                             "`dask scheduler`)") from e
         with client:
             yield client
         return
     cluster = client = None
+    before = frozenset(p.pid for p in _descendants())  # not ours to end (e.g. another grid's kernel)
     try:
         # 127.0.0.1 and free ports: nothing listens beyond this machine, and two grids (or two
         # users) on one machine do not collide on 8786/8787.
@@ -207,7 +216,7 @@ def open_client(workers: int | None, scheduler: str | None, connect_timeout: flo
     finally:
         # Workers are children of this process and kernels are theirs: take the list before the
         # workers go, since a dead worker's kernel is no longer our descendant.
-        processes = _descendants()
+        processes = _descendants(before)
         for closeable in (client, cluster):
             if closeable is not None:
                 with contextlib.suppress(Exception):
