@@ -58,6 +58,14 @@ def test_threads_per_run_shares_the_hosts_cores(cores, runs, expected):
     assert cluster.threads_per_run(cores, runs) == expected
 
 
+def test_makespan_schedules_longest_runs_first():
+    assert cluster.makespan([3, 3, 2, 2, 2], 2) == 7.0  # {3,2,2} and {3,2}
+    assert cluster.makespan([5, 1, 1], 8) == 5.0  # more workers than runs: the longest run
+    assert cluster.makespan([2.0] * 6, 1) == 12.0
+    with pytest.raises(ValueError, match="workers=0"):
+        cluster.makespan([1.0], 0)
+
+
 def test_thread_env_limits_tensorflow_openmp_and_blas():
     env = cluster.thread_env(3)
     assert env["TF_NUM_INTRAOP_THREADS"] == env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "3"
@@ -118,8 +126,8 @@ def test_cluster_grid_equals_sequential_and_each_finishes_the_other(tmp_path, sc
     assert numbers(par) == numbers(seq) and len(numbers(par)) == 4
     assert sorted(p.name for p in par.iterdir()) == sorted(p.name for p in seq.iterdir())
     assert lines[0].startswith("cluster: 2 workers, 2 runs at a time, scheduler tcp://127.0.0.1:")
-    assert lines[0].endswith("; dashboard: not available (pip install 'bokeh>=3.1' to get Dask's live dashboard)") \
-        or "; dashboard: http://127.0.0.1:" in lines[0]
+    assert lines[0].endswith("; dashboard: not available (pip install 'bokeh>=3.1' to get Dask's live "
+                             "dashboard)") or "; dashboard: http://127.0.0.1:" in lines[0]
     assert sum(" done in " in line for line in lines) == 4
     assert lines[-1].startswith("4/4 done, 0 running, 0 failed")
 
@@ -208,13 +216,16 @@ def test_killed_worker_loses_only_its_run_which_is_run_again(tmp_path):
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
     for seed in (1, 2, 3):  # the other runs were not redone
         assert len((run_dir / f"started-{seed}.txt").read_text().split()) == 1
-    seq = ex.run_grid(grid, out_root=tmp_path / "seq", progress=lambda line: None)
-    assert numbers(run_dir) == numbers(seq) and len(numbers(seq)) == 4
+    # the numbers a sequential run gives (the notebook's arithmetic; equality with a sequential
+    # run of the same notebook is checked in test_cluster_grid_equals_sequential_...)
+    assert sorted(r["final"]["test_accuracy"] for r in ex.collect(run_dir)) == \
+        pytest.approx([0.50, 0.51, 0.52, 0.53])
     assert "Traceback" not in output and "distributed." not in output, output  # its log, not the terminal
 
 
 def test_ctrl_c_leaves_no_process_and_a_second_driver_is_refused(tmp_path):
-    spec = {"name": "sleepy", "notebook": str(SLEEPY), "grid": {"seed": [0, 1, 2]}, "fixed": {"seconds": 60.0}}
+    spec = {"name": "sleepy", "notebook": str(SLEEPY), "grid": {"seed": [0, 1, 2]},
+            "fixed": {"seconds": 60.0}}
     grid = write_grid(tmp_path, spec)
     out = tmp_path / "runs"
     run_dir = out / "sleepy"
@@ -257,8 +268,8 @@ def test_terminal_shows_only_the_runners_lines(tmp_path):
         runner = ("[", "cluster: ", str(out))
         progress_line = [line for line in terminal if " done, " in line and " running, " in line]
         assert [line for line in terminal if not line.startswith(runner) and line not in progress_line] == []
-        assert not any(word in line for line in terminal for word in ("cpu_feature_guard", "Kernel is running",
-                                                                       "WARNING", "I0000"))
+        noise = ("cpu_feature_guard", "Kernel is running", "WARNING", "I0000")
+        assert not any(word in line for line in terminal for word in noise)
         for log in (out / "sleepy").glob("*.log"):
             text = log.read_text()
             assert "cpu_feature_guard.cc" in text and "Kernel is running over TCP without encryption" in text
