@@ -1,6 +1,7 @@
 """Grids on a Dask cluster (chapter "Running experiments"): a real local cluster of 2 worker
 processes, notebooks from tests/data/ that need no TensorFlow."""
 
+import contextlib
 import json
 import os
 import signal
@@ -48,6 +49,16 @@ def wait_for(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+def orphans_of(pid: int) -> list[int]:
+    """Kernels started by process ``pid`` (jupyter_client passes JPY_PARENT_PID) still running."""
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get("JPY_PARENT_PID") == str(pid) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+    return found
 
 
 # --- the rule -------------------------------------------------------------------------------------
@@ -214,6 +225,7 @@ def test_killed_worker_loses_only_its_run_which_is_run_again(tmp_path):
     attempts = started.read_text().split()
     assert len(attempts) == 2 and attempts[0] == str(victim) != attempts[1]  # run again, elsewhere
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    assert orphans_of(victim) == []  # its kernel noticed its parent died and ended
     for seed in (1, 2, 3):  # the other runs were not redone
         assert len((run_dir / f"started-{seed}.txt").read_text().split()) == 1
     # the numbers a sequential run gives (the notebook's arithmetic; equality with a sequential

@@ -13,6 +13,8 @@ Every run executes the notebook with its parameters plus ``output_dir``, a fresh
 notebook must write ``metrics.json`` into: ``{"final": {...}, "per_round": [{"round": 1, ...}]}``.
 A run is finished iff ``<run_id>.json`` exists and parses; it is written atomically and last, so
 an interrupted or failed run is simply done again next time and finished runs are skipped.
+The kernel's own output (TensorFlow's logs) goes to ``<run_id>.log``. ``--workers N`` /
+``--scheduler ADDRESS`` run the same runs as Dask tasks (``cluster.py``).
 """
 
 from __future__ import annotations
