@@ -135,7 +135,8 @@ def test_cluster_grid_equals_sequential_and_each_finishes_the_other(tmp_path, sc
     par = ex.run_grid(grid, out_root=tmp_path / "par", workers=2, progress=lines.append)
     # The tiny notebook is pure Python arithmetic: equal exactly, whoever runs it.
     assert numbers(par) == numbers(seq) and len(numbers(par)) == 4
-    assert sorted(p.name for p in par.iterdir()) == sorted(p.name for p in seq.iterdir())
+    files = sorted(p.name for p in par.iterdir() if p.name != "cluster.log")  # the cluster's own log
+    assert files == sorted(p.name for p in seq.iterdir())
     assert lines[0].startswith("cluster: 2 workers, 2 runs at a time, scheduler tcp://127.0.0.1:")
     assert lines[0].endswith("; dashboard: not available (pip install 'bokeh>=3.1' to get Dask's live "
                              "dashboard)") or "; dashboard: http://127.0.0.1:" in lines[0]
@@ -233,6 +234,8 @@ def test_killed_worker_loses_only_its_run_which_is_run_again(tmp_path):
     assert sorted(r["final"]["test_accuracy"] for r in ex.collect(run_dir)) == \
         pytest.approx([0.50, 0.51, 0.52, 0.53])
     assert "Traceback" not in output and "distributed." not in output, output  # its log, not the terminal
+    assert f"Worker process {victim} was killed by signal 9" in (run_dir / "cluster.log").read_text()
+    assert "1 worker(s) died, their runs given to others (cluster.log)" in output, output
 
 
 def test_ctrl_c_leaves_no_process_and_a_second_driver_is_refused(tmp_path):

@@ -122,19 +122,22 @@ class Progress:
         self.total, self.done, self.failed, self.slots = total, skipped, 0, max(1, slots)
         self.running, self.times, self.start = 0, [], time.monotonic()
         self.progress, self.live, self._last, self._shown = progress, live, None, False
+        self.lost: Callable[[], int] = lambda: 0  # workers that died so far
 
     def text(self) -> str:
         left = self.total - self.done - self.failed
         eta = (sum(self.times) / len(self.times)) * math.ceil(left / self.slots) if self.times else None
+        lost = self.lost()
         return (f"{self.done}/{self.total} done, {self.running} running, {self.failed} failed, "
-                f"elapsed {_fmt(time.monotonic() - self.start)}, left ~{_fmt(eta if left else 0)}")
+                f"elapsed {_fmt(time.monotonic() - self.start)}, left ~{_fmt(eta if left else 0)}"
+                + (f"; {lost} worker(s) died, their runs given to others (cluster.log)" if lost else ""))
 
     def show(self) -> None:
         if self.live:
             sys.stdout.write("\r\033[K" + self.text())
             sys.stdout.flush()
             self._shown = True
-        elif (key := (self.done, self.running, self.failed)) != self._last:
+        elif (key := (self.done, self.running, self.failed, self.lost())) != self._last:
             self._last = key
             self.progress(self.text())
 
@@ -151,20 +154,48 @@ class Progress:
             sys.stdout.flush()
 
 
+class _LogFile(logging.Handler):
+    """Appends records to a file, opened at the first one. Deliberately not a ``StreamHandler``:
+    distributed's ``silence_logs`` lowers every ``StreamHandler`` of its logger, this one too."""
+
+    def __init__(self, path: Path):
+        super().__init__(logging.INFO)
+        self.path, self._file = path, None
+        self.workers_lost = 0  # local workers that died (the nanny says so): for the progress line
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.name == "distributed.nanny" and ("was killed by signal" in message
+                                                       or "exited with status" in message):
+                self.workers_lost += 1
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file.write(self.format(record) + "\n")
+            self._file.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
 @contextlib.contextmanager
-def _quiet_distributed(log_path: Path) -> Iterator[None]:
+def _quiet_distributed(log_path: Path) -> Iterator[_LogFile]:
     """Distributed's own log lines go to ``cluster.log`` in the run folder, not the terminal."""
     from distributed.utils import silence_logging_cmgr
 
     logger = logging.getLogger("distributed")
-    handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)  # no line, no file
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler = _LogFile(log_path)
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
     try:
         with silence_logging_cmgr(logging.CRITICAL):
-            yield
+            yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -266,17 +297,17 @@ def run_distributed(spec: ex.GridSpec, run_dir: Path, kernel_name: str, progress
             todo.append((i, params, rid))
     failed: list[str] = []
     if todo:
-        with _quiet_distributed(run_dir / "cluster.log"):
+        with _quiet_distributed(run_dir / "cluster.log") as log:
             # No idle workers: 3 runs left on --workers 8 start 3 (with more threads each).
             with open_client(min(workers, len(todo)) if workers else None, scheduler) as client:
                 failed = _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress,
-                                          local=scheduler is None, live=live)
+                                          local=scheduler is None, live=live, log=log)
     ex.write_summary(run_dir, spec.name)
     return failed
 
 
 def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress, *, local,
-                     live) -> list[str]:
+                     live, log=None) -> list[str]:
     from distributed import wait
 
     info = client.scheduler_info(n_workers=-1)
@@ -296,6 +327,7 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
                                retries=0)
         futures[future] = (i, rid)
     bar = Progress(n, skipped, slots, progress, live)
+    bar.lost = (lambda: log.workers_lost) if log is not None else (lambda: 0)
     failed: list[str] = []
     pending = set(futures)
     try:
