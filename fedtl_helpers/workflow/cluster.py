@@ -123,10 +123,23 @@ class Progress:
         self.running, self.times, self.start = 0, [], time.monotonic()
         self.progress, self.live, self._last, self._shown = progress, live, None, False
         self.lost: Callable[[], int] = lambda: 0  # workers that died so far
+        self.last_finish = self.start
+
+    def finished(self, seconds: float | None) -> None:
+        """A run ended: done (with its time) or failed (``None``)."""
+        if seconds is None:
+            self.failed += 1
+        else:
+            self.done += 1
+            self.times.append(seconds)
+        self.last_finish = time.monotonic()
 
     def text(self) -> str:
         left = self.total - self.done - self.failed
-        eta = (sum(self.times) / len(self.times)) * math.ceil(left / self.slots) if self.times else None
+        eta = None
+        if self.times:  # waves of runs still to go at the mean run time, less what the current wave has done
+            eta = (sum(self.times) / len(self.times)) * math.ceil(left / self.slots)
+            eta = max(0.0, eta - (time.monotonic() - self.last_finish))
         lost = self.lost()
         return (f"{self.done}/{self.total} done, {self.running} running, {self.failed} failed, "
                 f"elapsed {_fmt(time.monotonic() - self.start)}, left ~{_fmt(eta if left else 0)}"
@@ -272,12 +285,23 @@ def open_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         _reap(processes)
 
 
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
 def dashboard_line(client: Any, local: bool) -> str:
     """Where the Dask dashboard is, or why there is none."""
     import importlib.util
 
     link = getattr(client, "dashboard_link", "") or ""
-    if local and importlib.util.find_spec("bokeh") is None:
+    try:  # the scheduler serves the dashboard: is bokeh installed where it runs?
+        has_bokeh = (importlib.util.find_spec("bokeh") is not None if local
+                     else client.run_on_scheduler(_has_bokeh))
+    except Exception:
+        has_bokeh = True  # cannot tell: give the address, its page says what is missing
+    if not has_bokeh:
         return "dashboard: not available (pip install 'bokeh>=3.1' to get Dask's live dashboard)"
     return f"dashboard: {link}" if link else "dashboard: not available (the scheduler serves none)"
 
@@ -348,11 +372,10 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
                 where = f"[{result['worker']}, {result['threads']} thread(s)]"
                 if result["status"] == "done":
                     record = result["record"]
-                    bar.done += 1
-                    bar.times.append(record["seconds"])
+                    bar.finished(record["seconds"])
                     bar.line(f"{prefix} done in {record['seconds']:.1f} s (final: {_final(record)}) {where}")
                 else:
-                    bar.failed += 1
+                    bar.finished(None)
                     failed.append(rid)
                     bar.line(f"{prefix} FAILED: {result['error']} {where}")
         bar.running = 0
