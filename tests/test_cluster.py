@@ -238,6 +238,27 @@ def test_killed_worker_loses_only_its_run_which_is_run_again(tmp_path):
     assert "1 worker(s) died, their runs given to others (cluster.log)" in output, output
 
 
+def test_a_run_that_kills_every_worker_it_gets_is_reported_and_the_others_finish(tmp_path):
+    """Dask gives a dead worker's run to another worker up to allowed-failures times (3 by
+    default, 1 here to keep the test short), then the run is reported failed; the rest finish."""
+    import dask
+
+    spec = {"name": "sleepy", "notebook": str(SLEEPY), "runs": [{"seed": 0, "kill_worker": True},
+                                                                  {"seed": 1}, {"seed": 2}]}
+    bad = ex.run_id({"seed": 0, "kill_worker": True})
+    lines: list[str] = []
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with pytest.raises(RuntimeError, match=f"1 of 3 runs failed: {bad}"):
+            ex.run_grid(write_grid(tmp_path, spec), out_root=tmp_path / "runs", workers=2,
+                        progress=lines.append)
+    run_dir = tmp_path / "runs" / "sleepy"
+    assert len((run_dir / "started-0.txt").read_text().split()) == 2  # tried on 2 workers
+    (failure,) = [line for line in lines if "FAILED" in line]
+    assert failure.startswith(f"[1/3] {bad} ... FAILED: KilledWorker:"), failure
+    assert [r["final"]["test_accuracy"] for r in ex.collect(run_dir)] == pytest.approx([0.51, 0.52])
+    assert "2 worker(s) died" in lines[-1] and lines[-1].startswith("2/3 done, 0 running, 1 failed")
+
+
 def test_ctrl_c_leaves_no_process_and_a_second_driver_is_refused(tmp_path):
     spec = {"name": "sleepy", "notebook": str(SLEEPY), "grid": {"seed": [0, 1, 2]},
             "fixed": {"seconds": 60.0}}
