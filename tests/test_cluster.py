@@ -132,7 +132,7 @@ def test_cluster_grid_equals_sequential_and_each_finishes_the_other(tmp_path, sc
     grid = write_grid(tmp_path, TINY_GRID)
     seq = ex.run_grid(grid, out_root=tmp_path / "seq", progress=lambda line: None)
     lines: list[str] = []
-    par = ex.run_grid(grid, out_root=tmp_path / "par", workers=2, progress=lines.append)
+    par = ex.run_grid(grid, out_root=tmp_path / "par", scheduler=scheduler, progress=lines.append)
     # The tiny notebook is pure Python arithmetic: equal exactly, whoever runs it.
     assert numbers(par) == numbers(seq) and len(numbers(par)) == 4
     files = sorted(p.name for p in par.iterdir() if p.name != "cluster.log")  # the cluster's own log
