@@ -1,0 +1,373 @@
+"""Grade a class with nbgrader: one command per step (``python3 dev.py classroom <step>``).
+
+Chapter: the teacher's guide, "Grading a class with nbgrader". The steps, in order::
+
+    generate [chNN ...]              source assignments from the chapters (classroom.py)
+    release chNN                     nbgrader generate_assignment + release_assignment
+    collect chNN [--from FOLDER]     nbgrader collect (exchange), or a folder of handed-in notebooks
+    autograde chNN [--timeout S]     nbgrader autograde, one student at a time; what happened, per student
+    export                           nbgrader export -> gradebook.csv, plus a "what_happened" column
+    feedback chNN                    nbgrader generate_feedback -> feedback/<student>/chNN/*.html
+    all chNN --from FOLDER           generate, release, collect, autograde, export, feedback
+
+nbgrader lives in its own environment ``.venv-classroom`` (pinned in requirements-classroom.txt,
+made on first use); the notebooks it grades run in the course's environment, the interpreter
+running this module, registered there as the kernel ``fedtl-grader``. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import classroom
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = ROOT / ".venv-classroom"
+PINS = ROOT / "requirements-classroom.txt"
+KERNEL = "fedtl-grader"
+COURSE_ID = "fedtl"
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_OUTPUT_CHARS = 20_000  # per output kept in the graded notebook and its feedback page
+STEPS = ("setup", "generate", "release", "collect", "autograde", "export", "feedback", "all")
+
+
+def _bin(name: str) -> Path:
+    return ENV / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def ensure_env(quiet: bool = False) -> Path:
+    """Create ``.venv-classroom`` from the pins when they changed; register the grading kernel.
+
+    The kernel ``fedtl-grader`` runs this interpreter (the course's environment), so the graded
+    notebooks import fedtl_helpers and TensorFlow as the students' do. Returns the ``nbgrader``
+    executable. The test suite calls this too, so ``dev.py test`` needs nothing installed first.
+    """
+    digest = hashlib.sha256(PINS.read_bytes()).hexdigest()
+    stamp = ENV / ".fedtl-classroom-installed"
+    if not (stamp.exists() and stamp.read_text() == digest):
+        def run(*cmd):
+            subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL if quiet else None)
+
+        if not _bin("python").exists():
+            run(sys.executable, "-m", "venv", ENV)
+        run(_bin("python"), "-m", "pip", "install", "--quiet", "-r", PINS)
+        stamp.write_text(digest)
+    spec = ENV / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                       "display_name": "Python (fedtl, grading)", "language": "python"}, indent=1)
+    if not spec.exists() or spec.read_text() != text:  # the course's interpreter may have moved
+        spec.write_text(text)
+    return _bin("nbgrader")
+
+
+def write_config(course: Path, timeout: int) -> Path:
+    """The course's ``nbgrader_config.py``: where everything lives and how grading runs."""
+    text = f'''# Written by `python3 dev.py classroom` (fedtl_helpers/workflow/grading.py): edits are lost.
+c = get_config()  # noqa: F821
+c.CourseDirectory.root = {str(course)!r}
+c.CourseDirectory.course_id = {COURSE_ID!r}
+c.Exchange.root = {str(course / "exchange")!r}
+# the graded notebooks run in the course's environment, not nbgrader's
+c.Execute.kernel_name = {KERNEL!r}
+c.Execute.timeout = {int(timeout)}  # seconds per cell; then the kernel is interrupted, grading goes on
+c.Execute.interrupt_on_timeout = True
+# a deleted test cell is put back from the source (and then run), an edited one restored by checksum
+c.OverwriteCells.add_missing_cells = True
+c.LimitOutput.max_lines = 1000
+c.LimitOutput.max_traceback = 100
+'''
+    course.mkdir(parents=True, exist_ok=True)
+    (course / "exchange").mkdir(exist_ok=True)
+    path = course / "nbgrader_config.py"
+    _write(path, text)
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def nbgrader(course: Path, *args: str, check: bool = True, timeout: float | None = None,
+             capture: bool = False) -> subprocess.CompletedProcess:
+    """Run nbgrader's own command line in the course directory."""
+    cmd = [str(ensure_env()), *args]
+    print("+ nbgrader", " ".join(args), flush=True)
+    # nbgrader runs its environment's `alembic` by name (the gradebook's schema migrations)
+    env = {**os.environ, "PATH": os.pathsep.join([str(_bin("nbgrader").parent), os.environ.get("PATH", "")])}
+    return subprocess.run(cmd, cwd=course, check=check, timeout=timeout, text=True, env=env,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+
+
+def _notebook(course: Path, aid: str) -> str:
+    found = sorted((course / "source" / aid).glob("*.ipynb"))
+    if not found:
+        raise ValueError(f"assignment {aid!r}: no source in {course / 'source' / aid}; run `generate` first")
+    return found[0].stem
+
+
+def generate(course: Path, only: list[str], timeout: int) -> None:
+    write_config(course, timeout)
+    for path in classroom.generate(ROOT / "notebooks", course / "source", only or None):
+        print(f"source assignment: {path.relative_to(course)}")
+
+
+def release(course: Path, aid: str) -> None:
+    nbgrader(course, "generate_assignment", aid, "--force")
+    nbgrader(course, "release_assignment", aid, "--force")
+    print(f"students' version: {course / 'release' / aid}; released to {course / 'exchange'}")
+
+
+def collect(course: Path, aid: str, folder: Path | None) -> list[str]:
+    """Put the handed-in notebooks into ``submitted/<student>/<aid>/``; return the student ids.
+
+    ``folder`` holds ``<student>.ipynb`` files or ``<student>/<any>.ipynb`` folders (what a
+    learning platform's download gives, renamed). Without it, nbgrader collects from its exchange.
+    """
+    if folder is None:
+        nbgrader(course, "collect", aid, "--update")
+        return sorted(p.parent.name for p in (course / "submitted").glob(f"*/{aid}"))
+    if not folder.is_dir():
+        raise ValueError(f"--from {folder}: not a folder of submitted notebooks")
+    name = _notebook(course, aid)
+    students = {}
+    for path in sorted(folder.iterdir()):
+        files = [path] if path.suffix == ".ipynb" else sorted(path.glob("*.ipynb")) if path.is_dir() else []
+        if not files:
+            continue
+        student = path.stem if path.is_file() else path.name
+        if not STUDENT_ID.match(student) or len(files) > 1 or student in students:
+            raise ValueError(f"--from {folder}: {path.name}: expected <student>.ipynb or one notebook in "
+                             "<student>/, student ids of letters, digits, '.', '_', '-'")
+        students[student] = files[0]
+    if not students:
+        raise ValueError(f"--from {folder}: no <student>.ipynb and no <student>/*.ipynb in it")
+    for student, src in students.items():
+        dest = course / "submitted" / student / aid
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        shutil.copy2(src, dest / f"{name}.ipynb")
+    print(f"collected {len(students)} submissions of {aid} into {course / 'submitted'}")
+    return sorted(students)
+
+
+def _readable(path: Path) -> str:
+    """Empty when ``path`` is a notebook nbgrader can read, else why not."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return f"not valid JSON ({str(e)[:80]})"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat") != 4:
+        return "JSON but not a version-4 notebook"
+    return ""
+
+
+def _text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    return output.get("data", {}).get("text/plain", "") if "data" in output else ""
+
+
+def cap_outputs(nb: dict, limit: int = MAX_OUTPUT_CHARS) -> int:
+    """Shorten every text output above ``limit`` characters in place; return the characters cut."""
+    cut = 0
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            for holder, key in ((out, "text"), (out.get("data", {}), "text/plain")):
+                value = holder.get(key)
+                if isinstance(value, list):
+                    value = "".join(value)
+                if isinstance(value, str) and len(value) > limit and "cut by the grader" not in value[limit:]:
+                    cut += len(value) - limit
+                    note = f"\n... {len(value) - limit:,} more characters cut by the grader ...\n"
+                    holder[key] = value[:limit] + note
+    return cut
+
+
+def what_happened(released: dict, submitted: dict, graded: dict, cut: int) -> list[str]:
+    """Plain-language notes on one graded notebook: failing tests and why, timeouts, tampering.
+
+    ``released`` is the students' version: a locked cell that differs from it was edited.
+    """
+    def gid(cell: dict) -> str | None:
+        return cell["metadata"].get("nbgrader", {}).get("grade_id")
+
+    notes = []
+    given = {gid(c): c for c in released["cells"]}
+    handed = [gid(c) for c in submitted["cells"] if gid(c) in given]
+    for key, cell in given.items():
+        if key not in handed and cell["metadata"]["nbgrader"].get("grade"):
+            notes.append(f"{key}: deleted, put back by nbgrader")
+    for cell in submitted["cells"]:
+        ref = given.get(gid(cell))
+        if ref and ref["metadata"]["nbgrader"].get("locked") and \
+                classroom._source(cell).strip() != classroom._source(ref).strip():
+            notes.append(f"{gid(cell)}: edited, restored from the source (checksum)")
+    if handed != [k for k in given if k in handed]:
+        notes.append("cells reordered (they ran in the student's order)")
+    for cell in graded["cells"]:
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        names = {o.get("ename") for o in errors}
+        key = gid(cell) or "an added cell"
+        if "CellTimeoutError" in names:  # the interrupt's KeyboardInterrupt says nothing more
+            notes.append(f"{key}: stopped after the time limit (an endless loop?)")
+            continue
+        for out in errors:
+            ename, evalue = out.get("ename", ""), " ".join(str(out.get("evalue", "")).split())
+            if ename == "NotImplementedError" or (ename == "AssertionError" and "not attempted" in evalue):
+                notes.append(f"{key}: not attempted")
+            else:
+                notes.append(f"{key}: {ename}: {evalue[:160]}")
+    if cut:
+        notes.append(f"{cut:,} characters of output cut")
+    return notes
+
+
+def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
+    """Grade every submission of ``aid`` in one nbgrader run; nothing stops the batch.
+
+    A file that is not a notebook is set aside (``.invalid``) and scored 0 before nbgrader
+    starts; nbgrader grades the rest, going on past any student's failure. Writes
+    ``reports/<aid>.csv`` (student_id, status, notes), nbgrader's log ``reports/<aid>-autograde.log``,
+    and returns the rows.
+    """
+    name = _notebook(course, aid)
+    released_path = course / "release" / aid / f"{name}.ipynb"
+    if not released_path.exists():
+        raise ValueError(f"assignment {aid!r}: not released yet; run `release {aid}` first")
+    released = json.loads(released_path.read_text("utf-8"))
+    students, bad = [], {}
+    for folder in sorted((course / "submitted").glob(f"*/{aid}")):
+        student, path = folder.parent.name, folder / f"{name}.ipynb"
+        students.append(student)
+        why = _readable(path) if path.exists() else "no notebook handed in"
+        if why:
+            bad[student] = why
+            if path.exists():  # kept for the teacher; nbgrader scores a missing notebook 0
+                path.replace(path.with_name(path.name + ".invalid"))
+            nbgrader(course, "db", "student", "add", student, capture=True)
+    extra = [f"--Execute.timeout={int(timeout)}"] if timeout else []
+    limit = 300 + 2 * len(released["cells"]) * (timeout or 30) * max(1, len(students))
+    run = nbgrader(course, "autograde", aid, "--force", *extra, check=False, capture=True, timeout=limit)
+    (course / "reports").mkdir(exist_ok=True)
+    _write(course / "reports" / f"{aid}-autograde.log", run.stdout)
+    rows = []
+    for student in students:
+        graded_path = course / "autograded" / student / aid / f"{name}.ipynb"
+        if student in bad:
+            status, notes = "scored 0", [bad[student]]
+        elif not graded_path.exists():
+            status, notes = "grading failed", [f"nbgrader could not grade it (reports/{aid}-autograde.log)"]
+        else:
+            graded = json.loads(graded_path.read_text("utf-8"))
+            cut = cap_outputs(graded)
+            if cut:
+                _write(graded_path, classroom.dumps(graded))
+            handed_in = course / "submitted" / student / aid / f"{name}.ipynb"
+            submitted = json.loads(handed_in.read_text("utf-8"))
+            status, notes = "graded", what_happened(released, submitted, graded, cut)
+        rows.append({"assignment": aid, "student_id": student, "status": status, "notes": "; ".join(notes)})
+        print(f"  {student}: {status}{': ' + rows[-1]['notes'] if notes else ''}", flush=True)
+    _write_report(course, aid, rows)
+    return rows
+
+
+def _write_report(course: Path, aid: str, rows: list[dict]) -> None:
+    (course / "reports").mkdir(exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["assignment", "student_id", "status", "notes"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write(course / "reports" / f"{aid}.csv", buf.getvalue())
+
+
+def export(course: Path) -> Path:
+    """nbgrader's gradebook CSV with one more column, ``what_happened``, from the reports."""
+    out = course / "gradebook.csv"
+    nbgrader(course, "export", "--to", str(out))
+    notes = {}
+    for report in sorted((course / "reports").glob("*.csv")):
+        with report.open(encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                notes[row["assignment"], row["student_id"]] = " | ".join(
+                    x for x in (row["status"], row["notes"]) if x)
+    with out.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    buf = io.StringIO()
+    fields = list(rows[0]) + ["what_happened"] if rows else ["what_happened"]
+    writer = csv.DictWriter(buf, fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        row["what_happened"] = notes.get((row["assignment"], row["student_id"]), "no submission")
+        writer.writerow(row)
+    _write(out, buf.getvalue())
+    print(f"gradebook: {out}")
+    return out
+
+
+def feedback(course: Path, aid: str) -> None:
+    nbgrader(course, "generate_feedback", aid, "--force")
+    print(f"feedback pages: {course / 'feedback'}/<student>/{aid}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dev.py classroom", description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=STEPS)
+    parser.add_argument("assignments", nargs="*", help="assignment ids: ch01, ch06, ...")
+    parser.add_argument("--course", type=Path, default=ROOT / "runs" / "classroom",
+                        help="the course directory (default runs/classroom)")
+    parser.add_argument("--from", dest="folder", type=Path, help="a folder of handed-in notebooks")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default 30)")
+    args = parser.parse_args(argv)
+    if args.timeout is not None and args.timeout < 1:
+        parser.error(f"--timeout {args.timeout}: seconds per cell, an integer >= 1")
+    course = args.course.resolve()
+    one = args.step not in ("setup", "generate", "export")
+    if one and len(args.assignments) != 1:
+        parser.error(f"{args.step} takes one assignment id (e.g. ch06), got {args.assignments or 'none'}")
+    if args.step == "all" and args.folder is None:
+        parser.error("all needs --from FOLDER (the handed-in notebooks)")
+    try:
+        ensure_env()
+        if args.step == "setup":
+            print(f"nbgrader ready in {ENV}; kernel {KERNEL!r} runs {sys.executable}")
+        if args.step in ("generate", "all"):
+            generate(course, args.assignments, args.timeout or 30)
+        elif not (course / "nbgrader_config.py").exists() and args.step != "setup":
+            parser.error(f"--course {course}: no course there yet; run `generate` first")
+        aid = args.assignments[0] if one else ""
+        if args.step in ("release", "all"):
+            release(course, aid)
+        if args.step in ("collect", "all"):
+            collect(course, aid, args.folder)
+        if args.step in ("autograde", "all"):
+            autograde(course, aid, args.timeout)
+        if args.step in ("export", "all"):
+            export(course)
+        if args.step in ("feedback", "all"):
+            feedback(course, aid)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f"error: {' '.join(map(str, e.cmd[1:3]))} failed (exit {e.returncode})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
