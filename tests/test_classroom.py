@@ -147,6 +147,9 @@ def _class(course: Path, aid: str, wrong: dict[str, str], folder: Path) -> dict[
         _set(nb, "ex6_3_answer", 'print("x" * 2_000_000)\n' + 'print("y")\n' * 5000 + "my_alpha = 0.1")
         subs["hank"], expect["hank"] = nb, total                          # megabytes of output
         nb = copy.deepcopy(correct)
+        _set(nb, "ex6_2_answer", "import os\nos._exit(1)")
+        subs["kate"], expect["kate"] = nb, 0                              # kills the kernel
+        nb = copy.deepcopy(correct)
         cells = nb["cells"]
         cells[-2], cells[-1] = cells[-1], cells[-2]                       # 6.3's test before its answer
         subs["ivan"], expect["ivan"] = nb, total - 1
@@ -216,6 +219,7 @@ def test_the_gradebook_says_what_happened(graded):
     assert said["ch06", "gina"].startswith("scored 0 | not valid JSON")
     assert re.search(r"[\d,]+ characters of output cut", said["ch06", "hank"])
     assert "cells reordered" in said["ch06", "ivan"] and "ex6_3_test: NameError" in said["ch06", "ivan"]
+    assert said["ch06", "kate"].startswith("grading failed | the kernel died (the code exited")
     assert said["ch06", "judy"].count("not attempted") == 3  # 6.1, 6.2 and 6.3's answer cell
     assert "ex1_1_test: ExerciseError: Exercise 1.1: you returned 0.5 but the expected accuracy is 0.25" \
         in said["ch01", "bob"]
@@ -226,7 +230,8 @@ def test_feedback_pages_carry_the_checkers_messages(graded):
     course, expected, _ = graded
     pages = {who: course / "feedback" / who / "ch06" / "06_fedavg_exercises.html" for who in expected["ch06"]}
     # gina handed in no notebook (invalid JSON): a score and a note in the gradebook, no page
-    assert {w for w, p in pages.items() if p.exists()} == set(expected["ch06"]) - {"gina"}
+    # kate's kernel died: nbgrader gave up on her notebook, so no page either
+    assert {w for w, p in pages.items() if p.exists()} == set(expected["ch06"]) - {"gina", "kate"}
     assert "the unweighted mean; weighted by examples it should be" in pages["bob"].read_text()
     assert "CellTimeoutError" in pages["dave"].read_text()
     hank = pages["hank"].read_text()
@@ -234,6 +239,20 @@ def test_feedback_pages_carry_the_checkers_messages(graded):
     assert (course / "feedback" / "bob" / "ch01" / "01_introduction_exercises.html").exists()
     # the submission as handed in stays with the teacher
     assert (course / "submitted" / "gina" / "ch06" / "06_fedavg_exercises.ipynb.invalid").exists()
+
+
+def test_failures_are_read_from_nbgraders_log():
+    log = "\n".join([
+        "[AutogradeApp | INFO] Sanitizing /c/submitted/kate/ch06/06_fedavg_exercises.ipynb",
+        "[AutogradeApp | ERROR] Kernel died while waiting for execute reply.",
+        "    nbclient.exceptions.DeadKernelError: Kernel died",
+        "[AutogradeApp | INFO] Autograding /c/autograded/leo/ch06/06_fedavg_exercises.ipynb",
+        "    The message was: Timeout waiting for IOPub output.",
+        "[AutogradeApp | INFO] Autograding /c/autograded/alice/ch06/06_fedavg_exercises.ipynb",
+        "[AutogradeApp | ERROR] There was an error processing assignment 'ch06' for student 'kate'"])
+    assert grading.failures(log) == {
+        "kate": "the kernel died (the code exited, or ran out of memory): grade it by hand",
+        "leo": "a cell went on after the time limit's interrupt: grade it by hand"}
 
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):

@@ -100,16 +100,35 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def nbgrader(course: Path, *args: str, check: bool = True, timeout: float | None = None,
-             capture: bool = False) -> subprocess.CompletedProcess:
-    """Run nbgrader's own command line in the course directory."""
+def nbgrader(course: Path, *args: str, check: bool = True, quiet: bool = False,
+             log: Path | None = None) -> int:
+    """Run nbgrader's own command line in the course directory; return its exit status.
+
+    ``log``: write nbgrader's whole output there and show one line per notebook it grades
+    (``quiet``: show nothing). ``check``: raise ``CalledProcessError`` on a non-zero status.
+    """
     cmd = [str(ensure_env()), *args]
     print("+ nbgrader", " ".join(args), flush=True)
     # nbgrader runs its environment's `alembic` by name (the gradebook's schema migrations)
     env = {**os.environ, "PATH": os.pathsep.join([str(_bin("nbgrader").parent), os.environ.get("PATH", "")])}
-    return subprocess.run(cmd, cwd=course, check=check, timeout=timeout, text=True, env=env,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.STDOUT if capture else None)
+    if log is None:
+        out = subprocess.DEVNULL if quiet else None
+        code = subprocess.run(cmd, cwd=course, env=env, stdout=out, stderr=out).returncode
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with subprocess.Popen(cmd, cwd=course, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) as proc, log.open("w", encoding="utf-8") as f:
+            for line in proc.stdout:
+                f.write(line)
+                if "| INFO] Autograding " in line:  # the notebook's path names the student
+                    print("  grading", Path(line.split("Autograding ", 1)[1].strip()).parent.parent.name,
+                          flush=True)
+                elif "| ERROR]" in line:
+                    print("  " + line.rstrip()[:200], flush=True)
+        code = proc.returncode
+    if check and code:
+        raise subprocess.CalledProcessError(code, cmd)
+    return code
 
 
 def _notebook(course: Path, aid: str) -> str:
@@ -237,6 +256,28 @@ def what_happened(released: dict, submitted: dict, graded: dict, cut: int) -> li
     return notes
 
 
+NOTEBOOK_LINE = re.compile(r"\| INFO\] (?:Sanitizing|Autograding) .*[/\\](?:submitted|autograded)"
+                           r"[/\\]([^/\\]+)[/\\]")
+FAILURES = (  # nbgrader's log line -> what the gradebook says
+    ("DeadKernelError", "the kernel died (the code exited, or ran out of memory): grade it by hand"),
+    ("Timeout waiting for IOPub", "a cell went on after the time limit's interrupt: grade it by hand"),
+    ("UnresponsiveKernelError", "the kernel stopped answering: grade it by hand"),
+)
+
+
+def failures(log: str) -> dict[str, str]:
+    """student id -> why nbgrader gave up on their notebook, read from nbgrader's log."""
+    found, student = {}, None
+    for line in log.splitlines():
+        m = NOTEBOOK_LINE.search(line)
+        if m:
+            student = m[1]
+        for needle, why in FAILURES:
+            if student and needle in line:
+                found.setdefault(student, why)
+    return found
+
+
 def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
     """Grade every submission of ``aid`` in one nbgrader run; nothing stops the batch.
 
@@ -259,19 +300,20 @@ def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
             bad[student] = why
             if path.exists():  # kept for the teacher; nbgrader scores a missing notebook 0
                 path.replace(path.with_name(path.name + ".invalid"))
-            nbgrader(course, "db", "student", "add", student, capture=True)
+            nbgrader(course, "db", "student", "add", student, quiet=True)
     extra = [f"--Execute.timeout={int(timeout)}"] if timeout else []
-    limit = 300 + 2 * len(released["cells"]) * (timeout or 30) * max(1, len(students))
-    run = nbgrader(course, "autograde", aid, "--force", *extra, check=False, capture=True, timeout=limit)
-    (course / "reports").mkdir(exist_ok=True)
-    _write(course / "reports" / f"{aid}-autograde.log", run.stdout)
+    # no overall time limit: the per-cell timeout bounds every notebook (a kernel that ignores the
+    # interrupt gets an error reply per cell and is shut down at the notebook's end)
+    log = course / "reports" / f"{aid}-autograde.log"
+    nbgrader(course, "autograde", aid, "--force", *extra, check=False, log=log)
     rows = []
     for student in students:
         graded_path = course / "autograded" / student / aid / f"{name}.ipynb"
         if student in bad:
             status, notes = "scored 0", [bad[student]]
         elif not graded_path.exists():
-            status, notes = "grading failed", [f"nbgrader could not grade it (reports/{aid}-autograde.log)"]
+            why = failures(log.read_text("utf-8")).get(student, "nbgrader could not grade it")
+            status, notes = "grading failed", [f"{why} (0 points; reports/{aid}-autograde.log)"]
         else:
             graded = json.loads(graded_path.read_text("utf-8"))
             cut = cap_outputs(graded)
