@@ -295,11 +295,14 @@ def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
     for folder in sorted((course / "submitted").glob(f"*/{aid}")):
         student, path = folder.parent.name, folder / f"{name}.ipynb"
         students.append(student)
-        why = _readable(path) if path.exists() else "no notebook handed in"
+        set_aside = path.with_name(path.name + ".invalid")
+        why = (_readable(path) if path.exists() else
+               f"not a readable notebook (set aside as {set_aside.name})" if set_aside.exists() else
+               "no notebook handed in")
         if why:
             bad[student] = why
             if path.exists():  # kept for the teacher; nbgrader scores a missing notebook 0
-                path.replace(path.with_name(path.name + ".invalid"))
+                path.replace(set_aside)
             nbgrader(course, "db", "student", "add", student, quiet=True)
     extra = [f"--Execute.timeout={int(timeout)}"] if timeout else []
     # no overall time limit: the per-cell timeout bounds every notebook (a kernel that ignores the
