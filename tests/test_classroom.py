@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fedtl_helpers.workflow import classroom, grading
+from fedtl_helpers.workflow import classroom, grading, outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -87,7 +87,7 @@ def test_cap_outputs_shortens_long_text_only():
     nb = {"cells": [{"cell_type": "code", "outputs": [
         {"output_type": "stream", "name": "stdout", "text": "x" * 50},
         {"output_type": "execute_result", "data": {"text/plain": "short"}}]}]}
-    assert grading.cap_outputs(nb, limit=20) == 30
+    assert outcomes.cap_outputs(nb, limit=20) == 30
     assert nb["cells"][0]["outputs"][0]["text"].startswith("x" * 20 + "\n... 30 more characters cut")
     assert nb["cells"][0]["outputs"][1]["data"]["text/plain"] == "short"
 
@@ -250,7 +250,7 @@ def test_failures_are_read_from_nbgraders_log():
         "    The message was: Timeout waiting for IOPub output.",
         "[AutogradeApp | INFO] Autograding /c/autograded/alice/ch06/06_fedavg_exercises.ipynb",
         "[AutogradeApp | ERROR] There was an error processing assignment 'ch06' for student 'kate'"])
-    assert grading.failures(log) == {
+    assert outcomes.failures(log) == {
         "kate": "the kernel died (the code exited, or ran out of memory): grade it by hand",
         "leo": "a cell went on after the time limit's interrupt: grade it by hand"}
 
@@ -267,3 +267,6 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
         grading.main(["generate", "--timeout", "0", "--course", str(course)])
     assert "--timeout 0: seconds per cell, an integer >= 1" in capsys.readouterr().err
     assert not course.exists()
+    assert grading.main(["generate", "ch01", "--course", str(course)]) == 0
+    assert grading.main(["release", "ch99", "--course", str(course)]) == 2
+    assert "assignment 'ch99': not in" in capsys.readouterr().err and not (course / "release").exists()

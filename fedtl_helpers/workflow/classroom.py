@@ -73,7 +73,7 @@ class Exercise:
     check: str
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
     src = cell["source"]
     return "".join(src) if isinstance(src, list) else src
 
@@ -94,9 +94,9 @@ def _exercise_cells(notebook: dict) -> dict[str, tuple[str, str, str]]:
     found = {}
     cells = notebook["cells"]
     for i, cell in enumerate(cells):
-        if cell["cell_type"] == "code" and "fl.check.exercise_" in _source(cell):
-            number, code, call = _split(_source(cell))
-            prompt = _source(cells[i - 1]) if i and cells[i - 1]["cell_type"] == "markdown" else ""
+        if cell["cell_type"] == "code" and "fl.check.exercise_" in cell_source(cell):
+            number, code, call = _split(cell_source(cell))
+            prompt = cell_source(cells[i - 1]) if i and cells[i - 1]["cell_type"] == "markdown" else ""
             found[number] = (prompt, code, call)
     return found
 
@@ -171,10 +171,10 @@ def build_assignment(chapter: Path, solutions: Path) -> dict:
     for cell in sol_nb["cells"]:  # the solutions' setup: code before the first exercise
         if cell["cell_type"] != "code" or "install-check" in cell["metadata"].get("tags", []):
             continue
-        if "fl.check.exercise_" in _source(cell):
+        if "fl.check.exercise_" in cell_source(cell):
             break
-        setup.append(_source(cell).strip())
-    title = _source(json.loads(chapter.read_text(encoding="utf-8"))["cells"][0]).splitlines()[0]
+        setup.append(cell_source(cell).strip())
+    title = cell_source(json.loads(chapter.read_text(encoding="utf-8"))["cells"][0]).splitlines()[0]
     total = sum(POINTS[e.number] for e in exercises)
     intro = (f"# Graded exercises: {title.lstrip('# ')}\n\nThe exercises of the chapter, graded "
              f"({total} points). Write your answer in each answer cell in place of `raise "

@@ -2,10 +2,11 @@
 
 Chapter: the teacher's guide, "Grading a class with nbgrader". The steps, in order::
 
+    setup                            make .venv-classroom (nbgrader) and the grading kernel
     generate [chNN ...]              source assignments from the chapters (classroom.py)
     release chNN                     nbgrader generate_assignment + release_assignment
     collect chNN [--from FOLDER]     nbgrader collect (exchange), or a folder of handed-in notebooks
-    autograde chNN [--timeout S]     nbgrader autograde, one student at a time; what happened, per student
+    autograde chNN [--timeout S]     nbgrader autograde, each notebook in its own kernel; what happened
     export                           nbgrader export -> gradebook.csv, plus a "what_happened" column
     feedback chNN                    nbgrader generate_feedback -> feedback/<student>/chNN/*.html
     all chNN --from FOLDER           generate, release, collect, autograde, export, feedback
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 from . import classroom
+from .outcomes import cap_outputs, failures, readable, what_happened
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = ROOT / ".venv-classroom"
@@ -37,7 +39,6 @@ PINS = ROOT / "requirements-classroom.txt"
 KERNEL = "fedtl-grader"
 COURSE_ID = "fedtl"
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_OUTPUT_CHARS = 20_000  # per output kept in the graded notebook and its feedback page
 STEPS = ("setup", "generate", "release", "collect", "autograde", "export", "feedback", "all")
 
 
@@ -184,100 +185,6 @@ def collect(course: Path, aid: str, folder: Path | None) -> list[str]:
     return sorted(students)
 
 
-def _readable(path: Path) -> str:
-    """Empty when ``path`` is a notebook nbgrader can read, else why not."""
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return f"not valid JSON ({str(e)[:80]})"
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat") != 4:
-        return "JSON but not a version-4 notebook"
-    return ""
-
-
-def _text(output: dict) -> str:
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    return output.get("data", {}).get("text/plain", "") if "data" in output else ""
-
-
-def cap_outputs(nb: dict, limit: int = MAX_OUTPUT_CHARS) -> int:
-    """Shorten every text output above ``limit`` characters in place; return the characters cut."""
-    cut = 0
-    for cell in nb["cells"]:
-        for out in cell.get("outputs", []):
-            for holder, key in ((out, "text"), (out.get("data", {}), "text/plain")):
-                value = holder.get(key)
-                if isinstance(value, list):
-                    value = "".join(value)
-                if isinstance(value, str) and len(value) > limit and "cut by the grader" not in value[limit:]:
-                    cut += len(value) - limit
-                    note = f"\n... {len(value) - limit:,} more characters cut by the grader ...\n"
-                    holder[key] = value[:limit] + note
-    return cut
-
-
-def what_happened(released: dict, submitted: dict, graded: dict, cut: int) -> list[str]:
-    """Plain-language notes on one graded notebook: failing tests and why, timeouts, tampering.
-
-    ``released`` is the students' version: a locked cell that differs from it was edited.
-    """
-    def gid(cell: dict) -> str | None:
-        return cell["metadata"].get("nbgrader", {}).get("grade_id")
-
-    notes = []
-    given = {gid(c): c for c in released["cells"]}
-    handed = [gid(c) for c in submitted["cells"] if gid(c) in given]
-    for key, cell in given.items():
-        if key not in handed and cell["metadata"]["nbgrader"].get("grade"):
-            notes.append(f"{key}: deleted, put back by nbgrader")
-    for cell in submitted["cells"]:
-        ref = given.get(gid(cell))
-        if ref and ref["metadata"]["nbgrader"].get("locked") and \
-                classroom._source(cell).strip() != classroom._source(ref).strip():
-            notes.append(f"{gid(cell)}: edited, restored from the source (checksum)")
-    if handed != [k for k in given if k in handed]:
-        notes.append("cells reordered (they ran in the student's order)")
-    for cell in graded["cells"]:
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        names = {o.get("ename") for o in errors}
-        key = gid(cell) or "an added cell"
-        if "CellTimeoutError" in names:  # the interrupt's KeyboardInterrupt says nothing more
-            notes.append(f"{key}: stopped after the time limit (an endless loop?)")
-            continue
-        for out in errors:
-            ename, evalue = out.get("ename", ""), " ".join(str(out.get("evalue", "")).split())
-            if ename == "NotImplementedError" or (ename == "AssertionError" and "not attempted" in evalue):
-                notes.append(f"{key}: not attempted")
-            else:
-                notes.append(f"{key}: {ename}: {evalue[:160]}")
-    if cut:
-        notes.append(f"{cut:,} characters of output cut")
-    return notes
-
-
-NOTEBOOK_LINE = re.compile(r"\| INFO\] (?:Sanitizing|Autograding) .*[/\\](?:submitted|autograded)"
-                           r"[/\\]([^/\\]+)[/\\]")
-FAILURES = (  # nbgrader's log line -> what the gradebook says
-    ("DeadKernelError", "the kernel died (the code exited, or ran out of memory): grade it by hand"),
-    ("Timeout waiting for IOPub", "a cell went on after the time limit's interrupt: grade it by hand"),
-    ("UnresponsiveKernelError", "the kernel stopped answering: grade it by hand"),
-)
-
-
-def failures(log: str) -> dict[str, str]:
-    """student id -> why nbgrader gave up on their notebook, read from nbgrader's log."""
-    found, student = {}, None
-    for line in log.splitlines():
-        m = NOTEBOOK_LINE.search(line)
-        if m:
-            student = m[1]
-        for needle, why in FAILURES:
-            if student and needle in line:
-                found.setdefault(student, why)
-    return found
-
-
 def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
     """Grade every submission of ``aid`` in one nbgrader run; nothing stops the batch.
 
@@ -296,7 +203,7 @@ def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
         student, path = folder.parent.name, folder / f"{name}.ipynb"
         students.append(student)
         set_aside = path.with_name(path.name + ".invalid")
-        why = (_readable(path) if path.exists() else
+        why = (readable(path) if path.exists() else
                f"not a readable notebook (set aside as {set_aside.name})" if set_aside.exists() else
                "no notebook handed in")
         if why:
@@ -370,7 +277,9 @@ def feedback(course: Path, aid: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dev.py classroom", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 dev.py classroom",
+                                     description=__doc__.split("\n\nnbgrader")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=STEPS)
     parser.add_argument("assignments", nargs="*", help="assignment ids: ch01, ch06, ...")
     parser.add_argument("--course", type=Path, default=ROOT / "runs" / "classroom",
@@ -387,14 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "all" and args.folder is None:
         parser.error("all needs --from FOLDER (the handed-in notebooks)")
     try:
-        ensure_env()
-        if args.step == "setup":
+        if args.step == "setup":  # every other step makes the environment when it first runs nbgrader
+            ensure_env()
             print(f"nbgrader ready in {ENV}; kernel {KERNEL!r} runs {sys.executable}")
         if args.step in ("generate", "all"):
             generate(course, args.assignments, args.timeout or 30)
         elif not (course / "nbgrader_config.py").exists() and args.step != "setup":
             parser.error(f"--course {course}: no course there yet; run `generate` first")
         aid = args.assignments[0] if one else ""
+        if one and args.step != "all" and not (course / "source" / aid).is_dir():
+            known = sorted(p.name for p in (course / "source").glob("*") if p.is_dir())
+            raise ValueError(f"assignment {aid!r}: not in {course / 'source'}; generated: "
+                             f"{', '.join(known) or 'none'} (run `generate {aid}` first)")
         if args.step in ("release", "all"):
             release(course, aid)
         if args.step in ("collect", "all"):
