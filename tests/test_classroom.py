@@ -70,6 +70,26 @@ def test_chapter_6_assignment_cells(tmp_path):
     assert "{doc}" not in json.dumps(nb)  # MyST roles become plain text
 
 
+def test_students_keep_signatures_docstrings_and_imports(tmp_path):
+    cells = {}
+    for path in classroom.generate(NOTEBOOKS, tmp_path, ["ch02", "ch08"]):
+        nb = json.loads(path.read_text())
+        cells.update({c["metadata"]["nbgrader"]["grade_id"]: c["source"] for c in nb["cells"]})
+    # 8.1: two functions, each body its own region; the chapter's docstring stays
+    assert cells["ex8_1_answer"].splitlines()[:3] == [
+        "def my_quantize(x):",
+        '    """Return (levels as uint8, lo, scale) for a float array x, 256 levels between min and max."""',
+        "    ### BEGIN SOLUTION"]
+    assert cells["ex8_1_answer"].count("### BEGIN SOLUTION") == 2
+    assert "\ndef my_dequantize(levels, lo, scale):\n    ### BEGIN SOLUTION\n" in cells["ex8_1_answer"]
+    # 2.3: the answer's `import math` is no secret, and keeps the def line outside the region
+    assert cells["ex2_3_answer"].startswith(
+        "import math\n\ndef local_steps(n_examples, batch_size, epochs):\n    ### BEGIN SOLUTION\n")
+    # a value to choose: the whole line is the answer
+    assert cells["ex8_3_answer"] == \
+        "### BEGIN SOLUTION\nmy_sparsity = 0.01\nmy_value_bits = 8\n### END SOLUTION"
+
+
 def test_summary_and_exercises_in_one_cell_keeps_only_the_exercise(tmp_path):
     # chapters 10 and 11 put "## Exercises" in the Summary's cell: the prompt starts at the exercise
     (path,) = classroom.generate(NOTEBOOKS, tmp_path, ["ch10"])

@@ -12,6 +12,7 @@ TensorFlow): nbgrader reads the cell metadata written here (schema version 3).
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ for _n, _f, _b in ((37, 0.3, 123), (7, 0.01, 5), (100, 0.125, 64)):
 
 KERNELSPEC = {"display_name": "Python 3 (fedtl)", "language": "python", "name": "python3"}
 CHECK_CALL = re.compile(r"^fl\.check\.exercise_(\d+)_(\d+)\((.*)\)\s*$")
+IMPORT = re.compile(r"(import|from) \w")
+DOCSTRING = re.compile(r"\s*(\"\"\"|''')")
 MYST_ROLE = re.compile(r"\{(?:doc|term|ref|cite|numref|glue:text)\}`(?:[^`<]*<)?([^`>]*)>?`")
 
 
@@ -118,21 +121,46 @@ def chapter_exercises(chapter: Path, solutions: Path) -> list[Exercise]:
     return out
 
 
-def solution_cell(ex: Exercise) -> str:
-    """The answer between nbgrader's solution markers, after what it shares with the placeholder.
+def _region(lines: list[str]) -> list[str]:
+    """Answer ``lines`` between solution markers; top-level imports and blank runs stay visible."""
+    out: list[str] = []
+    hidden: list[str] = []
 
-    ``def f(x):`` (and a docstring) stay visible when the chapter's placeholder starts with them,
-    so a student sees the signature to fill in; the rest is replaced by nbgrader's stub.
+    def flush() -> None:
+        if any(line.strip() for line in hidden):
+            first = next(line for line in hidden if line.strip())
+            indent = first[: len(first) - len(first.lstrip())]
+            out.extend([f"{indent}### BEGIN SOLUTION", *hidden, f"{indent}### END SOLUTION"])
+        else:
+            out.extend(hidden)
+        hidden.clear()
+
+    for line in lines:
+        if IMPORT.match(line):  # `import math` gives nothing away, and keeps the `def` below it visible
+            flush()
+            out.append(line)
+        else:
+            hidden.append(line)
+    flush()
+    return out
+
+
+def solution_cell(ex: Exercise) -> str:
+    """The answer, with what the students write between nbgrader's solution markers.
+
+    Lines the chapter's placeholder shares with the answer (``def f(x):``) stay visible, as do
+    the placeholder's docstrings and the answer's imports; each run of other answer lines is a
+    solution region, which nbgrader replaces by ``raise NotImplementedError()`` at its indentation.
     """
     given, answer = ex.placeholder.splitlines(), ex.answer.splitlines()
-    keep = 0
-    while keep < min(len(given), len(answer)) and given[keep] == answer[keep]:
-        keep += 1
-    body = answer[keep:]
-    first = next((line for line in body if line.strip()), "")
-    indent = first[: len(first) - len(first.lstrip())]
-    lines = answer[:keep] + [f"{indent}### BEGIN SOLUTION", *body, f"{indent}### END SOLUTION"]
-    return "\n".join(lines)
+    out: list[str] = []
+    for op, g0, g1, a0, a1 in difflib.SequenceMatcher(None, given, answer, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += answer[a0:a1]
+            continue
+        out += [line for line in given[g0:g1] if DOCSTRING.match(line)]
+        out += _region(answer[a0:a1])
+    return "\n".join(out).strip("\n")
 
 
 def test_cell(ex: Exercise) -> str:
