@@ -254,6 +254,9 @@ def test_feedback_pages_carry_the_checkers_messages(graded):
     assert {w for w, p in pages.items() if p.exists()} == set(expected["ch06"]) - {"gina", "kate"}
     assert "the unweighted mean; weighted by examples it should be" in pages["bob"].read_text()
     assert "CellTimeoutError" in pages["dave"].read_text()
+    # the hidden tests stay hidden in the feedback (a failing test's traceback still shows its lines)
+    assert "hidden case of 6.1" not in pages["alice"].read_text()
+    assert "Score: 5.0 / 5.0" in pages["alice"].read_text()
     hank = pages["hank"].read_text()
     assert len(hank) < 1_000_000 and "more characters cut by the grader" in hank
     assert (course / "feedback" / "bob" / "ch01" / "01_introduction_exercises.html").exists()
