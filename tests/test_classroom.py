@@ -293,3 +293,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
     assert grading.main(["generate", "ch01", "--course", str(course)]) == 0
     assert grading.main(["release", "ch99", "--course", str(course)]) == 2
     assert "assignment 'ch99': not in" in capsys.readouterr().err and not (course / "release").exists()
+    with pytest.raises(SystemExit):
+        grading.main(["all", "ch14", "--from", str(tmp_path), "--course", str(course)])
+    assert "exercise 14.1's checker finds the repository" in capsys.readouterr().err
+    assert not (course / "source" / "ch14").exists()

@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.step} takes one assignment id (e.g. ch06), got {args.assignments or 'none'}")
     if args.step == "all" and args.folder is None:
         parser.error("all needs --from FOLDER (the handed-in notebooks)")
+    if one and args.assignments == ["ch14"] and not course.is_relative_to(ROOT):
+        parser.error(f"--course {course}: exercise 14.1's checker finds the repository from the working "
+                     f"folder, so grade ch14 in a course inside {ROOT} (the default runs/classroom)")
     try:
         if args.step == "setup":  # every other step makes the environment when it first runs nbgrader
             ensure_env()
