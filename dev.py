@@ -318,9 +318,9 @@ def classroom(args: list[str]) -> None:
     """Grade a class with nbgrader, one step per command (``--help``; the teacher's guide).
 
     nbgrader gets its own environment, ``.venv-classroom`` (requirements-classroom.txt), made on
-    first use; the graded notebooks run in ``.venv``. The logic is in fedtl_helpers/workflow/grading.py.
+    first use; the graded notebooks run in ``.venv``. The logic is in classroom/ (``python -m classroom``).
     """
-    sh(PY, "-m", "fedtl_helpers.workflow.grading", *args)
+    sh(PY, "-m", "classroom", *args)
 
 
 TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task,

@@ -1,4 +1,4 @@
-"""Grading a class with nbgrader (fedtl_helpers/workflow/classroom.py and grading.py).
+"""Grading a class with nbgrader (classroom/: assignments.py, grading.py, outcomes.py).
 
 The generated assignments are checked for content and byte-identical regeneration; then one
 course directory grades synthetic classes of chapters 1 and 6 end to end with nbgrader's own
@@ -13,14 +13,16 @@ import copy
 import csv
 import json
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from fedtl_helpers.workflow import classroom, grading, outcomes
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # classroom/ is a teacher's tool beside the package, like deploy/
+from classroom import assignments, grading, outcomes  # noqa: E402
+
 NOTEBOOKS = ROOT / "notebooks"
 TIMEOUT = 20  # seconds per cell when grading; the import cell takes ~3 s on a loaded 2-core machine
 
@@ -28,8 +30,8 @@ TIMEOUT = 20  # seconds per cell when grading; the import cell takes ~3 s on a l
 # ---------------------------------------------------------------- generation (no nbgrader needed)
 
 def test_regenerating_gives_byte_identical_files(tmp_path):
-    first = classroom.generate(NOTEBOOKS, tmp_path / "a")
-    second = classroom.generate(NOTEBOOKS, tmp_path / "b")
+    first = assignments.generate(NOTEBOOKS, tmp_path / "a")
+    second = assignments.generate(NOTEBOOKS, tmp_path / "b")
     assert [p.relative_to(tmp_path / "a") for p in first] == [p.relative_to(tmp_path / "b") for p in second]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second))
     assert len(first) == 15  # every chapter with exercises (01 to 14, with 05b; 10 and 11 included)
@@ -39,18 +41,18 @@ def test_every_exercise_has_points_once_and_a_checker(tmp_path):
     import fedtl_helpers as fl
 
     grade_ids = []
-    for path in classroom.generate(NOTEBOOKS, tmp_path):
+    for path in assignments.generate(NOTEBOOKS, tmp_path):
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         grade_ids += [c.metadata.nbgrader["grade_id"] for c in nb.cells if c.metadata.nbgrader["grade"]]
     numbers = [g[2:-5].replace("_", ".") for g in grade_ids]  # "ex6_1_test" -> "6.1"
-    assert sorted(numbers) == sorted(classroom.POINTS) and len(set(numbers)) == len(numbers)
+    assert sorted(numbers) == sorted(assignments.POINTS) and len(set(numbers)) == len(numbers)
     assert sorted(f"exercise_{n.replace('.', '_')}" for n in numbers) == sorted(fl.check.exercises())
-    assert set(classroom.HIDDEN) <= set(classroom.POINTS)
+    assert set(assignments.HIDDEN) <= set(assignments.POINTS)
 
 
 def test_chapter_6_assignment_cells(tmp_path):
-    (path,) = classroom.generate(NOTEBOOKS, tmp_path, ["ch06"])
+    (path,) = assignments.generate(NOTEBOOKS, tmp_path, ["ch06"])
     assert path.relative_to(tmp_path).as_posix() == "ch06/06_fedavg_exercises.ipynb"
     nb = json.loads(path.read_text())
     cells = {c["metadata"]["nbgrader"]["grade_id"]: c for c in nb["cells"]}
@@ -72,7 +74,7 @@ def test_chapter_6_assignment_cells(tmp_path):
 
 def test_students_keep_signatures_docstrings_and_imports(tmp_path):
     cells = {}
-    for path in classroom.generate(NOTEBOOKS, tmp_path, ["ch02", "ch08"]):
+    for path in assignments.generate(NOTEBOOKS, tmp_path, ["ch02", "ch08"]):
         nb = json.loads(path.read_text())
         cells.update({c["metadata"]["nbgrader"]["grade_id"]: c["source"] for c in nb["cells"]})
     # 8.1: two functions, each body its own region; the chapter's docstring stays
@@ -92,14 +94,14 @@ def test_students_keep_signatures_docstrings_and_imports(tmp_path):
 
 def test_summary_and_exercises_in_one_cell_keeps_only_the_exercise(tmp_path):
     # chapters 10 and 11 put "## Exercises" in the Summary's cell: the prompt starts at the exercise
-    (path,) = classroom.generate(NOTEBOOKS, tmp_path, ["ch10"])
+    (path,) = assignments.generate(NOTEBOOKS, tmp_path, ["ch10"])
     prompt = json.loads(path.read_text())["cells"][2]["source"]
     assert prompt.startswith("**Exercise 10.1") and "## Summary" not in prompt
 
 
 def test_unknown_assignment_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="assignment ch99: no such chapter; allowed: ch01, ch02"):
-        classroom.generate(NOTEBOOKS, tmp_path, ["ch99"])
+        assignments.generate(NOTEBOOKS, tmp_path, ["ch99"])
     assert not any(tmp_path.iterdir())
 
 
@@ -135,7 +137,7 @@ def _class(course: Path, aid: str, wrong: dict[str, str], folder: Path) -> dict[
     source = json.loads(next((course / "source" / aid).glob("*.ipynb")).read_text())
     answers = [c["metadata"]["nbgrader"]["grade_id"] for c in source["cells"]
                if c["metadata"]["nbgrader"]["solution"]]
-    points = {g.replace("_answer", ""): classroom.POINTS[g[2:-7].replace("_", ".")] for g in answers}
+    points = {g.replace("_answer", ""): assignments.POINTS[g[2:-7].replace("_", ".")] for g in answers}
     total = sum(points.values())
     first, second = answers[0], answers[1]
     correct = copy.deepcopy(student)

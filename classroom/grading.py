@@ -3,7 +3,7 @@
 Chapter: the teacher's guide, "Grading a class with nbgrader". The steps, in order::
 
     setup                            make .venv-classroom (nbgrader) and the grading kernel
-    generate [chNN ...]              source assignments from the chapters (classroom.py)
+    generate [chNN ...]              source assignments from the chapters (assignments.py)
     release chNN                     nbgrader generate_assignment + release_assignment
     collect chNN [--from FOLDER]     nbgrader collect (exchange), or a folder of handed-in notebooks
     autograde chNN [--timeout S]     nbgrader autograde, each notebook in its own kernel; what happened
@@ -30,10 +30,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import classroom
+from . import assignments
 from .outcomes import cap_outputs, failures, readable, what_happened
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ENV = ROOT / ".venv-classroom"
 PINS = ROOT / "requirements-classroom.txt"
 KERNEL = "fedtl-grader"
@@ -74,7 +74,7 @@ def ensure_env(quiet: bool = False) -> Path:
 
 def write_config(course: Path, timeout: int) -> Path:
     """The course's ``nbgrader_config.py``: where everything lives and how grading runs."""
-    text = f'''# Written by `python3 dev.py classroom` (fedtl_helpers/workflow/grading.py): edits are lost.
+    text = f'''# Written by `python3 dev.py classroom` (classroom/grading.py): edits are lost.
 c = get_config()  # noqa: F821
 c.CourseDirectory.root = {str(course)!r}
 c.CourseDirectory.course_id = {COURSE_ID!r}
@@ -145,7 +145,7 @@ def _notebook(course: Path, aid: str) -> str:
 
 def generate(course: Path, only: list[str], timeout: int) -> None:
     write_config(course, timeout)
-    for path in classroom.generate(ROOT / "notebooks", course / "source", only or None):
+    for path in assignments.generate(ROOT / "notebooks", course / "source", only or None):
         print(f"source assignment: {path.relative_to(course)}")
 
 
@@ -232,7 +232,7 @@ def autograde(course: Path, aid: str, timeout: int | None) -> list[dict]:
             graded = json.loads(graded_path.read_text("utf-8"))
             cut = cap_outputs(graded)
             if cut:
-                _write(graded_path, classroom.dumps(graded))
+                _write(graded_path, assignments.dumps(graded))
             handed_in = course / "submitted" / student / aid / f"{name}.ipynb"
             submitted = json.loads(handed_in.read_text("utf-8"))
             status, notes = "graded", what_happened(released, submitted, graded, cut)

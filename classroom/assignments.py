@@ -1,7 +1,7 @@
 """The chapters' exercises as nbgrader source assignments: one notebook per chapter.
 
 Chapter: the teacher's guide, "Grading a class with nbgrader". ``python3 dev.py classroom
-generate`` writes them; :mod:`fedtl_helpers.workflow.grading` runs nbgrader on them.
+generate`` writes them; :mod:`classroom.grading` runs nbgrader on them.
 
 Built from the chapters, never edited by hand: the exercise prompts and the placeholders come
 from ``notebooks/NN_*.ipynb``, the answers from ``notebooks/solutions/``, the points and the

@@ -1,7 +1,7 @@
 """What happened to each submission: the notes of the gradebook's ``what_happened`` column.
 
 Chapter: the teacher's guide, "Grading a class with nbgrader". Pure functions over notebooks
-(JSON dicts) and nbgrader's log, used by :mod:`fedtl_helpers.workflow.grading` after nbgrader
+(JSON dicts) and nbgrader's log, used by :mod:`classroom.grading` after nbgrader
 autograded a batch: which test failed and why (the checker's message), a cell stopped by the
 time limit, a test cell deleted or edited (and put back), cells reordered, output cut, a file
 that is not a notebook, a kernel that died.
@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from .classroom import cell_source
+from .assignments import cell_source
 
 MAX_OUTPUT_CHARS = 20_000  # per output kept in the graded notebook and its feedback page
 
