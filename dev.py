@@ -8,6 +8,7 @@
     python3 dev.py lab      # JupyterLab on notebooks/ with the "Python (fedtl)" kernel
                             # (--no-browser; --check sets everything up and starts no server)
     python3 dev.py publish URL  # the course's public address: book buttons + notebooks' install cell
+    python3 dev.py classroom <step>  # grade a class with nbgrader (teacher's guide; --help)
 
 Each task first creates or updates the virtual environment ``.venv`` from the pinned
 ``requirements.txt`` / ``requirements-lock.txt`` (only when they changed since last time).
@@ -337,7 +338,17 @@ def lab(args: list[str]) -> None:
         print("JupyterLab stopped")
 
 
-TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task}
+def classroom(args: list[str]) -> None:
+    """Grade a class with nbgrader, one step per command (``--help``; the teacher's guide).
+
+    nbgrader gets its own environment, ``.venv-classroom`` (requirements-classroom.txt), made on
+    first use; the graded notebooks run in ``.venv``. The logic is in classroom/ (``python -m classroom``).
+    """
+    sh(PY, "-m", "classroom", *args)
+
+
+TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task,
+         "classroom": classroom}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
