@@ -8,6 +8,7 @@
     python3 dev.py lab      # JupyterLab on notebooks/ with the "Python (fedtl)" kernel
                             # (--no-browser; --check sets everything up and starts no server)
     python3 dev.py publish URL  # the course's public address: book buttons + notebooks' install cell
+    python3 dev.py classroom <step>  # grade a class with nbgrader (teacher's guide; --help)
 
 Each task first creates or updates the virtual environment ``.venv`` from the pinned
 ``requirements.txt`` / ``requirements-lock.txt`` (only when they changed since last time).
@@ -35,9 +36,9 @@ KERNEL_NAME, KERNEL_DISPLAY = "fedtl", "Python (fedtl)"
 WORKERS = min(4, max(2, os.cpu_count() or 2))
 
 
-def sh(*cmd: str | os.PathLike) -> None:
-    print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+def sh(*cmd: str | os.PathLike, env: dict[str, str] | None = None) -> None:
+    print("+", *(f"{k}={v}" for k, v in (env or {}).items()), " ".join(map(str, cmd)), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True, env={**os.environ, **(env or {})})
 
 
 def ensure_venv() -> None:
@@ -113,9 +114,11 @@ def install_chromium() -> None:
 def test(args: list[str]) -> None:
     """The suite: nbval runs every notebook once, the book build reuses those runs (README, "Tests").
 
-    Without arguments, two steps: everything but the book on ``WORKERS`` pytest-xdist workers
-    (a notebook's cells stay together on one worker, in order), then the book build, which needs
-    every notebook in the execution cache. With pytest arguments, one ordinary ordered run.
+    Without arguments, three steps: everything but the book on ``WORKERS`` pytest-xdist workers
+    (a notebook's cells stay together on one worker, in order); the committed records' re-runs
+    again on the kernel path this CPU does not use by default (:func:`other_kernel_path`, as on
+    another CPU); then the book build, which needs every notebook in the execution cache. With
+    pytest arguments, one ordinary ordered run.
     ``--quick`` deselects the tests marked ``slow`` (every notebook cell, the book build, long
     training): the edit-test loop, in under 3 minutes on 2 cores.
     """
@@ -134,12 +137,34 @@ def test(args: list[str]) -> None:
         sh(PY, "-m", "pytest", *parallel, "--durations=25", "--ignore=tests/test_book.py")
     except subprocess.CalledProcessError as e:  # still build the book: its checks tell more
         failed.append(f"the suite (exit {e.returncode})")
-    try:  # --notebooks-cached: nbval has just run every notebook, so the build must execute none
-        sh(PY, "-m", "pytest", "tests/test_book.py", *([] if failed else ["--notebooks-cached"]))
+    cached = [] if failed else ["--notebooks-cached"]  # nbval ran every notebook: execute none
+    other = other_kernel_path()
+    try:  # the records' re-runs again on the kernels this CPU does not use: as on another CPU
+        sh(PY, "-m", "pytest", *parallel, "tests/test_results.py", "-k", "reproduces",
+           env={"TF_ENABLE_ONEDNN_OPTS": other})
+    except subprocess.CalledProcessError as e:
+        failed.append(f"the re-runs with TF_ENABLE_ONEDNN_OPTS={other} (exit {e.returncode})")
+    try:
+        sh(PY, "-m", "pytest", "tests/test_book.py", *cached)
     except subprocess.CalledProcessError as e:
         failed.append(f"the book (exit {e.returncode})")
     if failed:
         sys.exit("failed: " + " and ".join(failed))
+
+
+def other_kernel_path() -> str:
+    """The ``TF_ENABLE_ONEDNN_OPTS`` value that is *not* TensorFlow's default on this CPU.
+
+    oneDNN is on by default only where the CPU has AVX-512 VNNI/BF16 or AMX (recent Intel Xeons)
+    and off elsewhere (AMD EPYC, the project's machines), so a fixed ``=0`` would re-run the
+    default path on half the machines. Returns "1" where the default is off, "0" where it is on.
+    """
+    probe = ("from tensorflow.python.util import _pywrap_util_port as p; "
+             "print(p.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    out = subprocess.run([str(PY), "-c", probe], capture_output=True, text=True, check=True,
+                         env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
+    return "0" if out and out[-1] == "True" else "1"
 
 
 def run(args: list[str]) -> None:
@@ -313,7 +338,17 @@ def lab(args: list[str]) -> None:
         print("JupyterLab stopped")
 
 
-TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task}
+def classroom(args: list[str]) -> None:
+    """Grade a class with nbgrader, one step per command (``--help``; the teacher's guide).
+
+    nbgrader gets its own environment, ``.venv-classroom`` (requirements-classroom.txt), made on
+    first use; the graded notebooks run in ``.venv``. The logic is in classroom/ (``python -m classroom``).
+    """
+    sh(PY, "-m", "classroom", *args)
+
+
+TASKS = {"main": book, "test": test, "run": run, "lab": lab, "publish": publish_task,
+         "classroom": classroom}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

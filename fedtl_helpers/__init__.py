@@ -25,7 +25,7 @@ LAYERS = {
                    "server_opt"),
     "federation": ("client", "simulation", "round", "stages", "server", "personalization",
                    "evaluation"),
-    "workflow": ("cli", "preflight", "experiments", "tuning", "provenance", "results"),
+    "workflow": ("cli", "preflight", "experiments", "cluster", "tuning", "provenance", "results"),
     "teaching": ("notebook", "plotting"),
 }
 _MODULES = {m: f"{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}  # "round": "federation.round"

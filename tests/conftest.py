@@ -92,8 +92,7 @@ SLOW = {
         "test_dp_run_records_epsilon_and_resumes_bit_identically",
     ],
     "test_results.py": [
-        "test_bench_transfer_first_rounds_reproduce",
-        "test_fair_comparison_first_rounds_reproduce",
+        "test_the_start_of_every_record_reproduces",
     ],
     "test_robust.py": [
         "test_end_to_end_attack_breaks_fedavg_and_median_holds",

@@ -21,6 +21,60 @@ def _bench():
     return json.loads(TRANSFER.read_text())
 
 
+# How many test images a re-run may differ from its record by, in any round it re-runs. Seeded
+# runs repeat bit for bit on one machine, not across machines: oneDNN's kernels (on by default
+# only on CPUs with AVX-512 VNNI/BF16 or AMX, off on the project's AMD EPYC) and the thread count
+# change the order of floating-point sums. Measured with
+# `python benchmarks/bench_kernel_paths.py --out results/bench_kernel_paths.json` (oneDNN on and
+# off, all threads and one, on an AMD EPYC; the record was made on another machine), plus the
+# figures an AVX-512 Xeon gave for two of them (issue 27). Rule: twice the largest difference
+# seen from the record on any path, plus 2 images. Whole images, so no comparison sits on a
+# floating-point boundary (0.002 vs 0.0020000000000000018 failed on the Xeon).
+TOLERANCE_IMAGES = {
+    # full fine-tuning: round 1 gave 0.651 (record), 0.6515 (Xeon), 0.652 (oneDNN on), 0.653 (off)
+    "bench_transfer/pretrained": 2 * 4 + 2,
+    "bench_transfer/random": 2 * 1 + 2,  # at chance: 0.0995 (record) vs 0.1 on every path
+    # LoRA, 500 test images: round 2 gave 0.764 (record, oneDNN off) vs 0.76 (oneDNN on or one
+    # thread); the Xeon moved round 1 by one image (0.698 vs 0.700)
+    "bench_peft/lora": 2 * 2 + 2,
+    # the head on a frozen backbone's cached features: identical on all four paths
+    "bench_strategies/head": 2 * 0 + 2,
+    "bench_dp/dp": 2 * 0 + 2,
+    "bench_compression/prune_1pct": 2 * 0 + 2,
+    "bench_robust/Krum, none": 2 * 0 + 2,
+    "bench_noniid_gap/random skew": 2 * 0 + 2,  # a random start under skew, at chance after round 1
+}
+
+
+def images_apart(got, recorded, n_test) -> int:
+    """The largest difference between two accuracy curves, in test images."""
+    return max(round(abs(a - b) * n_test) for a, b in zip(got, recorded, strict=True))
+
+
+@pytest.mark.parametrize("name, arm, rounds", fl.results.RERUNS, ids=lambda v: str(v).replace(" ", ""))
+def test_the_start_of_every_record_reproduces(name, arm, rounds):
+    """The first rounds of one seed of each record, run again now, give the recorded accuracies
+    within the measured kernel-path tolerance: the committed file is not stale."""
+    config, recorded = fl.results.recorded_start(name, arm, rounds)
+    history = fl.results.rerun_history(name, arm, rounds)
+    got, n_test = history.column("test_accuracy"), fl.ExperimentConfig.from_dict(config).n_test
+    assert len(got) == len(recorded) == rounds + 1
+    assert images_apart(got, recorded, n_test) <= TOLERANCE_IMAGES[f"{name}/{arm}"], (got, recorded)
+    if name == "bench_peft":  # bytes are counted, not computed in floating point: exact
+        assert history.column("bytes_up")[1:] == fl.results.load(name, show=False)["per_seed"][0][
+            "bytes_up"][arm][:rounds]
+
+
+def test_the_tolerances_cover_the_measured_kernel_path_spread():
+    """Every re-run has a tolerance, above what bench_kernel_paths.py measured for it."""
+    measured = fl.results.load("bench_kernel_paths", show=False)
+    assert set(TOLERANCE_IMAGES) == {f"{n}/{a}" for n, a, _ in fl.results.RERUNS} == set(measured["per_run"])
+    assert set(measured["per_path"]) == {"onednn-off", "onednn-on", "onednn-off-1-thread",
+                                         "onednn-on-1-thread"}
+    for run, spread in measured["per_run"].items():
+        assert TOLERANCE_IMAGES[run] > max(spread.values()), run
+
+
 def test_bench_transfer_record_is_complete():
     bench = _bench()
     assert {"command", "commit", "date", "machine", "seconds"} <= set(bench["provenance"])
@@ -33,17 +87,6 @@ def test_bench_transfer_record_is_complete():
         scores = bench["tuning_scores"][arm]
         assert float(max(scores, key=scores.get)) == bench[f"lr_{arm}"]
         assert bench["configs"][arm]["learning_rate"] == bench[f"lr_{arm}"]
-
-
-@pytest.mark.parametrize("arm, rounds", [("pretrained", 1), ("random", 1)])
-def test_bench_transfer_first_rounds_reproduce(arm, rounds):
-    bench = _bench()
-    config = fl.ExperimentConfig.from_dict({**bench["configs"][arm], "rounds": rounds})
-    history = fl.run_federated(config, progress=False).history
-    recorded = bench["per_seed"][0]["curves"][arm][:rounds + 1]
-    assert bench["per_seed"][0]["seed"] == config.seed
-    # 0.002 = 4 of the 2,000 test images: room for floating-point order, not for another result
-    assert history.column("test_accuracy") == pytest.approx(recorded, abs=0.002)
 
 
 # The fair comparisons of chapters "Client fine-tuning" and "Differential privacy": each arm's
@@ -75,16 +118,6 @@ def test_fair_comparison_record_is_complete_and_consistent(name):
         scores = r["tuning_scores"]
         chosen = max(scores, key=scores.get)
         assert float(chosen.split("/")[0]) == r[lr_key] == bench["configs"][arm][field]
-
-
-@pytest.mark.parametrize("name, arm, rounds", [("bench_strategies", "head", 2), ("bench_dp", "dp", 1),
-                                              ("bench_compression", "prune_1pct", 1),
-                                              ("bench_robust", "Krum, none", 1)])
-def test_fair_comparison_first_rounds_reproduce(name, arm, rounds):
-    bench = _record(name)
-    config = fl.ExperimentConfig.from_dict({**bench["configs"][arm], "rounds": rounds})
-    history = fl.run_federated(config, progress=False).history
-    assert history.column("test_accuracy") == pytest.approx(bench["curves"][arm][0][:rounds + 1], abs=0.002)
 
 
 @pytest.mark.parametrize("name, arms_key, baseline, paired", [
@@ -126,16 +159,6 @@ def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path, 
     assert not list((tmp_path / "results").glob("*.tmp*"))  # written atomically, nothing left over
 
 
-def _peft_config(bench, strategy, rounds):
-    """The config bench_peft.py ran for ``strategy`` on the first seed (its defaults)."""
-    clients, per_client = 4, 200
-    assert f"{clients} IID clients x {per_client} images" in bench["data"]
-    return fl.ExperimentConfig(num_clients=clients, n_train=clients * per_client, n_test=500,
-                               rounds=rounds, strategy=strategy, weights="builtin",
-                               learning_rate=bench["strategies"][strategy]["lr"], lora_rank=4,
-                               lpft_switch_round=2, seed=bench["seeds"][0])
-
-
 def test_bench_peft_record_is_complete_and_consistent():
     bench = _record("bench_peft")
     assert bench["provenance"]["command"].startswith("python benchmarks/bench_peft.py")
@@ -147,15 +170,6 @@ def test_bench_peft_record_is_complete_and_consistent():
         assert r["final_acc"] == pytest.approx(sum(finals) / len(finals), abs=1e-4)
     gap = 100 * (bench["strategies"]["full"]["final_acc"] - bench["strategies"]["lora"]["final_acc"])
     assert bench["lora_acc_gap_points"] == pytest.approx(gap, abs=0.01)
-
-
-def test_bench_peft_first_rounds_reproduce():
-    bench = _record("bench_peft")
-    history = fl.run_federated(_peft_config(bench, "lora", 2), progress=False).history
-    recorded = bench["per_seed"][0]["curves"]["lora"][:3]
-    # 0.002 = 1 of the 500 test images: room for floating-point order, not for another result
-    assert history.column("test_accuracy") == pytest.approx(recorded, abs=0.002)
-    assert history.column("bytes_up")[1:] == bench["per_seed"][0]["bytes_up"]["lora"][:2]
 
 
 def test_bench_noniid_records_are_tuned_complete_and_consistent():
@@ -187,14 +201,6 @@ def test_bench_noniid_records_are_tuned_complete_and_consistent():
             assert gap["gap_configs"][arm]["learning_rate"] == gap[f"lr_{start}_{part}"]
         lost = [a - b for a, b in zip(gap[f"iid_{start}_per_seed"], gap[f"skew_{start}_per_seed"])]
         assert gap[f"gap_{start}_per_seed"] == pytest.approx(lost, abs=2e-4)
-
-
-@pytest.mark.parametrize("arm", ["random skew"])
-def test_bench_noniid_gap_first_round_reproduces(arm):
-    gap = _record("bench_noniid_gap")
-    config = fl.ExperimentConfig.from_dict({**gap["gap_configs"][arm], "rounds": 1})
-    history = fl.run_federated(config, progress=False).history
-    assert history.column("test_accuracy") == pytest.approx(gap["gap_curves"][arm][0][:2], abs=0.002)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*.json")), ids=lambda p: p.name)

@@ -13,6 +13,8 @@ Every run executes the notebook with its parameters plus ``output_dir``, a fresh
 notebook must write ``metrics.json`` into: ``{"final": {...}, "per_round": [{"round": 1, ...}]}``.
 A run is finished iff ``<run_id>.json`` exists and parses; it is written atomically and last, so
 an interrupted or failed run is simply done again next time and finished runs are skipped.
+The kernel's own output (TensorFlow's logs) goes to ``<run_id>.log``. ``--workers N`` /
+``--scheduler ADDRESS`` run the same runs as Dask tasks (``cluster.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import re
 import shlex
 import shutil
@@ -288,7 +291,32 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def _run_one(notebook: Path, params: dict, run_dir: Path, rid: str, kernel_name: str) -> dict:
+def kernel_manager_class(log_path: Path, env: dict[str, str] | None = None) -> type:
+    """A Jupyter kernel manager whose kernel writes its stdout/stderr into ``log_path``.
+
+    TensorFlow's C++ and absl logs and ipykernel's own warnings ("Kernel is running over TCP
+    without encryption") are written by the kernel process to its inherited file descriptors:
+    without this they land on the grid runner's terminal between its progress lines. ``env``
+    is added to the kernel's environment (the thread limits of ``cluster.thread_env``).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            log = open(log_path, "ab")  # noqa: SIM115 - the kernel process holds it; closed below
+            try:
+                kw.setdefault("env", os.environ.copy())
+                kw["env"] = {**kw["env"], **(env or {})}
+                return await super().start_kernel(stdout=log, stderr=log, **kw)
+            finally:
+                log.close()  # Popen has duplicated the descriptor into the kernel by now
+
+    return LoggedKernelManager
+
+
+def _run_one(notebook: Path, params: dict, run_dir: Path, rid: str, kernel_name: str,
+             env: dict[str, str] | None = None) -> dict:
+    """Execute one run; ``env`` is added to the kernel's environment (thread limits)."""
     import papermill
 
     out_dir = (run_dir / f"{rid}.out").resolve()
@@ -296,12 +324,15 @@ def _run_one(notebook: Path, params: dict, run_dir: Path, rid: str, kernel_name:
     out_dir.mkdir(parents=True)
     final_nb, tmp_nb = run_dir / f"{rid}.ipynb", run_dir / f".{rid}.partial.ipynb"
     final_nb.unlink(missing_ok=True)
+    log_path = run_dir / f"{rid}.log"  # the kernel's own output: TF/absl logs, warnings
+    log_path.write_bytes(b"")  # this attempt's log only
     start = time.perf_counter()
     try:
         # cwd = the notebook's folder, as when the book executes it
         papermill.execute_notebook(str(notebook), str(tmp_nb),
                                    parameters={**params, "output_dir": str(out_dir)}, kernel_name=kernel_name,
-                                   progress_bar=False, cwd=str(notebook.parent))
+                                   progress_bar=False, cwd=str(notebook.parent),
+                                   kernel_manager_class=kernel_manager_class(log_path, env))
     except BaseException:
         if tmp_nb.exists():  # keep the traceback readable, under a name that cannot look finished
             tmp_nb.replace(run_dir / f"{rid}.failed.ipynb")
@@ -323,11 +354,17 @@ def _run_one(notebook: Path, params: dict, run_dir: Path, rid: str, kernel_name:
 
 
 def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Path | None = None,
-             kernel_name: str = "python3", progress: Callable[[str], Any] = print) -> Path:
+             kernel_name: str = "python3", progress: Callable[[str], Any] = print,
+             workers: int | None = None, scheduler: str | None = None, live: bool = False) -> Path:
     """Run every unfinished run of the grid file ``path``; return ``<out_root>/<name>/``.
 
     Parameters are checked before anything runs. Failed runs leave no ``<run_id>.json`` and do
-    not stop the grid; ``summary.csv`` and ``summary.png`` are written at the end.
+    not stop the grid; ``summary.csv`` and ``summary.png`` are written at the end. Each run's
+    kernel output (TensorFlow's logs) goes to ``<run_id>.log``, not the terminal.
+
+    ``workers=N`` runs them as tasks on a new local Dask cluster of N processes, ``scheduler``
+    on an existing Dask scheduler (``cluster.run_distributed``); neither: one after another, here.
+    ``live`` rewrites the cluster's progress line in place (a terminal).
 
     Raises
     ------
@@ -339,6 +376,7 @@ def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Pat
     RuntimeError
         After the summary, when some runs failed; it lists their ids.
     """
+    check_cluster_options(workers, scheduler)
     spec = load_grid(path, root)
     check_parameters(spec.notebook, spec.runs)
     run_dir = Path(out_root) / spec.name
@@ -350,10 +388,36 @@ def run_grid(path: str | Path, *, out_root: str | Path = "runs", root: str | Pat
         raise UserError(f"--out={str(out_root)!r}: cannot create {run_dir} ({e.strerror}): allowed "
                         "a folder you can write to") from e
     with FolderLock(run_dir, f"grid runner for {path}"):  # a second runner would redo every run
-        failed = _run_all(spec, run_dir, kernel_name, progress)
+        if workers is None and scheduler is None:
+            failed = _run_all(spec, run_dir, kernel_name, progress)
+        else:
+            from .cluster import run_distributed
+
+            failed = run_distributed(spec, run_dir, kernel_name, progress, workers=workers,
+                                     scheduler=scheduler, live=live)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(spec.runs)} runs failed: {', '.join(failed)}")
     return run_dir
+
+
+def check_cluster_options(workers: int | None, scheduler: str | None) -> None:
+    """``--workers`` and ``--scheduler``: one or the other, a positive count, a Dask address.
+
+    Raises
+    ------
+    ValueError
+        Both given, ``workers`` not a whole number >= 1, or an address that is not ``host:port``
+        / ``tcp://host:port`` (or ``tls://``, ``inproc://``).
+    """
+    if workers is not None and scheduler is not None:
+        raise ValueError(f"--workers={workers} and --scheduler={scheduler!r}: allowed one or the other "
+                         "(--workers starts a local cluster, --scheduler uses a running one)")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers={workers!r}: allowed a whole number >= 1")
+    if scheduler is not None and not re.fullmatch(r"((tcp|tls|inproc|ucx)://)?[^\s:/]+:\d+(/\S*)?",
+                                                  str(scheduler)):
+        raise ValueError(f"--scheduler={scheduler!r}: allowed a Dask scheduler address such as "
+                         "tcp://10.0.0.5:8786 or 127.0.0.1:8786")
 
 
 def _run_all(spec: GridSpec, run_dir: Path, kernel_name: str, progress: Callable[[str], Any]) -> list[str]:
@@ -457,12 +521,29 @@ def add_cli(subparsers, add_debug_option: Callable | None = None) -> argparse.Ar
     run.add_argument("grid", help="grid YAML file")
     run.add_argument("--out", default="runs", help="output root (default: runs)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="run on a local Dask cluster of N worker processes (default: one "
+                            "run after another, in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on a running Dask scheduler, e.g. tcp://10.0.0.5:8786; workers "
+                            "need fedtl_helpers and see --out and the notebook at the same path")
     summary = sub.add_parser("summary", help="rewrite summary.csv and summary.png of a run folder")
     summary.add_argument("run_dir", help="folder of a grid, e.g. runs/<name>")
     for sub_parser in (run, summary) if add_debug_option else ():
         add_debug_option(sub_parser)
     parser.set_defaults(handler=handle)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed a whole number >= 1")
+    return value
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -475,7 +556,9 @@ def handle(args: argparse.Namespace) -> int:
             print(path)
         return 0
     try:  # run_grid validates the whole grid before anything runs: ValueError means nothing ran
-        run_dir = run_grid(args.grid, out_root=args.out, kernel_name=args.kernel)
+        run_dir = run_grid(args.grid, out_root=args.out, kernel_name=args.kernel,
+                           workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None),
+                           live=sys.stdout.isatty())
     except BaseException as e:
         if is_interrupt(e):  # Ctrl-C, also when it surfaced from C code as another error
             print(_stopped_message(args), file=sys.stderr)
@@ -490,7 +573,9 @@ def handle(args: argparse.Namespace) -> int:
 
 def _stopped_message(args: argparse.Namespace) -> str:
     """What Ctrl-C kept: the finished runs, and the command that runs the rest."""
-    command = "python -m fedtl_helpers experiments run " + shlex.join([args.grid, "--out", args.out])
+    where = [f"--workers={args.workers}"] if getattr(args, "workers", None) else \
+        [f"--scheduler={args.scheduler}"] if getattr(args, "scheduler", None) else []
+    command = "python -m fedtl_helpers experiments run " + shlex.join([args.grid, "--out", args.out, *where])
     try:
         spec = load_grid(args.grid)
     except ValueError:

@@ -37,6 +37,57 @@ def load(name: str, *, root: Path = ROOT, show: bool = True) -> dict:
     return record
 
 
+# The recorded runs whose start ``tests/test_results.py`` re-runs, and
+# ``benchmarks/bench_kernel_paths.py`` re-runs on other kernel paths to measure the tolerance:
+# (record, arm, rounds). One list, so the test checks what the tolerance was measured on.
+RERUNS = (("bench_transfer", "pretrained", 1), ("bench_transfer", "random", 1),
+          ("bench_strategies", "head", 2), ("bench_dp", "dp", 1),
+          ("bench_compression", "prune_1pct", 1), ("bench_robust", "Krum, none", 1),
+          ("bench_peft", "lora", 2), ("bench_noniid_gap", "random skew", 1))
+
+
+def recorded_start(name: str, arm: str, rounds: int, *, root: Path = ROOT) -> tuple[dict, list[float]]:
+    """The config of arm ``arm``'s first seed in ``results/<name>.json`` cut to ``rounds``, and its
+    recorded test accuracies for rounds 0..``rounds``."""
+    record = load(name, root=root, show=False)
+    if name == "bench_transfer":
+        config, curve = record["configs"][arm], record["per_seed"][0]["curves"][arm]
+    elif name == "bench_noniid_gap":
+        config, curve = record["gap_configs"][arm], record["gap_curves"][arm][0]
+    elif name == "bench_peft":  # bench_peft.py's defaults: 4 IID clients x 200 images, 500 test
+        clients, per_client = 4, 200
+        if f"{clients} IID clients x {per_client} images" not in record["data"]:
+            raise ValueError(f"results/{name}.json was made with other settings: {record['data']!r}")
+        config = {"num_clients": clients, "n_train": clients * per_client, "n_test": 500,
+                  "strategy": arm, "weights": "builtin", "learning_rate": record["strategies"][arm]["lr"],
+                  "lora_rank": 4, "lpft_switch_round": 2, "seed": record["seeds"][0]}
+        curve = record["per_seed"][0]["curves"][arm]
+    else:
+        config, curve = record["configs"][arm], record["curves"][arm][0]
+    return {**config, "rounds": rounds}, curve[:rounds + 1]
+
+
+def rerun_history(name: str, arm: str, rounds: int, *, root: Path = ROOT):
+    """The History of the first ``rounds`` rounds of a recorded arm, run again now."""
+    from ..core.config import ExperimentConfig
+    from ..federation.server import run_federated
+
+    config, _ = recorded_start(name, arm, rounds, root=root)
+    return run_federated(ExperimentConfig.from_dict(config), progress=False).history
+
+
+def rerun_start(name: str, arm: str, rounds: int, *,
+                root: Path = ROOT) -> tuple[list[float], list[float], int]:
+    """Run the first ``rounds`` rounds of a recorded arm again: (accuracies now, recorded, test-set
+    size). How far the two may differ on another CPU is measured by ``bench_kernel_paths.py``."""
+    from ..core.config import ExperimentConfig
+
+    config, recorded = recorded_start(name, arm, rounds, root=root)
+    history = rerun_history(name, arm, rounds, root=root)
+    return ([float(a) for a in history.column("test_accuracy")], recorded,
+            ExperimentConfig.from_dict(config).n_test)
+
+
 def randomness_modes(record: object) -> set[str]:
     """Every ``randomness`` mode named by a config inside ``record`` (any nesting depth)."""
     if isinstance(record, dict):
