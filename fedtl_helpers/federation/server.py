@@ -2,8 +2,11 @@
 
 Chapter: "Federated learning overview". The round itself is ``round.run_round`` (sample ->
 broadcast -> client update -> clip | attack | encode -> decode -> aggregate -> server step ->
-evaluate -> record), built once from the config by ``stages.build_stages``; this module only
-repeats it, shows progress and saves the ``ServerState`` after every round.
+evaluate -> record), built once from the config by ``stages.build_stages``; ``run_federated``
+runs it with the in-process clients (``simulation.InProcessClients``) through
+``round.run_rounds`` (progress, the non-finite stop, the ``ServerState`` saved after every
+round). ``start`` (round 0 or the checkpoint) and ``saver`` (the checkpoint stage) are shared
+with FedPer/FedBN and the Flower ServerApp, so every path resumes the same way.
 
 Everything random comes from ``round.RoundStreams``: one stream per purpose (sampling, noise,
 each client's shuffling and rounding), derived from ``config.seed``, the round and the client in
