@@ -34,8 +34,8 @@ def test_log_bytes_axis_starts_at_the_first_upload_not_at_zero():
 def test_figure_defaults_set_legible_fonts():
     matplotlib.rcParams["font.size"] = 6
     notebook.figure_defaults()  # outside IPython: fonts only, no inline backend needed
-    assert matplotlib.rcParams["font.size"] == 11
-    assert matplotlib.rcParams["legend.fontsize"] >= 9 and matplotlib.rcParams["xtick.labelsize"] >= 10
+    assert matplotlib.rcParams["font.size"] == 12  # so the relative "small" is 10 pt
+    assert matplotlib.rcParams["legend.fontsize"] >= 10 and matplotlib.rcParams["xtick.labelsize"] >= 10
 
 
 def _saved_size(fig):
@@ -80,5 +80,5 @@ def test_retina_png_says_how_small_its_smallest_text_is():
     data, meta = notebook.retina_png(fig)
     img = Image.open(io.BytesIO(base64.b64decode(data)))
     assert img.size[0] // 2 == meta["width"] and img.size[1] // 2 == meta["height"]  # retina: 2x
-    assert float(img.text[notebook.TEXT_SIZE_KEY]) == round(6 / 72 * 100 * 2, 2)
-    assert notebook.smallest_text_pt(fig) == 6
+    assert float(img.text[plotting.TEXT_SIZE_KEY]) == round(6 / 72 * 100 * 2, 2)
+    assert plotting.smallest_text_pt(fig) == 6

@@ -14,16 +14,19 @@ from pathlib import Path
 from ..inputs import data
 from ..modeling import models
 
-# Fonts in points at the figure's own size. The book shows a figure at most about 8 inches wide
-# (the page's text column), so a 12-inch two-panel figure shrinks by a third: 11 pt stays legible
-# after that, the 7-8 pt of matplotlib's defaults for ticks and legends did not.
+# Fonts in points at the figure's own size, none under 10 pt. The book's desktop column is 676
+# CSS px (6.8 inches at 100 px per inch), so a 10-inch two-panel figure shrinks by a third: 10 pt
+# stays above 9 px after that (measured by tests/test_book.py), matplotlib's 7-8 pt did not.
 FIGURE_STYLE = {
-    "font.size": 11,
+    # 12, so that matplotlib's relative "small" (0.83 x font.size) is 10 pt: a two-panel figure of
+    # 9.5-10 inches shown in the 676 px column of the desktop layout keeps its smallest text
+    # above 9 CSS px (tests/test_book.py); 11 left it at 7.7-8.9 px.
+    "font.size": 12,
     "axes.titlesize": 11,
     "axes.labelsize": 11,
     "xtick.labelsize": 10,
     "ytick.labelsize": 10,
-    "legend.fontsize": 9.5,
+    "legend.fontsize": 10,
     "figure.titlesize": 12,
     "savefig.bbox": "tight",
 }
@@ -52,26 +55,15 @@ def figure_defaults() -> None:
         shell.display_formatter.formatters["image/png"].for_type(Figure, retina_png)
 
 
-# The PNG text field that says how tall the figure's smallest text is, in the PNG's own pixels:
-# the book's layout test (tests/test_book.py) scales it by the size the page shows the figure at.
-TEXT_SIZE_KEY = "fedtl-smallest-text-px"
-
-
-def smallest_text_pt(fig) -> float:
-    """The font size in points of the smallest visible, non-empty text of ``fig`` (0 if none)."""
-    from matplotlib.text import Text
-
-    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-    return min(sizes, default=0.0)
-
-
 def retina_png(fig):
     """IPython's retina PNG of ``fig`` (twice the pixels, shown at the normal size), carrying the
-    height of its smallest text in pixels under :data:`TEXT_SIZE_KEY`."""
+    height of its smallest text in pixels (``plotting.TEXT_SIZE_KEY``)."""
     from IPython.core.pylabtools import retina_figure
 
-    px = smallest_text_pt(fig) / 72 * fig.dpi * 2  # retina: rendered at twice the figure's dpi
-    return retina_figure(fig, base64=True, metadata={TEXT_SIZE_KEY: f"{px:.2f}"})
+    from .plotting import png_metadata
+
+    # retina: rendered at twice the figure's dpi
+    return retina_figure(fig, base64=True, metadata=png_metadata(fig, 2 * fig.dpi))
 
 
 def settings(dataset: str, backbone: str, weights: str | None) -> tuple[str, str, str | None]:
