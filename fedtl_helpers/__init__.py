@@ -18,7 +18,7 @@ from typing import Any
 # path (``from fedtl_helpers.federation.round import run_round``); ``fl.<module>`` (and
 # ``from fedtl_helpers import plotting``) still works as an attribute of the package, below.
 LAYERS = {
-    "core": ("config", "randomness", "history", "storage"),
+    "core": ("config", "randomness", "history", "storage", "figures"),
     "inputs": ("data", "shapes", "partitioning"),
     "modeling": ("models", "features", "model_compression"),
     "transforms": ("aggregation", "compression", "privacy", "robust", "secure_agg", "shamir",

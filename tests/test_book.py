@@ -288,10 +288,10 @@ ASPECT_TOLERANCE = 0.03  # shown width/height against the image's own, relative
 
 
 def _text_px(page: str, src: str) -> float | None:
-    """The smallest text of an output figure in its PNG's pixels (plotting.TEXT_SIZE_KEY)."""
+    """The smallest text of an output figure in its PNG's pixels (core.figures.TEXT_SIZE_KEY)."""
     from PIL import Image
 
-    from fedtl_helpers.teaching.plotting import TEXT_SIZE_KEY
+    from fedtl_helpers.core.figures import TEXT_SIZE_KEY
 
     with Image.open((HTML / page).parent / src) as img:
         value = getattr(img, "text", {}).get(TEXT_SIZE_KEY)

@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 
+from fedtl_helpers.core import figures  # noqa: E402
 from fedtl_helpers.core.history import History  # noqa: E402
 from fedtl_helpers.teaching import notebook, plotting  # noqa: E402
 
@@ -80,5 +81,5 @@ def test_retina_png_says_how_small_its_smallest_text_is():
     data, meta = notebook.retina_png(fig)
     img = Image.open(io.BytesIO(base64.b64decode(data)))
     assert img.size[0] // 2 == meta["width"] and img.size[1] // 2 == meta["height"]  # retina: 2x
-    assert float(img.text[plotting.TEXT_SIZE_KEY]) == round(6 / 72 * 100 * 2, 2)
-    assert plotting.smallest_text_pt(fig) == 6
+    assert float(img.text[figures.TEXT_SIZE_KEY]) == round(6 / 72 * 100 * 2, 2)
+    assert figures.smallest_text_pt(fig) == 6

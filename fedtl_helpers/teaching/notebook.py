@@ -57,10 +57,10 @@ def figure_defaults() -> None:
 
 def retina_png(fig):
     """IPython's retina PNG of ``fig`` (twice the pixels, shown at the normal size), carrying the
-    height of its smallest text in pixels (``plotting.TEXT_SIZE_KEY``)."""
+    height of its smallest text in pixels (``core.figures.TEXT_SIZE_KEY``)."""
     from IPython.core.pylabtools import retina_figure
 
-    from .plotting import png_metadata
+    from ..core.figures import png_metadata
 
     # retina: rendered at twice the figure's dpi
     return retina_figure(fig, base64=True, metadata=png_metadata(fig, 2 * fig.dpi))

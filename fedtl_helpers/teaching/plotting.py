@@ -15,23 +15,6 @@ from matplotlib.ticker import MaxNLocator
 
 from ..core.history import History
 
-# The PNG text field that says how tall a figure's smallest text is, in the PNG's own pixels:
-# the book's layout test (tests/test_book.py) scales it by the size the page shows the figure at.
-TEXT_SIZE_KEY = "fedtl-smallest-text-px"
-
-
-def smallest_text_pt(fig) -> float:
-    """The font size in points of the smallest visible, non-empty text of ``fig`` (0 if none)."""
-    from matplotlib.text import Text
-
-    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-    return min(sizes, default=0.0)
-
-
-def png_metadata(fig, dpi: float) -> dict[str, str]:
-    """PNG text fields for ``fig`` saved at ``dpi``: the pixel height of its smallest text."""
-    return {TEXT_SIZE_KEY: f"{smallest_text_pt(fig) / 72 * dpi:.2f}"}
-
 
 def _wrap(text: str, width_in: float, fontsize_pt: float) -> str:
     """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize_pt``.

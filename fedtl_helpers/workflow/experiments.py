@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from ..core.figures import png_metadata
 from ..core.storage import FolderLock, UserError, atomic_write_bytes, atomic_write_text, is_interrupt
 
 ALLOWED_KEYS = {"name", "notebook", "grid", "runs", "fixed", "description"}
@@ -478,7 +479,6 @@ def write_summary(run_dir: str | Path, name: str) -> tuple[Path, Path]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from ..teaching.plotting import png_metadata
 
     run_dir = Path(run_dir)
     records = collect(run_dir)
