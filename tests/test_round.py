@@ -79,6 +79,7 @@ class FakeClients:
 
     def __init__(self, mask, updates, loss=1.0):
         self.mask, self.updates, self.loss = mask, updates, loss
+        self.variances = [False] * len(mask)
         self.payloads, self.started = [], []
 
     def start_round(self, rnd):
@@ -180,3 +181,17 @@ def test_in_process_clients_refuse_a_checkpoint_with_client_state():
 
     with pytest.raises(ValueError, match=r"in-process clients keep no state.*\['0/0'\]"):
         InProcessClients.load_state(None, {"0/0": np.zeros(2)})
+
+
+def test_the_round_clamps_batchnorm_variances_that_an_aggregate_made_negative():
+    """DP noise on the mean update made BatchNorm moving variances negative: the model then
+    evaluated to NaN with TensorFlow's kernels and to a number with oneDNN's, so the same test
+    passed on one CPU and failed on another. The round clamps them at 0 (post-processing)."""
+    import numpy as np
+
+    from fedtl_helpers.federation.round import nonnegative_variances
+
+    w = [np.array([-0.5, 0.2]), np.array([-1.0, 3.0])]
+    out = nonnegative_variances(w, [True, False])
+    assert out[0].tolist() == [0.0, 0.2] and out[1].tolist() == [-1.0, 3.0]  # only the variance
+    assert w[0].tolist() == [-0.5, 0.2]  # a new list: the input is not changed

@@ -140,6 +140,10 @@ class FlowerClients:
     def mask(self) -> list[bool]:
         return self.sim.mask
 
+    @property
+    def variances(self) -> list[bool]:
+        return self.sim.variances
+
     def start_round(self, rnd: int) -> None:
         self.sim.start_round(rnd)
         self.waited = self.busy = 0.0  # a Poisson round may send nothing

@@ -214,6 +214,7 @@ class PersonalClients:
     def __init__(self, sim: Simulation, client: ClientStages, personal: list[bool]):
         self.sim, self.client, self.personal = sim, client, personal
         self.mask = [m and not p for m, p in zip(sim.mask, personal)]  # what travels
+        self.variances = sim.variances
         self.heads: dict[int, Weights] = {}  # client -> its personal tensors
         self._initial = sim.model.get_weights()  # frozen and initial personal tensors
 

@@ -262,11 +262,14 @@ class Clients(Protocol):
     """How a round reaches its clients: the one part that differs between paths.
 
     ``mask``: for each tensor of the global weights, do the clients train and send it (the
-    tensors a trained-only ``Payload`` carries). ``evaluate`` tests new global weights on the
-    server's test set (``None``: the path has no one global model, e.g. FedPer).
+    tensors a trained-only ``Payload`` carries). ``variances``: for each tensor, is it a BatchNorm
+    moving variance (kept at or above 0, :func:`nonnegative_variances`). ``evaluate`` tests new
+    global weights on the server's test set (``None``: the path has no one global model, e.g.
+    FedPer).
     """
 
     mask: list[bool]
+    variances: list[bool]
 
     def start_round(self, rnd: int) -> None:
         """Apply round ``rnd``'s strategy (LP-FT switches the trained tensors once)."""
@@ -281,6 +284,17 @@ class Clients(Protocol):
         """What the runner keeps for its clients between rounds, for the checkpoint."""
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def nonnegative_variances(weights: Weights, variances: list[bool]) -> Weights:
+    """``weights`` with every BatchNorm moving variance clamped at 0 (``models.variance_mask``).
+
+    An aggregate can make a variance negative (DP noise on the mean of the updates, a server
+    learning rate above 1, momentum); a network evaluated with one outputs NaN, or on some CPUs
+    whatever oneDNN's fused kernel makes of it. Clamping is post-processing of the released
+    aggregate, so it costs no privacy.
+    """
+    return [np.maximum(w, 0) if v else w for w, v in zip(weights, variances, strict=True)]
 
 
 # ------------------------------------------------------------------ one round
@@ -301,6 +315,7 @@ def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str,
     like = [w for w, m in zip(state.weights, clients.mask) if m]  # one update's shapes
     agg = stages.aggregate(deltas, [m.num_examples for m in messages], like, streams)  # aggregate
     new = state.server_opt.step(state.weights, list(clients.mask), agg)  # server step
+    new = nonnegative_variances(new, clients.variances)  # DP noise may push them below 0
     ev = clients.evaluate(new)  # evaluate
     check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here
     extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...

@@ -61,6 +61,7 @@ class Simulation:
         num_classes = int(max(self.y_train.max(), self.y_test.max())) + 1
         self.model = models.build_model(config.backbone, config.weights, num_classes,
                                         self.x_train.shape[1:], config.input_size, config.seed)
+        self.variances = models.variance_mask(self.model)  # clamped at 0 after each server step
         self.strategy: str | None = None  # the strategy in effect (LP-FT: it changes once)
         self._extract: FeatureExtractor | None = None
         self._features: dict[int, np.ndarray] = {}
@@ -76,6 +77,7 @@ class Simulation:
             return
         models.set_strategy(self.model, s.backbone, strategy, s.unfreeze_blocks, s.lora_rank)
         self.mask = models.updatable_mask(self.model)
+        self.variances = models.variance_mask(self.model)  # LoRA adds tensors: recount
         self.cached = strategy == "head" and s.feature_cache
         train_model = self.model.get_layer("head") if self.cached else self.model
         # LP-FT's fine-tuning phase moves the pretrained backbone slowly, as "partial" does.
@@ -149,6 +151,10 @@ class InProcessClients:
     @property
     def mask(self) -> list[bool]:
         return self.sim.mask
+
+    @property
+    def variances(self) -> list[bool]:
+        return self.sim.variances
 
     def start_round(self, rnd: int) -> None:
         self.sim.start_round(rnd)

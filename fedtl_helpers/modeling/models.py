@@ -494,6 +494,21 @@ def trainable_count(model: keras.Model) -> int:
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
+def variance_mask(model: keras.Model) -> list[bool]:
+    """For each tensor of ``model.get_weights()``: is it a BatchNorm moving variance?
+
+    A variance cannot be negative, but an aggregate can make it so (DP noise, a server learning
+    rate above 1, momentum); evaluated with a negative variance a network outputs NaN, or
+    whatever the CPU's kernel makes of it (oneDNN's fused BatchNorm and TensorFlow's own
+    differ). The round clamps these tensors at 0 after the server step (``round.run_round``).
+    """
+    variances = set()
+    for layer in leaf_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            variances.add(id(layer.moving_variance))
+    return [id(v) in variances for v in model.weights]
+
+
 def updatable_mask(model: keras.Model) -> list[bool]:
     """For each tensor of ``model.get_weights()``: can local training change it?
 
