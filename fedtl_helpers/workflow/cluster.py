@@ -269,9 +269,14 @@ def open_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     try:
         # 127.0.0.1 and free ports: nothing listens beyond this machine, and two grids (or two
         # users) on one machine do not collide on 8786/8787.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.CRITICAL)
+        # worker-saturation 1.0: a worker holds only the run it executes (Dask's default 1.1 gives
+        # a 1-thread worker a second, queued run), so a killed worker loses only that run.
+        import dask
+
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.CRITICAL)
         client = Client(cluster)
         yield client
     finally:
