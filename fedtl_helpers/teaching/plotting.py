@@ -201,7 +201,7 @@ def protocol_sequence(transcript: Sequence, title: str, ax=None):
     ax = axes(ax, figsize=(1.9 * len(parties) + 2.5, 0.32 * len(transcript) + 1.5))
     for p, x in lane.items():
         ax.plot([x, x], [-0.5, len(transcript) - 0.5], color="0.6", lw=1)
-        ax.text(x, -1, p, ha="center", va="bottom", fontsize=9, fontweight="bold")
+        ax.text(x, -1, p, ha="center", va="bottom", fontsize=10, fontweight="bold")
     colours = dict(zip(("advertise_keys", "share_keys", "masked_input", "unmasking"),
                        ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     for y, m in enumerate(transcript):
@@ -211,7 +211,7 @@ def protocol_sequence(transcript: Sequence, title: str, ax=None):
         ax.text((a + b) / 2, y - 0.12, f"{m.what} ({m.nbytes:,} B)", ha="center", va="bottom",
                 fontsize="small")
         if y == 0 or transcript[y - 1].step != m.step:
-            ax.text(-0.6, y, m.step.replace("_", " "), ha="right", va="center", fontsize=9, color=c)
+            ax.text(-0.6, y, m.step.replace("_", " "), ha="right", va="center", fontsize=10, color=c)
     ax.set_xlim(-1.7, len(parties) - 0.4)
     ax.set_ylim(len(transcript), -1.5)
     ax.axis("off")
