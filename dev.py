@@ -88,6 +88,9 @@ def drop_stale_execution_cache() -> None:
     if cache.exists() and (not stamp.exists() or stamp.read_text() != digest):
         print("fedtl_helpers changed since the last build: re-executing every notebook")
         shutil.rmtree(cache)
+        # Sphinx keeps each page's parsed outputs (doctrees) and re-reads only pages whose source
+        # changed: without this, a notebook re-executed with new helper code kept its old figures.
+        shutil.rmtree(ROOT / "_build" / ".doctrees", ignore_errors=True)
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
 

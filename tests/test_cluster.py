@@ -215,7 +215,9 @@ def test_killed_worker_loses_only_its_run_which_is_run_again(tmp_path):
     proc = driver(grid, out, "--workers", "2")
     started = run_dir / "started-0.txt"
     try:
-        wait_for(lambda: started.exists() and started.read_text().endswith("\n"), 60, "seed 0 to start")
+        # 180 s: the cluster, a worker and its Jupyter kernel start first; 60 s was not enough once
+        # in the full suite beside nbval's TensorFlow notebooks (9 s on a quiet machine)
+        wait_for(lambda: started.exists() and started.read_text().endswith("\n"), 180, "seed 0 to start")
         victim = int(started.read_text().split()[0])
         os.kill(victim, signal.SIGKILL)
         output, _ = proc.communicate(timeout=90)
