@@ -358,6 +358,7 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
     bar = Progress(n, skipped, slots, progress, live)
     bar.lost = (lambda: log.workers_lost) if log is not None else (lambda: 0)
     failed: list[str] = []
+    killed = 0  # worker deaths the scheduler has told us of (KilledWorker): the nanny's count catches up
     pending = set(futures)
     try:
         while pending:
@@ -373,6 +374,7 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
                 try:
                     result = future.result()
                 except Exception as e:  # KilledWorker: the run's worker died allowed-failures times
+                    killed += getattr(e, "allowed_failures", -1) + 1
                     result = {"status": "failed", "error": ex._first_line(e), "worker": "?", "threads": "?"}
                 where = f"[{result['worker']}, {result['threads']} thread(s)]"
                 if result["status"] == "done":
@@ -384,6 +386,8 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
                     failed.append(rid)
                     bar.line(f"{prefix} FAILED: {result['error']} {where}")
         bar.running = 0
+        if log is not None:  # local cluster: its nannies log the deaths
+            _settle(bar.lost, killed)
         bar.show()
     except BaseException:
         if not local:  # a remote run keeps going unless its worker is restarted (needs a nanny)
@@ -392,6 +396,15 @@ def _submit_and_wait(client, spec, run_dir, todo, skipped, kernel_name, progress
     finally:
         bar.close()
     return failed
+
+
+def _settle(lost: Callable[[], int], at_least: int, timeout: float = 10.0) -> None:
+    """Wait (up to ``timeout`` s) until the nannies have logged ``at_least`` deaths. The scheduler
+    learns a worker died (its connection drops) before the worker's nanny logs the exit, so the
+    last line would otherwise count one death short."""
+    deadline = time.monotonic() + timeout
+    while lost() < at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _final(record: dict) -> str:
