@@ -283,3 +283,30 @@ def test_every_public_name_and_submodule_still_resolves_lazily():
     assert fl.run_federated is run_federated and fl.plotting.__name__ == "fedtl_helpers.teaching.plotting"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         fl.nope  # noqa: B018
+
+
+def test_a_dp_run_says_its_epsilon_and_the_seeded_noise_warning_on_the_terminal(tmp_path, capsys):
+    """Issue 31: the warning and epsilon reach the terminal at start and end, not only history.json;
+    the released files lie apart from the server's private state."""
+    from fedtl_helpers.transforms import privacy
+
+    out = tmp_path / "dp"
+    dp = ["--dp-clip", "0.5", "--dp-noise-multiplier", "1.0", "--client-sampling", "poisson",
+          "--client-fraction", "0.5", "--aggregator", "mean"]
+    code, stdout, err = run_cli(["run", "--rounds", "2", *TINY, *dp, "--out", str(out)], capsys)
+    assert code == 0, err
+    eps = privacy.dp_epsilon(1.0, 0.5, 2, 1e-5, num_clients=2)
+    lines = err.splitlines()
+    start = lines.index(next(line for line in lines if "this run will spend" in line))
+    end = lines.index(next(line for line in lines if "differential privacy: spent" in line))
+    assert f"epsilon = {eps:.3g} at delta = 1e-05 after 2 rounds" in lines[start] and start < end
+    assert sum("WARNING: no privacy: randomness='simulation'" in line for line in lines) == 2
+    assert f"{out / 'private'} holds the server's private state" in err
+    assert json.loads(stdout.strip().splitlines()[-1])["final_test_accuracy"] > 0  # stdout: JSON last
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "history.json", "private"]
+    # resuming finds the private checkpoint
+    code, _, err = run_cli(["run", "--rounds", "3", *TINY, *dp, "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert storage.read_checkpoint_state(out)["round"] == 3 and not (out / "checkpoint.npz").exists()
+    code, stdout, err = run_cli(["run", "--rounds", "1", *TINY, "--out", str(tmp_path / "plain")], capsys)
+    assert code == 0 and "differential privacy" not in err and "WARNING" not in err

@@ -7,7 +7,7 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from fedtl_helpers.core import randomness
+from fedtl_helpers.core import randomness, storage
 from fedtl_helpers.core.config import CLIENT_SAMPLINGS, DP_ACCOUNTANTS, ExperimentConfig
 from fedtl_helpers.federation.round import RoundStreams
 from fedtl_helpers.federation.server import run_federated
@@ -275,20 +275,27 @@ def test_dp_run_records_epsilon_and_resumes_bit_identically(small_shapes, tmp_pa
     assert eps[0] == 0.0 and all(a < b for a, b in zip(eps, eps[1:]))
     assert eps[-1] == pytest.approx(privacy.dp_epsilon(0.8, 0.5, 3, 1e-5))
     assert full.history.meta["privacy"]["epsilon"] == eps[-1]
+    withheld = ["train_loss", "clients", "dropped", "bytes_up", "bytes_down", "seconds"]
     for row in full.history.rows:  # only what the accountant covers is released
-        assert row["clients"] is None and row["train_loss"] is None
-        assert {"test_accuracy", "test_loss", "bytes_up", "epsilon"} <= set(row)
+        assert [row[k] for k in withheld] == [None] * 6, row  # bytes, seconds: they count the sample
+        assert isinstance(row["test_accuracy"], float) and isinstance(row["epsilon"], float)
     meta = full.history.meta
-    assert meta["withheld"] == ["train_loss", "clients"] and meta["randomness"] == "simulation"
+    assert meta["withheld"] == withheld and meta["randomness"] == "simulation"
+    assert "withheld (DP: not covered by epsilon): train_loss, clients, dropped" in full.history.table()
     assert meta["privacy"]["randomness"] == "simulation" and "no privacy" in meta["privacy"]["warning"]
     part = tmp_path / "run"
     run_federated(_dp_cfg(rounds=2), dataset=small_shapes, progress=False, checkpoint_dir=part)
+    # The server's private state (sampled ids, residuals) lies apart from the released files.
+    assert sorted(p.name for p in part.iterdir()) == ["history.csv", "history.json", "private"]
+    assert sorted(p.name for p in (part / "private").iterdir()) == ["README.txt", "checkpoint.npz"]
+    assert storage.read_checkpoint_state(part)["seen"]  # the ids are there, not in history.json
     resumed = run_federated(_dp_cfg(), dataset=small_shapes, progress=False, checkpoint_dir=part, resume=True)
     for a, b in zip(full.weights, resumed.weights):
         np.testing.assert_array_equal(a, b)
     assert resumed.history.column("epsilon") == eps
     header, first = (part / "history.csv").read_text().splitlines()[:2]
-    assert "epsilon" in header.split(",") and first.split(",")[3:5] == ["", ""]  # withheld, blank
+    cells = dict(zip(header.split(","), first.split(",")))
+    assert "epsilon" in cells and [cells[k] for k in withheld] == [""] * 6  # withheld, blank
     assert json.loads((part / "history.json").read_text())["meta"]["privacy"]["delta"] == 1e-5
 
 

@@ -137,11 +137,20 @@ def test_run_round_stops_a_diverged_round_before_recording_it():
     stages = build_stages(ExperimentConfig(num_clients=2))
     state = initial_state(stages, [np.zeros(2, np.float32)], History(),
                           lambda w: {"accuracy": 0.1, "loss": 2.0})
+    huge = [np.full(2, 3e38, np.float32)]  # finite updates whose mean overflows float32 once added
+    state.weights = huge
     with pytest.raises(NonFiniteError, match="round 1: 1 of 1 weight tensors"):
-        run_round(state, stages, FakeClients([True], {0: A, 1: [np.array([np.inf, 0], np.float32)]}))
+        run_round(state, stages, FakeClients([True], {0: huge, 1: huge}))
+    state.weights = [np.zeros(2, np.float32)]
     with pytest.raises(NonFiniteError, match=r"round 1: the test loss \(nan\)"):
         run_round(state, stages, FakeClients([True], {0: A, 1: B}, loss=float("nan")))
     assert state.round == 0 and len(state.history.rows) == 1  # nothing recorded
+    with pytest.raises(NonFiniteError, match=r"round 1: every client's update \(2\) was NaN or infinite"):
+        run_round(state, stages, FakeClients([True], {0: [np.array([np.nan, 0], np.float32)],
+                                                       1: [np.array([np.inf, 0], np.float32)]}))
+    row = run_round(state, stages, FakeClients([True], {0: A, 1: [np.array([np.inf, 0], np.float32)]}))
+    assert row["dropped"] == [1] and row["clients"] == [0, 1]  # dropped, the round went on with 0
+    np.testing.assert_array_equal(state.weights[0], A[0])  # the mean of what remained: client 0's
 
 
 def test_state_checkpoint_round_trip_and_config_check(tmp_path):

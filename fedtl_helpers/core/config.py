@@ -28,7 +28,7 @@ LPFT_THEN = ("partial", "full")  # what LP-FT trains after its head-only rounds
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 AGGREGATORS += ("median", "trimmed_mean", "krum")  # robust rules, mirrors robust.RULES
-ATTACKS = ("none", "sign_flip", "scale")  # mirrors robust.ATTACKS
+ATTACKS = ("none", "sign_flip", "scale", "nan")  # mirrors robust.ATTACKS
 COMPRESSIONS = ("none", "float16", "quantize", "topk", "prune")  # mirrors compression.METHODS
 CLIENT_SAMPLINGS = ("fixed", "poisson")  # mirrors privacy.SAMPLINGS
 DP_ACCOUNTANTS = ("rdp", "pld")  # mirrors privacy.ACCOUNTANTS
@@ -134,8 +134,9 @@ class ExperimentConfig:
         and ``"krum"`` (assumed number of byzantine clients; ``krum_multi > 1`` is multi-Krum).
     attack, malicious_fraction, attack_scale
         The malicious-clients experiment: a fixed, seeded ``malicious_fraction`` of the clients
-        send ``-attack_scale * delta`` (``"sign_flip"``) or ``attack_scale * delta``
-        (``"scale"``) instead of their delta.
+        send ``-attack_scale * delta`` (``"sign_flip"``), ``attack_scale * delta``
+        (``"scale"``) or NaN (``"nan"``: the round drops such an update and records it in the
+        row's ``dropped``) instead of their delta.
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """

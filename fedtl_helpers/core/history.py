@@ -24,7 +24,12 @@ from .storage import atomic_write_text
 
 COLUMNS = ("round", "test_accuracy", "test_loss", "train_loss", "clients", "bytes_up",
            "bytes_down", "seconds")
-DP_WITHHELD = ("train_loss", "clients")  # client-derived, not covered by the accountant
+# Under DP, a row releases only what the accountant covers. Client-derived: the clients' train
+# loss, who was sampled, whose update was dropped. The round's bytes and seconds grow with how
+# many clients took part (with Poisson sampling a count of N occurs only with every client in),
+# so they are withheld too; the expected bytes per round follow from the config.
+DP_WITHHELD = ("train_loss", "clients", "dropped", "bytes_up", "bytes_down", "seconds")
+LIST_COLUMNS = ("clients", "dropped")  # client ids: written space-separated in the CSV
 
 
 def dp_release(row: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +77,9 @@ class History:
         never); ``direction`` is ``"up"``, ``"down"`` or ``"total"`` (both)."""
         if direction not in ("up", "down", "total"):
             raise ValueError(f"direction={direction!r} is invalid: allowed 'up', 'down' or 'total'.")
+        if any(r["bytes_up"] is None for r in self.rows):
+            raise ValueError("this History withholds its byte counts (a DP run: meta['withheld']); "
+                             "they cannot be summed")
         sent = 0
         for r in self.rows:
             sent += r["bytes_up"] if direction != "down" else 0
@@ -93,9 +101,9 @@ class History:
         extra = list(dict.fromkeys(k for r in self.rows for k in r if k not in COLUMNS))
         writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra])
         writer.writeheader()
-        for r in self.rows:
-            clients = "" if r["clients"] is None else " ".join(map(str, r["clients"]))  # None: withheld
-            writer.writerow({**r, "clients": clients})
+        for r in self.rows:  # None: withheld, a blank cell
+            writer.writerow({**r, **{k: "" if r.get(k) is None else " ".join(map(str, r[k]))
+                                     for k in LIST_COLUMNS if k in r}})
         return buf.getvalue()
 
     def save(self, directory: str | os.PathLike, stem: str = "history") -> None:
@@ -115,9 +123,17 @@ class History:
         lines = [f"# {part}" for part in self.meta.get("describe", "").split("; ") if part]
         lines += [f"{'round':>5} {'test_acc':>8} {'test_loss':>9} {'train_loss':>10} "
                  f"{'MB_up':>8} {'MB_down':>8} {'seconds':>7}"]
+        def cell(value: float | None, scale: float, fmt: str) -> str:
+            return "" if value is None else format(value / scale, fmt)  # None: withheld (DP)
+
         for r in self.rows:
-            train = "" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
             lines.append(f"{r['round']:>5} {r['test_accuracy']:>8.4f} {r['test_loss']:>9.4f} "
-                         f"{train:>10} {r['bytes_up'] / 1e6:>8.3f} {r['bytes_down'] / 1e6:>8.3f} "
-                         f"{r['seconds']:>7.2f}")
+                         f"{cell(r['train_loss'], 1, '.4f'):>10} {cell(r['bytes_up'], 1e6, '.3f'):>8} "
+                         f"{cell(r['bytes_down'], 1e6, '.3f'):>8} {cell(r['seconds'], 1, '.2f'):>7}")
+        dropped = [(r["round"], r["dropped"]) for r in self.rows if r.get("dropped")]
+        lines += [f"# round {rnd}: dropped the non-finite update of client(s) {' '.join(map(str, ids))}"
+                  for rnd, ids in dropped]
+        withheld = self.meta.get("withheld")
+        if withheld:
+            lines.append(f"# withheld (DP: not covered by epsilon): {', '.join(withheld)}")
         return "\n".join(lines)

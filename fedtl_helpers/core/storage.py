@@ -49,19 +49,43 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+PRIVATE_DIR = "private"  # a DP run's server state: not part of what the run releases
+PRIVATE_NOTE = """This folder is the server's private state of a differentially private run:
+the checkpoint holds the ids of every client ever sampled and the server's per-client state
+(error-feedback residuals, a personalised runner's client tensors). The accountant's epsilon does
+not cover any of it. Keep it on the server to resume the run; do not publish or share it.
+What the run releases is beside this folder: history.json, history.csv (chapter 11).
+"""
+
+
+def checkpoint_path(directory: str | os.PathLike) -> Path:
+    """Where the checkpoint of ``directory`` is: ``private/checkpoint.npz`` for a DP run (see
+    ``save_checkpoint``), else ``checkpoint.npz``; the latter when neither exists yet."""
+    private = Path(directory) / PRIVATE_DIR / CHECKPOINT_NAME
+    return private if private.is_file() else Path(directory) / CHECKPOINT_NAME
+
+
 def save_checkpoint(directory: str | os.PathLike, weights: list[np.ndarray], state: dict[str, Any],
-                    arrays: dict[str, np.ndarray] | None = None) -> Path:
+                    arrays: dict[str, np.ndarray] | None = None, *, private: bool = False) -> Path:
     """Save global weights, JSON-able run state and named state arrays in one file.
 
     One file, so weights and the round they belong to can never disagree after a crash.
     ``arrays`` holds what the round's parts remember besides the weights (error-feedback
     residuals, server momentum); ``load_checkpoint`` returns them as ``state["arrays"]``.
+    ``private=True`` (a DP run) writes it to ``private/``, apart from what the run releases, with
+    a note saying what it holds (``PRIVATE_NOTE``).
     """
     buf = io.BytesIO()
     tensors = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
     tensors.update({f"a:{name}": np.asarray(a) for name, a in (arrays or {}).items()})
     np.savez(buf, state=np.array(json.dumps(state)), **tensors)
-    path = Path(directory) / CHECKPOINT_NAME
+    folder = Path(directory)
+    if private:
+        folder = folder / PRIVATE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "README.txt").exists():
+            atomic_write_text(folder / "README.txt", PRIVATE_NOTE)
+    path = folder / CHECKPOINT_NAME
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -71,7 +95,7 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[list[np.ndarray], dic
 
     ``state["arrays"]`` holds the named arrays passed to ``save_checkpoint`` (maybe empty).
     """
-    path = Path(directory) / CHECKPOINT_NAME
+    path = checkpoint_path(directory)
     if not path.is_file():
         return None
     with np.load(path) as f:
@@ -83,7 +107,8 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[list[np.ndarray], dic
 
 
 # ------------------------------------------------------------------ what a folder already holds
-RUN_FILES = (CHECKPOINT_NAME, "history.json", "history.csv")  # what ``run_federated`` writes
+RUN_FILES = (CHECKPOINT_NAME, f"{PRIVATE_DIR}/{CHECKPOINT_NAME}", f"{PRIVATE_DIR}/README.txt",
+             "history.json", "history.csv")  # what ``run_federated`` writes
 LOCK_NAME = ".fedtl.lock"
 
 
@@ -147,7 +172,7 @@ def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any] | None
     UserError
         The file exists but is not a checkpoint written here (damaged, truncated).
     """
-    path = Path(directory) / CHECKPOINT_NAME
+    path = checkpoint_path(directory)
     if not path.is_file():
         return None
     try:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..core import randomness
+from ..core import randomness, storage
 from ..core.history import History, dp_release
 from ..core.storage import check_finite, check_resume, load_checkpoint, note_resume, save_checkpoint
 from ..transforms import compression
@@ -93,8 +93,8 @@ class ClientStages:
     def transform(self, client: int, delta: Weights, uplink: Uplink,
                   streams: RoundStreams) -> Encoded:
         """Client-side transforms of one delta: clip (DP), a malicious client's attack, encode."""
-        if self.clip is not None:
-            delta = self.clip(delta)
+        if self.clip is not None and all(np.all(np.isfinite(t)) for t in delta):
+            delta = self.clip(delta)  # a diverged (NaN) delta has no norm: sent as is, dropped
         delta = self.attack(client, delta)
         return uplink.encode(client, delta, streams.uplink(client))
 
@@ -156,11 +156,12 @@ class ServerState:
         return {f"{name}/{k}": v for name, part in parts.items() for k, v in part.state().items()}
 
     def save(self, directory: str | Path, config: dict[str, Any], clients: Clients | None = None) -> None:
-        """Atomically write the state (and the ``config`` it belongs to) to ``directory``."""
+        """Atomically write the state (and the ``config`` it belongs to) to ``directory``; a DP
+        run's into ``directory/private/`` (the sampled ids and residuals are not released)."""
         save_checkpoint(directory, self.weights, {"config": config, "round": self.round,
                                                   "history": self.history.to_dict(),
                                                   "seen": sorted(self.seen)},
-                        arrays=self.arrays(clients))
+                        arrays=self.arrays(clients), private=config.get("dp_clip") is not None)
 
     @classmethod
     def load(cls, directory: str | Path, stages: Stages, config: dict[str, Any],
@@ -203,7 +204,8 @@ def initial_state(stages: Stages, weights: Weights, history: History,
     state = ServerState(weights, stages.make_server_optimizer(), stages.make_uplink(), history)
     ev = evaluate(weights) or _NO_TEST
     history.append(**stages.record(round=0, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-                                   train_loss=None, clients=[], bytes_up=0, bytes_down=0, seconds=0.0,
+                                   train_loss=None, clients=[], dropped=[], bytes_up=0, bytes_down=0,
+                                   seconds=0.0,
                                    **stages.privacy_columns(0)))
     return state
 
@@ -297,13 +299,36 @@ def nonnegative_variances(weights: Weights, variances: list[bool]) -> Weights:
     return [np.maximum(w, 0) if v else w for w, v in zip(weights, variances, strict=True)]
 
 
+def finite_updates(deltas: list[Weights], messages: list[ClientMessage],
+                   rnd: int) -> tuple[list[Weights], list[ClientMessage], list[int]]:
+    """The decoded updates that are finite, their messages, and the clients whose update held
+    NaN or infinity (dropped from this round: one such update would make the aggregate NaN, and
+    DP's clipping has no norm to clip it to).
+
+    Raises
+    ------
+    storage.NonFiniteError
+        Every client of the round sent a non-finite update (local training diverged everywhere:
+        the learning rate is too high); the run stops as any diverged run does.
+    """
+    finite = [all(np.all(np.isfinite(t)) for t in d) for d in deltas]
+    dropped = [m.client for m, ok in zip(messages, finite) if not ok]
+    if dropped and not any(finite):
+        raise storage.NonFiniteError(
+            f"training diverged in round {rnd}: every client's update ({len(dropped)}) was NaN or "
+            f"infinite; the run stopped without saving round {rnd}. Lower learning_rate.", rnd)
+    return ([d for d, ok in zip(deltas, finite) if ok], [m for m, ok in zip(messages, finite) if ok],
+            dropped)
+
+
 # ------------------------------------------------------------------ one round
 def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str, Any]:
     """One round, on any path; the only loop over a round's clients is ``clients.train``.
 
-    Updates ``state`` in place and returns the History row it appended. Raises
-    ``storage.NonFiniteError`` (before anything is recorded) if the new weights or test loss
-    are NaN or infinite.
+    Updates ``state`` in place and returns the History row it appended. An update holding NaN or
+    infinity is dropped and its client listed in the row's ``dropped`` (``finite_updates``).
+    Raises ``storage.NonFiniteError`` (before anything is recorded) if every update, the new
+    weights or the test loss are NaN or infinite.
     """
     t0 = time.perf_counter()
     streams = stages.streams(state.round + 1)
@@ -312,20 +337,21 @@ def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str,
     payloads = broadcast(state.weights, clients.mask, chosen, state.seen)  # broadcast
     messages = clients.train(payloads, streams, state.uplink) if payloads else []  # client side
     deltas = [compression.decode(m.encoded) for m in messages]  # decode (order: ``chosen``)
+    deltas, kept, dropped = finite_updates(deltas, messages, streams.round)  # NaN/inf: dropped
     like = [w for w, m in zip(state.weights, clients.mask) if m]  # one update's shapes
-    agg = stages.aggregate(deltas, [m.num_examples for m in messages], like, streams)  # aggregate
+    agg = stages.aggregate(deltas, [m.num_examples for m in kept], like, streams)  # aggregate
     new = state.server_opt.step(state.weights, list(clients.mask), agg)  # server step
     new = nonnegative_variances(new, clients.variances)  # DP noise may push them below 0
     ev = clients.evaluate(new)  # evaluate
     check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here
     extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...
-    losses = [m.train_loss for m in messages]
+    losses = [m.train_loss for m in kept]
     ev = ev or _NO_TEST
     state.weights, state.round = new, streams.round
     state.seen.update(chosen)
     state.history.append(**stages.record(  # record
         round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
-        train_loss=float(np.mean(losses)) if losses else None, clients=chosen,
+        train_loss=float(np.mean(losses)) if losses else None, clients=chosen, dropped=dropped,
         bytes_up=sum(m.encoded.nbytes for m in messages) + extra_up,
         bytes_down=sum(p.nbytes for p in payloads) + extra_down,
         seconds=time.perf_counter() - t0, **stages.privacy_columns(streams.round)))

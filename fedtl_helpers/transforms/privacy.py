@@ -51,11 +51,15 @@ def clip_update(update: Sequence[np.ndarray], clip: float) -> Weights:
     Raises
     ------
     ValueError
-        ``clip`` not a number > 0.
+        ``clip`` not a number > 0, or an update that holds NaN or infinity (it has no norm to
+        clip to; the round drops such an update before it gets here, ``round.finite_updates``).
     """
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
         raise ValueError(f"clip={clip!r} is invalid: allowed a number > 0.")
     norm = global_norm(update)
+    if not math.isfinite(norm):
+        raise ValueError("update is invalid: it holds NaN or infinite values; allowed finite numbers "
+                         "only (a diverged or malicious client)")
     if norm <= clip:
         return [np.array(t, np.float32) for t in update]
     scale = clip / norm

@@ -25,7 +25,7 @@ import numpy as np
 from .aggregation import Weights, check_compatible
 
 RULES = ("median", "trimmed_mean", "krum")
-ATTACKS = ("none", "sign_flip", "scale")
+ATTACKS = ("none", "sign_flip", "scale", "nan")
 
 
 def coordinate_median(deltas: Sequence[Weights]) -> Weights:
@@ -118,10 +118,14 @@ def malicious_clients(num_clients: int, fraction: float, seed: int) -> frozenset
 
 
 def poison(delta: Weights, attack: str, scale: float) -> Weights:
-    """A malicious client's update: ``-scale * delta`` (sign flip) or ``scale * delta`` (scaling)."""
+    """A malicious client's update: ``-scale * delta`` (sign flip), ``scale * delta`` (scaling) or
+    every value NaN (``"nan"``: what a diverged client or a node that wants to stall the server
+    sends; the round drops it, ``round.finite_updates``)."""
     if attack == "none":
         return delta
     if attack not in ATTACKS:
         raise ValueError(f"attack={attack!r} is invalid: allowed one of {', '.join(map(repr, ATTACKS))}.")
+    if attack == "nan":
+        return [np.full(np.shape(t), np.nan, np.asarray(t).dtype) for t in delta]
     factor = -scale if attack == "sign_flip" else scale
     return [(factor * np.asarray(t)).astype(np.asarray(t).dtype) for t in delta]

@@ -212,14 +212,16 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
             return EXIT_INTERRUPTED
         from ..federation.server import run_federated
 
+        for line in privacy_lines(config, "start"):  # said on the terminal, not only in the History
+            print(line, file=sys.stderr)
         try:
             result = run_federated(config, checkpoint_dir=out, resume=args.resume,
                                    progress=not args.quiet, simulation=sim)
         except storage.NonFiniteError as e:
             if args.debug:
                 raise
-            print(f"error: {e} ({out / storage.CHECKPOINT_NAME} holds round {e.round - 1})"
-                  if (out / storage.CHECKPOINT_NAME).exists() else f"error: {e}", file=sys.stderr)
+            print(f"error: {e} ({storage.checkpoint_path(out)} holds round {e.round - 1})"
+                  if storage.checkpoint_path(out).exists() else f"error: {e}", file=sys.stderr)
             return EXIT_FAILED
         except BaseException as e:
             if not storage.is_interrupt(e):
@@ -227,10 +229,40 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
             print(_stopped_message(out, config, argv), file=sys.stderr)
             return EXIT_INTERRUPTED
     print(result.history.table())
+    for line in privacy_lines(config, "end", out):
+        print(line, file=sys.stderr)
     print(json.dumps({"final_test_accuracy": result.history.final_accuracy,
                       "rounds": config.rounds, "dataset": result.history.meta["dataset"],
                       "weights": result.history.meta["weights"], "out": str(out)}))
     return 0
+
+
+def privacy_lines(config: ExperimentConfig, when: str, out: Path | None = None) -> list[str]:
+    """What a DP run says on the terminal at its ``"start"`` and ``"end"``: the epsilon the whole
+    run spends (the same accountant as the History's ``epsilon`` column), what is withheld and
+    where the private state is, and, for seeded noise, that the run protects nothing. Empty
+    without DP."""
+    if config.dp_clip is None:
+        return []
+    from ..core.history import DP_WITHHELD
+    from ..transforms import privacy
+
+    eps = privacy.dp_epsilon(config.dp_noise_multiplier, config.client_fraction, config.rounds,
+                             config.dp_delta, sampling=config.client_sampling,
+                             accountant=config.dp_accountant, num_clients=config.num_clients)
+    budget = (f"epsilon = {eps:.3g} at delta = {config.dp_delta:g} after {config.rounds} rounds "
+              f"({config.dp_accountant.upper()} accountant, {config.client_sampling} sampling "
+              f"q = {config.client_fraction:g}, noise multiplier {config.dp_noise_multiplier:g}, "
+              f"clip {config.dp_clip:g})")
+    lines = [f"differential privacy: {'this run will spend' if when == 'start' else 'spent'} {budget}"]
+    if when == "end":
+        lines.append(f"differential privacy: the History withholds {', '.join(DP_WITHHELD)}; "
+                     + (f"{out / storage.PRIVATE_DIR} holds the server's private state (sampled ids): "
+                        "do not publish it" if out is not None else "the checkpoint is private"))
+    if config.randomness == "simulation":
+        lines.append("WARNING: no privacy: randomness='simulation' seeds the noise from the seed in "
+                     "the History, so anyone can subtract it; use --randomness secure for a private run")
+    return lines
 
 
 def _prepare(config: ExperimentConfig, args: argparse.Namespace, sha256: str | None):
@@ -270,5 +302,5 @@ def _stopped_message(out: Path, config: ExperimentConfig, argv: list[str]) -> st
     if state is None:
         return (f"stopped before round 1 finished; nothing was kept in {out}. Run again with: "
                 f"{PROG} {shlex.join(argv)}")
-    return (f"stopped after round {state['round']} of {config.rounds}; {out / storage.CHECKPOINT_NAME} "
+    return (f"stopped after round {state['round']} of {config.rounds}; {storage.checkpoint_path(out)} "
             f"holds it. Resume with: {resume_command(argv)}")
