@@ -27,6 +27,7 @@ import pytest
 
 from fedtl_helpers.core.config import ExperimentConfig
 from fedtl_helpers.federation.server import Simulation, run_federated
+from fedtl_helpers.transforms import robust
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 sys.path.insert(0, str(DEPLOY))
@@ -508,14 +509,15 @@ def test_sigkill_of_the_real_launcher_stops_the_flower_processes(tmp_path):
 
 
 # One combination runs end to end over real Flower processes (30-90 s of CPU): robust
-# aggregation, an attacker, top-k with error feedback (sparse indices and values over the
-# wire) and a server optimiser with state. The whole feature matrix runs in process through
+# aggregation, a node that sends NaN (dropped by the ServerApp, which used to hang on it under
+# DP), top-k with error feedback (sparse indices and values over the wire) and a server
+# optimiser with state. The whole feature matrix runs in process through
 # the same ServerApp/ClientApp code in test_conformance.py (Krum needs 5 SuperNodes, so it is
 # covered there only), and every encoding's records round-trip bit for bit below.
 E2E = {
-    "median+sign_flip+topk_ef+fedadam": ExperimentConfig(
+    "median+nan+topk_ef+fedadam": ExperimentConfig(
         randomness="secure", num_clients=3, rounds=2, n_train=450, n_test=200, strategy="head",
-        aggregator="median", attack="sign_flip", malicious_fraction=0.34, compression="topk",
+        aggregator="median", attack="nan", malicious_fraction=0.34, compression="topk",
         sparsity=0.1, server_optimizer="adam", server_lr=0.01),
 }
 
@@ -537,9 +539,12 @@ def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
     for d, s in zip(rows, sim):
         assert abs(d["test_accuracy"] - s["test_accuracy"]) <= 1e-6, (d, s)
         assert abs(d["test_loss"] - s["test_loss"]) <= 1e-6, (d, s)
-        for key in ("clients", "bytes_up", "bytes_down"):
+        for key in ("clients", "dropped", "bytes_up", "bytes_down"):
             assert d[key] == s[key], (key, d, s)
     assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"]
+    if config.attack == "nan":  # the NaN node's update was dropped in every round, named
+        (bad,) = robust.malicious_clients(config.num_clients, config.malicious_fraction, config.seed)
+        assert [r["dropped"] for r in rows] == [[], [bad], [bad]]
 
 
 def test_secure_aggregation_is_refused_before_anything_starts(tmp_path, capsys):
