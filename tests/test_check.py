@@ -285,7 +285,9 @@ grid:
 """
 
 
-def test_14_1():
+def test_14_1(tmp_path, monkeypatch):
+    assert check("14_1")(GRID)
+    monkeypatch.chdir(tmp_path)  # a graded copy outside the repository (nbgrader's autograded/)
     assert check("14_1")(GRID)
     rejects("14_1", GRID.replace("seed: [0, 1]", "seed: [0]"), "expands to 3 run(s)")
     rejects("14_1", GRID.replace("strategy:", "stratgy:"), "unknown parameter 'stratgy'",

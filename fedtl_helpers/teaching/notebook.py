@@ -100,13 +100,17 @@ def tag(dataset: str, backbone: str, weights: str | None) -> str:
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The repository root (the folder holding ``_toc.yml``), from the notebook's working folder.
+    """The repository root (the folder holding ``_toc.yml``), from the notebook's working folder,
+    else from where this package is installed (a notebook graded or copied outside the
+    repository, e.g. nbgrader's ``autograded/`` folder, still finds the course's files).
 
     The book build runs notebooks inside ``notebooks/``; papermill and the tests run them from
     the root. Paths such as ``experiments/smoke.yaml`` are resolved against this folder.
     """
     here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    package_home = Path(__file__).resolve().parents[2]  # fedtl_helpers/teaching/notebook.py
+    for folder in (here, *here.parents, package_home):
         if (folder / "_toc.yml").is_file():
             return folder
-    raise FileNotFoundError(f"no _toc.yml in {here} or its parents: is this the fedtl repository?")
+    raise FileNotFoundError(f"no _toc.yml in {here} or its parents, nor beside the installed fedtl_helpers "
+                            f"({package_home}): is this the fedtl repository?")
