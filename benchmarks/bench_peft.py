@@ -1,24 +1,27 @@
 """Parameter-efficient federated fine-tuning: every strategy on the same clients, and FedBN.
 
-Strategies ``head``, ``full``, ``lora``, ``bitfit`` and ``lpft`` (head-only, then full at
-``--switch-round``), run on the same IID clients (embedded data, built-in pretrained backbone),
-the same rounds and seeds. Fair comparison: each strategy's client learning rate is chosen among
-``--lrs`` on a 20% validation split of the training data (seed ``--seeds[0]``, ``--tune-rounds``
-rounds; never the test set) unless ``--no-tune``. Then, under feature skew (every client sees all
-classes through its own colour, contrast or blur transform), FedAvg against FedBN, each scored
-by the mean accuracy over clients on their own held-out images; and the same under label skew
-(Dirichlet ``--label-alpha``, no style), where FedBN has no style to keep apart. Also measured:
+Strategies ``head``, ``full``, ``lora``, ``ffa_lora`` (LoRA with ``A`` frozen: only ``B`` is trained
+and averaged, exact aggregation; Sun et al., ICLR 2024), ``bitfit`` and ``lpft`` (head-only, then
+full at ``--switch-round``), run on the same IID clients (embedded data, built-in pretrained
+backbone), the same rounds and seeds. Fair comparison: each strategy's client learning rate is
+chosen among ``--lrs`` on a 20% validation split of the training data (seed ``--seeds[0]``,
+``--tune-rounds`` rounds; never the test set) unless ``--no-tune``. Then, under feature skew (every
+client sees all classes through its own colour, contrast or blur transform), FedAvg against FedBN,
+each scored by the mean accuracy over clients on their own held-out images; and the same under label
+skew (Dirichlet ``--label-alpha``, no style), where FedBN has no style to keep apart. Also measured:
 how far averaging LoRA's factors ``A`` and ``B`` separately is from averaging their product (one
-extra round of client updates from the final LoRA model), and ResNet50's parameter ratio (built
-at 96 px with ``weights=None``: counted, not trained).
+extra round of client updates from the final LoRA model), and ResNet50's parameter ratio (built at
+96 px with ``weights=None``: counted, not trained).
 
     python benchmarks/bench_peft.py [--rounds 6] [--seeds 0 1 2] [--out results/bench_peft.json]
 
 About 330 s of CPU (user + system) with the defaults, 13 min wall on 2 cores shared with four
-other jobs (load 15); ``results/bench_peft.json`` holds that run.
+other jobs (load 15); ``results/bench_peft.json`` holds that run, made before ``ffa_lora`` was
+added (the record has no ``ffa_lora`` arm until it is run again).
 
 Last line: one JSON object with, per strategy, ``bytes_up_per_round`` (all clients, mean over
 rounds) and ``final_acc`` (mean over seeds), and ``lora_bytes_ratio``, ``lora_acc_gap_points``,
+``ffa_lora_acc_gap_points``, ``ffa_lora_bytes_ratio``,
 ``lpft_dip_points``, ``fedbn_gain_points`` (feature skew), ``fedbn_gain_points_label_skew``,
 ``lora_param_ratio_resnet50``.
 """
@@ -36,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STRATEGIES = ("head", "full", "lora", "bitfit", "lpft")
+STRATEGIES = ("head", "full", "lora", "ffa_lora", "bitfit", "lpft")
 
 
 def lpft_dip(curve: list[float]) -> float:
@@ -207,6 +210,10 @@ def main() -> None:
                                   / strategies["lora"]["bytes_up_per_round"], 2),
         "lora_acc_gap_points": round(100 * (strategies["full"]["final_acc"]
                                             - strategies["lora"]["final_acc"]), 2),
+        "ffa_lora_acc_gap_points": round(100 * (strategies["full"]["final_acc"]
+                                                - strategies["ffa_lora"]["final_acc"]), 2),
+        "ffa_lora_bytes_ratio": round(strategies["full"]["bytes_up_per_round"]
+                                      / strategies["ffa_lora"]["bytes_up_per_round"], 2),
         "lpft_dip_points": round(max(lpft_dip(d["curves"]["lpft"]) for d in per_seed), 2),
         "fedbn_gain_points": round(100 * float(np.mean([np.mean(d["fedbn_client_acc"])
                                                         - np.mean(d["fedavg_client_acc"])

@@ -24,6 +24,7 @@ STRATEGIES = ("head", "partial", "full")
 # Parameter-efficient strategies (chapter "Parameter-efficient federated fine-tuning"):
 # low-rank adapters, biases + normalisation, and head-then-fine-tune (LP-FT).
 STRATEGIES += ("lora", "bitfit", "lpft")
+STRATEGIES += ("ffa_lora",)  # LoRA with A frozen: only B trains and is averaged (exact aggregation)
 LPFT_THEN = ("partial", "full")  # what LP-FT trains after its head-only rounds
 OPTIMIZERS = ("adam", "sgd")
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size

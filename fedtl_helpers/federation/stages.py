@@ -236,7 +236,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
 PERSONAL_PATHS = ("FedPer", "FedBN")  # the personalised loops (personalization.py)
-PEFT_NOT_DEPLOYED = ("lora", "bitfit", "lpft")  # strategies only the simulation runs
+PEFT_NOT_DEPLOYED = ("lora", "ffa_lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
 def refusals(config: ExperimentConfig, path: str) -> list[str]:
@@ -246,7 +246,7 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
 
     - ``randomness="simulation"``: real clients need ``"secure"`` (OS randomness for the
       client sample and the DP noise; a seed would let anyone regenerate them);
-    - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"bitfit"``, ``"lpft"``): the
+    - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"ffa_lora"``, ``"bitfit"``, ``"lpft"``): the
       parameter-efficient strategies run only in simulation;
     - ``secure_aggregation=True``: the protocol here runs every client in one process
       (Flower's SecAgg+ would be the way to deploy it).
@@ -259,9 +259,9 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
     The simulation refuses nothing beyond the config's own rules.
     """
     if path in PERSONAL_PATHS:
-        return [f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', 'lora' or "
-                "'bitfit' (the personal tensors are split off once, and LP-FT changes the trained "
-                "tensors at lpft_switch_round)."] if config.strategy == "lpft" else []
+        return [f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', 'lora', "
+                "'ffa_lora' or 'bitfit' (the personal tensors are split off once, and LP-FT changes the "
+                "trained tensors at lpft_switch_round)."] if config.strategy == "lpft" else []
     if path != DEPLOYMENT:
         return []
     out = []

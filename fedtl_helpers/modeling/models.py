@@ -351,6 +351,7 @@ def backbone_blocks(body: keras.Model, backbone: str) -> list[list[keras.layers.
     return ordered
 
 
+LORA_STRATEGIES = ("lora", "ffa_lora")  # strategies that add low-rank adapters
 # Layers that take low-rank adapters: Keras 3's own ``enable_lora`` (Dense, EinsumDense, Conv).
 _LORA_LAYERS = (layers.Dense, layers.EinsumDense, layers.Conv2D)
 
@@ -370,7 +371,11 @@ def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_bloc
     with ``W + A @ B`` (``A``: ``(..., in, r)``, ``B``: ``(r, out)``, ``B`` starts at zero), ``W``
     and the biases stay frozen, BatchNormalization stays in inference mode, and only ``A``,
     ``B`` and the head train. Adapters cannot be removed again: a model that has them only
-    takes ``"lora"``. ``"bitfit"`` trains the backbone's biases and normalisation layers
+    takes ``"lora"`` (or ``"ffa_lora"``). ``"ffa_lora"`` is FFA-LoRA (Sun et al., ICLR 2024): the
+    same adapters with ``A`` frozen at its random initialisation, so only ``B`` (and the head)
+    trains and is sent; every client multiplies by the same ``A``, so the mean of the ``B``s gives
+    exactly the mean of the updates ``A @ B`` (averaging both factors does not: ``lora_factor_gap``),
+    for half the adapter's upload or less. ``"bitfit"`` trains the backbone's biases and normalisation layers
     (scale, offset and, in training mode, their moving statistics) plus the head.
     ``"lpft"`` is a schedule of two of these (``phase_strategy``), not a set of tensors.
     """
@@ -381,9 +386,9 @@ def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_bloc
     body = model.get_layer("backbone")
     leaves = [layer for layer in leaf_layers(body) if layer.weights]
     has_lora = any(getattr(layer, "lora_enabled", False) for layer in leaves)
-    if has_lora and strategy != "lora":
+    if has_lora and strategy not in LORA_STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is invalid for a model with LoRA adapters: allowed "
-                         "'lora' (Keras cannot remove adapters; build a new model).")
+                         "'lora' or 'ffa_lora' (Keras cannot remove adapters; build a new model).")
     for layer in leaves:  # undo a previous strategy's per-tensor freezing (bitfit, lora)
         layer.trainable = True
         if not isinstance(layer, layers.BatchNormalization):
@@ -398,7 +403,7 @@ def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_bloc
         for block in blocks[:-unfreeze_blocks]:
             for layer in block:
                 layer.trainable = False
-    elif strategy == "lora":
+    elif strategy in LORA_STRATEGIES:
         if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:
             raise ValueError(f"lora_rank={lora_rank!r} is invalid: allowed an integer >= 1.")
         for layer in leaves:
@@ -407,8 +412,9 @@ def set_strategy(model: keras.Model, backbone: str, strategy: str, unfreeze_bloc
             elif isinstance(layer, _LORA_LAYERS):
                 if not layer.lora_enabled:
                     layer.enable_lora(lora_rank)
+                a_trains = strategy == "lora"  # FFA-LoRA keeps A at its random initialisation
                 for v in layer.weights:  # only the adapters train, not W nor the bias
-                    v.trainable = v is layer.lora_kernel_a or v is layer.lora_kernel_b
+                    v.trainable = v is layer.lora_kernel_b or (a_trains and v is layer.lora_kernel_a)
             else:
                 layer.trainable = False
     elif strategy == "bitfit":
