@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedtl_deploy.task import (
     check_deployable,
     check_partitions,
+    deployment_security,
     encoded_from_records,
     experiment_config,
     to_record,
@@ -193,8 +194,11 @@ def main(grid: Grid, context: Context) -> None:
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
     clients = FlowerClients(grid, node_of, sim, round_timeout)
+    security = deployment_security()  # what the SuperLink was started with (transport, node auth)
+    print(f"transport: {security['transport']}; node authentication: "
+          f"{security['node_authentication']}", flush=True)
     history = new_history(config, sim, stages, runtime="flower", run_id=context.run_id,
-                          nodes={str(k): n for k, n in node_of.items()})
+                          nodes={str(k): n for k, n in node_of.items()}, security=security)
     # Round 1 broadcasts the pretrained initial model.
     state = start(config, stages, clients, sim.model.get_weights(), history, checkpoint_dir, resume)
     if state.round:  # resumed: the nodes may be new ones, holding no frozen tensors yet
@@ -210,5 +214,5 @@ def main(grid: Grid, context: Context) -> None:
     history = state.history
     finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
-              "history": history.to_dict()}
+              "security": security, "history": history.to_dict()}
     atomic_write_text(result_path, json.dumps(result, indent=1))

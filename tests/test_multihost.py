@@ -1,0 +1,281 @@
+"""The deployment across hosts: deploy/launch.py's roles in network namespaces the test makes.
+
+Chapter: "From simulation to deployment" (threat model, what each test shows). Each "host" is
+a network namespace with its own network stack, joined to the others by a veth pair to a
+bridge (itself in a namespace): 10.231.0.1 the SuperLink host, .10 and .11 two SuperNode
+hosts, .99 an outsider holding ``ca.crt`` (all an attacker needs in issue 31). Nothing is
+addressed outside these namespaces; they are removed at the end, also when a test fails.
+Skipped, saying why, where namespaces cannot be made (not root, no ``ip``, a container
+without CAP_NET_ADMIN).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+LAUNCH = [sys.executable, str(DEPLOY / "launch.py")]
+PREFIX = f"f31t{os.getpid() % 100000}"  # unique names: two runs of this file do not collide
+HOSTS = {"link": "10.231.0.1", "n0": "10.231.0.10", "n1": "10.231.0.11", "out": "10.231.0.99"}
+FLEET, CONTROL = f"{HOSTS['link']}:9092", 9093
+# A tiny experiment: 2 clients, 2 rounds, head only (the runs below take ~20 s after start-up).
+EXPERIMENT = ["--num-clients", "2", "--rounds", "2", "--n-train", "200", "--n-test", "100",
+              "--strategy", "head", "--randomness", "secure"]
+
+
+def ns(host: str) -> str:
+    return f"{PREFIX}{host}"
+
+
+def sh(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def make_network() -> str | None:
+    """Make the namespaces; ``None``, or why they cannot be made."""
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is missing"
+    if os.geteuid() != 0:
+        return "network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+    bridge = ns("br")
+    steps = [("ip", "netns", "add", bridge), ("ip", "-n", bridge, "link", "add", "br0", "type", "bridge"),
+             ("ip", "-n", bridge, "link", "set", "br0", "up")]
+    for host, address in HOSTS.items():
+        steps += [("ip", "netns", "add", ns(host)),
+                  ("ip", "-n", bridge, "link", "add", f"v{host}", "type", "veth", "peer", "name", "eth0",
+                   "netns", ns(host)),
+                  ("ip", "-n", bridge, "link", "set", f"v{host}", "master", "br0", "up"),
+                  ("ip", "-n", ns(host), "addr", "add", f"{address}/24", "dev", "eth0"),
+                  ("ip", "-n", ns(host), "link", "set", "eth0", "up"),
+                  ("ip", "-n", ns(host), "link", "set", "lo", "up")]
+    for step in steps:
+        done = sh(*step)
+        if done.returncode:
+            return f"`{' '.join(step)}` failed: {done.stderr.strip()}"
+    return None
+
+
+def remove_network() -> None:
+    for name in [ns("br"), *(ns(h) for h in HOSTS)]:
+        sh("ip", "netns", "del", name)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(REPO), str(DEPLOY), e.get("PYTHONPATH", "")])
+    e.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return e
+
+
+def in_host(host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``args`` in ``host``'s namespace, wait (with a timeout) and return what it did."""
+    return subprocess.run(["ip", "netns", "exec", ns(host), *args], capture_output=True, text=True,
+                          env=env(), timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+
+
+class Role:
+    """A launcher role running in a namespace, its output in ``log``."""
+
+    def __init__(self, host: str, log: Path, *args: str):
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", ns(host), *LAUNCH, *args], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
+                                         start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.log.name} exited {self.proc.returncode}:\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} in {self.log.name} within {timeout} s:\n"
+                                     + self.text()[-3000:])
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=10)
+
+
+def flower_processes(folder: Path) -> list[psutil.Process]:
+    """Every running process whose FLWR_HOME lies under ``folder`` (what a role started)."""
+    home = str(folder)
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("FLWR_HOME", "").startswith(home) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """Namespaces, credentials, a SuperLink on 10.231.0.1 and the two nodes' keys registered."""
+    why = make_network()
+    if why is not None:
+        remove_network()
+        pytest.skip(f"network namespaces cannot be made here: {why}")
+    root = tmp_path_factory.mktemp("multihost")
+    roles: list[Role] = []
+    try:
+        certs = root / "certs"
+        done = in_host("link", *LAUNCH, "credentials", "--out", str(certs), "--host", HOSTS["link"])
+        assert done.returncode == 0, done.stderr
+        for name in ("n0", "n1", "out"):
+            done = in_host(name, *LAUNCH, "node-key", "--out", str(root / "keys" / name))
+            assert done.returncode == 0, done.stderr
+        link = Role("link", root / "superlink.log", "superlink", "--out", str(root / "link"),
+                    "--certs", str(certs), "--public", FLEET, "--control-port", str(CONTROL),
+                    "--stop-timeout", "5")
+        roles.append(link)
+        link.wait_for("running; stop with", 60)
+        done = in_host("link", *LAUNCH, "register", "--out", str(root / "op"), "--ca", str(certs / "ca.crt"),
+                       str(root / "keys" / "n0.pub"), str(root / "keys" / "n1.pub"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield {"root": root, "certs": certs, "link": link, "roles": roles}
+    finally:
+        for role in roles:
+            role.stop()
+        remove_network()
+
+
+def start_nodes(net, tag: str, hosts=("n0", "n1"), *extra: str) -> list[Role]:
+    root = net["root"]
+    nodes = []
+    for k, host in enumerate(hosts):
+        node = Role(host, root / f"{tag}-{host}.log", "supernode", "--out", str(root / f"{tag}-{host}"),
+                    "--superlink", FLEET, "--ca", str(net["certs"] / "ca.crt"),
+                    "--key", str(root / "keys" / host), "--partition", str(k), "--num-partitions", "2",
+                    "--idle-poll", "0.2", "--reply-poll", "0.1", "--stop-timeout", "5", *extra)
+        net["roles"].append(node)
+        nodes.append(node)
+    return nodes
+
+
+def operator_run(net, out: str, *extra: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    return in_host("link", *LAUNCH, "run", "--out", str(net["root"] / out), "--ca",
+                   str(net["certs"] / "ca.crt"), *EXPERIMENT, "--node-timeout", "60",
+                   "--run-timeout", str(timeout - 20), *extra, timeout=timeout)
+
+
+def test_security_is_printed_and_the_control_api_is_on_loopback_only(net):
+    banner = net["link"].text()
+    assert "transport: tls; node authentication: registered keys only" in banner
+    assert f"Control API: 127.0.0.1:{CONTROL} (loopback only" in banner
+    listening = in_host("link", "ss", "-Hltn")
+    ports = {line.split()[3] for line in listening.stdout.splitlines()}
+    assert f"127.0.0.1:{CONTROL}" in ports and FLEET in ports
+    assert not any(p.endswith(f":{CONTROL}") and not p.startswith("127.0.0.1") for p in ports), ports
+
+
+def test_an_outsider_with_the_ca_certificate_cannot_register_run_or_reach_the_runtime_api(net):
+    root, ca = net["root"], str(net["certs"] / "ca.crt")
+    # The Control API's port is closed from another host...
+    t0 = time.monotonic()
+    done = in_host("out", *LAUNCH, "register", "--out", str(root / "evil"), "--ca", ca,
+                   "--control", f"{HOSTS['link']}:{CONTROL}", str(root / "keys" / "out.pub"), timeout=150)
+    assert done.returncode == 1 and "registered" not in done.stdout, done.stdout + done.stderr
+    # ... and the public port serves no Control route.
+    done = in_host("out", *LAUNCH, "register", "--out", str(root / "evil"), "--ca", ca,
+                   "--control", FLEET, str(root / "keys" / "out.pub"), timeout=150)
+    assert done.returncode == 1 and "registered" not in done.stdout, done.stdout + done.stderr
+    done = in_host("out", *LAUNCH, "run", "--out", str(root / "evil"), "--ca", ca, "--control", FLEET,
+                   *EXPERIMENT, timeout=150)
+    assert done.returncode == 1 and "submitted" not in done.stdout, done.stdout + done.stderr
+    print(f"outsider refused three times in {time.monotonic() - t0:.1f} s")
+    # Raw requests: Control and Runtime routes (AcquireTask would hand out the ServerApp's
+    # task token) answer 403 at the gateway; a Fleet route is forwarded (the SuperLink answers).
+    probe = ("import httpx,ssl,sys;c=httpx.Client(verify=ssl.create_default_context(cafile=sys.argv[1]));"
+             "print(' '.join(str(c.post('https://" + FLEET + "'+p,content=b'').status_code) for p in "
+             "['/v1/control/list-runs','/v1/runtime/acquire-task','/v1/fleet/../control/list-runs',"
+             "'/v1/fleet/%2e%2e/control/list-runs','/v1/fleet/get-run']))")
+    done = in_host("out", sys.executable, "-c", probe, ca)
+    codes = done.stdout.split()
+    assert codes[:4] == ["403"] * 4 and codes[4] != "403", done.stdout + done.stderr
+
+
+def test_an_unregistered_node_cannot_join(net):
+    root = net["root"]
+    node = Role("out", root / "intruder.log", "supernode", "--out", str(root / "intruder"),
+                "--superlink", FLEET, "--ca", str(net["certs"] / "ca.crt"),
+                "--key", str(root / "keys" / "out"),
+                "--partition", "0", "--num-partitions", "2", "--connect-timeout", "10", "--stop-timeout", "5")
+    net["roles"].append(node)
+    code = node.proc.wait(timeout=90)
+    assert code == 1, node.text()
+    assert "supernode-0 stopped" in node.text(), node.text()
+    assert flower_processes(root / "intruder") == []
+
+
+def test_two_registered_nodes_train_over_the_veth_links_with_tls(net):
+    root = net["root"]
+    nodes = start_nodes(net, "fed")
+    for node in nodes:
+        node.wait_for("running; stop with", 60)
+    done = operator_run(net, "fed-op")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    result = json.loads(Path(summary["result"]).read_text())
+    assert result["security"]["transport"] == "tls"
+    assert result["security"]["node_authentication"] == "registered keys only"
+    assert result["security"]["fleet_api"].startswith(FLEET)
+    assert result["history"]["meta"]["security"] == result["security"]
+    assert len(result["history"]["rows"]) == 3  # round 0 and 2 rounds
+    # The nodes reached the SuperLink through eth0: their namespaces have no route to its
+    # loopback, and their only address is on the veth.
+    for host in ("n0", "n1"):
+        addr = in_host(host, "ip", "-4", "-o", "addr").stdout
+        assert f"{HOSTS[host]}/24" in addr and f"{HOSTS['link']}/24" not in addr
+    for node in nodes:
+        assert node.stop() in (0, 130)
+    assert flower_processes(root / "fed-n0") == [] and flower_processes(root / "fed-n1") == []
+
+
+def test_sigkill_of_a_role_launcher_leaves_no_process_behind(net):
+    """The watchdog stops what a killed launcher started, Flower's detached processes included."""
+    root = net["root"]
+    node = start_nodes(net, "kill", ("n0",))[0]
+    node.wait_for("running; stop with", 60)
+    assert len(flower_processes(root / "kill-n0")) >= 2  # the SuperNode and its ClientApp process
+    os.kill(node.proc.pid, signal.SIGKILL)
+    node.proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while (left := flower_processes(root / "kill-n0")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == []
+
+
+def test_bad_role_options_are_one_line_and_exit_2(tmp_path):
+    cases = [(["supernode", "--superlink", "nohost", "--partition", "0", "--num-partitions", "2"],
+              "--superlink='nohost' is invalid"),
+             (["supernode", "--superlink", "10.0.0.1:9092", "--partition", "2", "--num-partitions", "2",
+               "--insecure"], "--partition=2 is invalid"),
+             (["supernode", "--superlink", "10.0.0.1:9092", "--partition", "0", "--num-partitions", "2"],
+              "--ca=None is invalid"),
+             (["superlink", "--out", str(tmp_path)], "--certs=None is invalid")]
+    for args, message in cases:
+        done = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, env=env(), timeout=60)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
