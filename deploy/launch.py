@@ -156,7 +156,7 @@ def supernode(args: argparse.Namespace) -> int:
     if not 0 <= args.partition < args.num_partitions:
         raise UsageError(f"--partition={args.partition} is invalid: allowed 0..{args.num_partitions - 1} "
                          f"(--num-partitions={args.num_partitions})")
-    for name in ("connect_timeout", "stop_timeout", "idle_poll", "reply_poll"):
+    for name in ("connect_timeout", "stop_timeout", "idle_poll", "reply_poll", "task_input_timeout"):
         _seconds(getattr(args, name), "--" + name.replace("_", "-"))
     security = ["--insecure"]
     if not args.insecure:
@@ -171,6 +171,7 @@ def supernode(args: argparse.Namespace) -> int:
         fed.stop_leftovers()
         check_port_free(args.runtime_port, "SuperNode's Runtime API", "--runtime-port")
         print(security_banner(record), flush=True)
+        fed.clientapp_args = ["--input-timeout", str(args.task_input_timeout)]
         fed.start_supernode(args.partition, f"supernode-{args.partition}", security)
         _serve(fed, f"SuperNode (partition {args.partition} of {args.num_partitions}, SuperLink {address})")
     return 0
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-port", type=int, default=9094, help="the node's Runtime API port on 127.0.0.1")
     p.add_argument("--connect-timeout", type=float, default=300.0,
                    help="seconds the node keeps retrying an unreachable SuperLink (default: 300)")
+    p.add_argument("--task-input-timeout", type=float, default=300.0,
+                   help="seconds a message may take to reach the ClientApp before its task fails "
+                        "(default: 300)")
     p.add_argument("--idle-poll", type=float, default=FLOWER_POLLS[0],
                    help=f"seconds between asks for messages (default: Flower's {FLOWER_POLLS[0]:g})")
     p.add_argument("--reply-poll", type=float, default=FLOWER_POLLS[1],

@@ -319,6 +319,7 @@ class LocalFederation:
 
             self.tls = TlsFiles(Path(ca_cert).resolve(), Path(), Path())
         self.extra_env: dict[str, str] = {}  # more environment for every process started here
+        self.clientapp_args: list[str] = []  # more options for each persistent ClientApp process
 
     def __enter__(self) -> LocalFederation:
         return self
@@ -514,7 +515,7 @@ class LocalFederation:
             self.spawn("clientapp-" + name.removeprefix("supernode-"), [
                 sys.executable, str(APP_DIR / "persistent_clientapp.py"),
                 "--runtime-api-address", f"{HOST}:{port}",
-                "--parent-pid", str(self.procs[name].pid)])
+                "--parent-pid", str(self.procs[name].pid), *self.clientapp_args])
 
     def _wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

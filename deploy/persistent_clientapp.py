@@ -22,10 +22,14 @@ SIGTERM; ``deploy/local_federation.py`` starts one per SuperNode and stops it wi
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from logging import ERROR, INFO
 
 from flwr.app import Error, Message
@@ -41,6 +45,24 @@ from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVers
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+
+@contextmanager
+def interrupt_after(seconds: float):
+    """Raise ``KeyboardInterrupt`` in this (the main) thread if the block runs past ``seconds``.
+
+    ``pull_task_input`` pulls the message's objects with unbounded retries: when the SuperLink
+    restarted while a message was half delivered (its run gone), they never come, and this
+    process hung there for good, taking no further task (found by tests/test_multihost.py's
+    fault test). Past the deadline the task fails and the process serves the next one.
+    """
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _client(address: str, component: str, token: str | None = None) -> RuntimeHttpClient:
@@ -64,8 +86,10 @@ class PersistentClientApp:
         The SuperNode's pid: this process exits when it does.
     """
 
-    def __init__(self, runtime_api_address: str, parent_pid: int | None = None):
+    def __init__(self, runtime_api_address: str, parent_pid: int | None = None,
+                 input_timeout: float = 300.0):
         self.address = runtime_api_address
+        self.input_timeout = input_timeout
         self.parent_pid = parent_pid
         self.fab_hash: str | None = None  # the app this process has loaded
         self.app = None
@@ -94,7 +118,8 @@ class PersistentClientApp:
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         try:
-            message, context, run, fab = pull_task_input(client)
+            with interrupt_after(self.input_timeout):  # Flower's pull retries forever
+                message, context, run, fab = pull_task_input(client)
             if self.app is None:
                 install_from_fab(fab.content, skip_prompt=True)
                 load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
@@ -140,13 +165,16 @@ class PersistentClientApp:
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it? (stack to the log)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) does")
     p.add_argument("--poll", type=float, default=0.05, help="seconds between task claims when idle")
+    p.add_argument("--input-timeout", type=float, default=300.0,
+                   help="seconds a task's message may take to arrive before the task fails")
     args = p.parse_args(argv)
     try:
-        PersistentClientApp(args.runtime_api_address, args.parent_pid).serve(args.poll)
+        PersistentClientApp(args.runtime_api_address, args.parent_pid, args.input_timeout).serve(args.poll)
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -117,6 +117,13 @@ class Role:
             return self.proc.wait(timeout=10)
 
 
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def flower_processes(folder: Path) -> list[psutil.Process]:
     """Every running process whose FLWR_HOME lies under ``folder`` (what a role started)."""
     home = str(folder)
@@ -128,6 +135,36 @@ def flower_processes(folder: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             pass
     return found
+
+
+def start_superlink(root: Path, roles: list[Role], tag: str = "") -> Role:
+    """The SuperLink role on 10.231.0.1, its state (registered keys) in a database file so
+    that a restart keeps them."""
+    link = Role("link", root / f"superlink{tag}.log", "superlink", "--out", str(root / "link"),
+                "--certs", str(root / "certs"), "--public", FLEET, "--control-port", str(CONTROL),
+                "--database", str(root / "link-state.db"), "--stop-timeout", "5")
+    roles.append(link)
+    link.wait_for("running; stop with", 60)
+    return link
+
+
+def checkpoint_round(folder: Path) -> int:
+    """The last round the ServerApp checkpointed in ``folder`` (0: none yet)."""
+    from fedtl_helpers.core.storage import load_checkpoint
+
+    try:
+        saved = load_checkpoint(folder)
+    except (OSError, ValueError, KeyError):  # being written: atomic rename, but be safe
+        return 0
+    return 0 if saved is None else int(saved[1]["round"])
+
+
+def wait_round(folder: Path, rnd: int, run: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while checkpoint_round(folder) < rnd:
+        assert run.poll() is None, f"the run ended (exit {run.returncode}) before round {rnd}"
+        assert time.monotonic() < deadline, f"round {rnd} not checkpointed within {timeout} s"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +183,7 @@ def net(tmp_path_factory):
         for name in ("n0", "n1", "out"):
             done = in_host(name, *LAUNCH, "node-key", "--out", str(root / "keys" / name))
             assert done.returncode == 0, done.stderr
-        link = Role("link", root / "superlink.log", "superlink", "--out", str(root / "link"),
-                    "--certs", str(certs), "--public", FLEET, "--control-port", str(CONTROL),
-                    "--stop-timeout", "5")
-        roles.append(link)
-        link.wait_for("running; stop with", 60)
+        link = start_superlink(root, roles)
         done = in_host("link", *LAUNCH, "register", "--out", str(root / "op"), "--ca", str(certs / "ca.crt"),
                        str(root / "keys" / "n0.pub"), str(root / "keys" / "n1.pub"))
         assert done.returncode == 0, done.stdout + done.stderr
@@ -164,11 +197,13 @@ def net(tmp_path_factory):
 def start_nodes(net, tag: str, hosts=("n0", "n1"), *extra: str) -> list[Role]:
     root = net["root"]
     nodes = []
-    for k, host in enumerate(hosts):
+    for host in hosts:
+        k = int(host[1])  # n0 holds partition 0, n1 partition 1
         node = Role(host, root / f"{tag}-{host}.log", "supernode", "--out", str(root / f"{tag}-{host}"),
                     "--superlink", FLEET, "--ca", str(net["certs"] / "ca.crt"),
                     "--key", str(root / "keys" / host), "--partition", str(k), "--num-partitions", "2",
-                    "--idle-poll", "0.2", "--reply-poll", "0.1", "--stop-timeout", "5", *extra)
+                    "--idle-poll", "0.2", "--reply-poll", "0.1", "--stop-timeout", "5",
+                    "--task-input-timeout", "20", *extra)
         net["roles"].append(node)
         nodes.append(node)
     return nodes
@@ -230,11 +265,11 @@ def test_an_unregistered_node_cannot_join(net):
 
 
 def test_two_registered_nodes_train_over_the_veth_links_with_tls(net):
-    root = net["root"]
-    nodes = start_nodes(net, "fed")
+    nodes = start_nodes(net, "fed")  # kept running for the fault test below (TensorFlow loaded)
+    net["nodes"] = nodes
     for node in nodes:
         node.wait_for("running; stop with", 60)
-    done = operator_run(net, "fed-op")
+    done = operator_run(net, "fed-op", "--rounds", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     result = json.loads(Path(summary["result"]).read_text())
@@ -242,27 +277,94 @@ def test_two_registered_nodes_train_over_the_veth_links_with_tls(net):
     assert result["security"]["node_authentication"] == "registered keys only"
     assert result["security"]["fleet_api"].startswith(FLEET)
     assert result["history"]["meta"]["security"] == result["security"]
-    assert len(result["history"]["rows"]) == 3  # round 0 and 2 rounds
+    assert [r["round"] for r in result["history"]["rows"]] == [0, 1]
     # The nodes reached the SuperLink through eth0: their namespaces have no route to its
     # loopback, and their only address is on the veth.
     for host in ("n0", "n1"):
         addr = in_host(host, "ip", "-4", "-o", "addr").stdout
         assert f"{HOSTS[host]}/24" in addr and f"{HOSTS['link']}/24" not in addr
-    for node in nodes:
-        assert node.stop() in (0, 130)
-    assert flower_processes(root / "fed-n0") == [] and flower_processes(root / "fed-n1") == []
+
+
+def operator_popen(net, out: str, *extra: str) -> subprocess.Popen:
+    log = open(net["root"] / f"{out}.log", "wb")  # noqa: SIM115 (the child writes it; closed below)
+    with log:
+        return subprocess.Popen(["ip", "netns", "exec", ns("link"), *LAUNCH, "run", "--out",
+                                 str(net["root"] / out), "--ca", str(net["certs"] / "ca.crt"), *EXPERIMENT,
+                                 "--node-timeout", "60", "--run-timeout", "200", *extra],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env())
+
+
+def test_faults_link_down_superlink_restart_node_killed(net):
+    """Two runs meet three faults; what the deployment does with each (the chapter's table):
+
+    - link down: SuperNode 1's eth0 is down for 4 s during round 2: its requests fail and are
+      retried, the round completes late and the run goes on;
+    - SuperLink restart after round 2 (SIGTERM, started again on the same database): the
+      ServerApp goes down with it, the operator's ``run`` stops (exit 1) naming the
+      unreachable SuperLink, the checkpoint holds round 2; the SuperNodes keep retrying and
+      reconnect by themselves, and ``run --resume`` continues from round 3;
+    - SuperNode killed in round 4 (SIGKILL of node 1's launcher; its watchdog stops the rest):
+      the SuperLink answers the ServerApp "Node Unavailable" once the node misses 2 heartbeats
+      (Flower: 30 s apart), the run stops (exit 1) naming round 4 and the node, the checkpoint
+      holds round 3 for a later ``--resume``; no process of node 1 is left.
+    """
+    if "nodes" not in net:
+        pytest.skip("needs the nodes of test_two_registered_nodes_train_over_the_veth_links_with_tls")
+    root, roles, nodes = net["root"], net["roles"], net["nodes"]
+    ckpt = root / "fault-ckpt"
+    # Round 1 may include a node's TensorFlow start (20-40 s on 2 busy cores).
+    timing = ["--rounds", "4", "--round-timeout", "90", "--checkpoint-dir", str(ckpt)]
+    run = operator_popen(net, "fault-op", *timing)
+    try:
+        wait_round(ckpt, 1, run)
+        t0 = time.monotonic()
+        assert sh("ip", "-n", ns("n1"), "link", "set", "eth0", "down").returncode == 0
+        time.sleep(4)
+        assert sh("ip", "-n", ns("n1"), "link", "set", "eth0", "up").returncode == 0
+        wait_round(ckpt, 2, run)
+        print(f"\nlink down 4 s: round 2 done {time.monotonic() - t0:.1f} s after it went down")
+        net["link"].stop()
+        code = run.wait(timeout=60)
+        text = (root / "fault-op.log").read_text()
+        assert code == 1 and "Connection to the SuperLink is unavailable" in text, text
+        assert checkpoint_round(ckpt) == 2
+        t0 = time.monotonic()
+        net["link"] = start_superlink(root, roles, "-restarted")
+        run = operator_popen(net, "fault-op2", *timing, "--resume")
+        wait_round(ckpt, 3, run, timeout=150)  # the nodes reconnected by themselves
+        print(f"SuperLink restarted: round 3 of the resumed run done after {time.monotonic() - t0:.1f} s")
+        os.kill(nodes[1].proc.pid, signal.SIGKILL)  # node 1's launcher dies during round 4
+        t1 = time.monotonic()
+        code = run.wait(timeout=150)
+        text = (root / "fault-op2.log").read_text()
+        assert code == 1 and "round 4: SuperNode" in text and "Node Unavailable" in text, text
+        print(f"node killed: the run stopped {time.monotonic() - t1:.1f} s later: "
+              + text.strip().splitlines()[-1][:160])
+        assert checkpoint_round(ckpt) == 3
+        assert flower_processes(root / "fed-n1") == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=10)
 
 
 def test_sigkill_of_a_role_launcher_leaves_no_process_behind(net):
-    """The watchdog stops what a killed launcher started, Flower's detached processes included."""
+    """The watchdog stops what a killed launcher started (a SuperNode that is still retrying
+    an address where nothing listens, and its ClientApp process)."""
     root = net["root"]
-    node = start_nodes(net, "kill", ("n0",))[0]
+    node = Role("out", root / "kill.log", "supernode", "--out", str(root / "kill"), "--insecure",
+                "--superlink", f"{HOSTS['link']}:9999", "--partition", "0", "--num-partitions", "2",
+                "--connect-timeout", "120")
+    net["roles"].append(node)
     node.wait_for("running; stop with", 60)
-    assert len(flower_processes(root / "kill-n0")) >= 2  # the SuperNode and its ClientApp process
+    deadline = time.monotonic() + 30
+    while len(flower_processes(root / "kill")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(flower_processes(root / "kill")) >= 2  # the SuperNode and its ClientApp process
     os.kill(node.proc.pid, signal.SIGKILL)
     node.proc.wait(timeout=10)
     deadline = time.monotonic() + 30
-    while (left := flower_processes(root / "kill-n0")) and time.monotonic() < deadline:
+    while (left := flower_processes(root / "kill")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == []
 
@@ -279,3 +381,71 @@ def test_bad_role_options_are_one_line_and_exit_2(tmp_path):
         done = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, env=env(), timeout=60)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_of_run_local_stops_the_serverapp_too(tmp_path):
+    """Issue 31: after a SIGKILL of run_local.py, flwr-serverapp (started by Flower's SuperExec
+    in a session of its own) kept running. The watchdog now also stops every process whose
+    FLWR_HOME lies under the launch folder."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    if base > 60000:
+        base = 31000 + os.getpid() % 1000
+    launcher = subprocess.Popen([sys.executable, str(DEPLOY / "run_local.py"), "--num-clients", "2",
+                                 "--rounds", "30", "--n-train", "200", "--n-test", "100", "--strategy",
+                                 "head", "--out", str(tmp_path / "out"), "--superlink-port", str(base),
+                                 "--node-port", str(base + 1)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env())
+    try:
+        deadline = time.monotonic() + 120
+        while not any("flwr-serverapp" in cmdline(p) for p in flower_processes(tmp_path / "out")):
+            assert launcher.poll() is None, "run_local.py ended before its ServerApp started"
+            assert time.monotonic() < deadline, "no flwr-serverapp within 120 s"
+            time.sleep(0.3)
+        launcher.kill()
+        launcher.wait(timeout=10)
+        deadline = time.monotonic() + 40
+        while (left := flower_processes(tmp_path / "out")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert left == [], [" ".join(p.cmdline()[:2]) for p in left]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(timeout=10)
+
+
+DETACHING_LAUNCHER = """
+import os, subprocess, sys, time
+sys.path.insert(0, {deploy!r})
+from local_federation import LocalFederation
+fed = LocalFederation({workdir!r}, 0, stop_timeout=2)
+fed.spawn("parent", ["sleep", "300"])
+env = dict(os.environ, FLWR_HOME={workdir!r} + "/flwr_home/superexec")
+# As Flower's SuperLink starts its SuperExec: a new session, never reported to the watchdog.
+detached = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+print(fed.procs["parent"].pid, detached.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_watchdog_stops_a_process_flower_detached_into_its_own_session(tmp_path):
+    """Deterministic form of the orphan: a process in a session the watchdog was never told
+    about, recognised by its FLWR_HOME (the sessions alone, the earlier rule, miss it)."""
+    launcher = subprocess.Popen([sys.executable, "-c", DETACHING_LAUNCHER.format(
+        deploy=str(DEPLOY), workdir=str(tmp_path))], stdout=subprocess.PIPE, text=True)
+    pids = [psutil.Process(int(p)) for p in launcher.stdout.readline().split()]
+    assert os.getsid(pids[1].pid) != os.getsid(pids[0].pid)
+    launcher.kill()
+    launcher.wait(timeout=10)
+    try:
+        gone, alive = psutil.wait_procs(pids, timeout=30)
+        assert alive == [], (tmp_path / "logs" / "watchdog.log").read_text()
+        assert "launcher gone: stopping 2 process(es)" in (tmp_path / "logs" / "watchdog.log").read_text()
+    finally:
+        for p in pids:
+            if p.is_running():
+                p.kill()
