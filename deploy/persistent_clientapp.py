@@ -17,6 +17,24 @@ One app (FAB) per process: a task of another FAB is handed to Flower's own ``flw
 (a fresh process, as Flower would run it), since Python cannot unload the first app's modules.
 The process exits with the SuperNode (``--parent-pid``: Flower's parent monitor) and on
 SIGTERM; ``deploy/local_federation.py`` starts one per SuperNode and stops it with the others.
+
+**Private Flower internals, and why.** Flower 1.42's public surface for a ClientApp is
+``flwr.clientapp.ClientApp`` (and ``mod``), ``flwr.app``'s records, and the ``flwr-clientapp``
+command, which runs exactly one task and exits. ``--isolation process`` lets another process
+claim a SuperNode's tasks, but the protocol for it (``AcquireTask`` on the Runtime API, the
+task token, pulling the task's input, the task heartbeat, pushing the reply and the task's
+status) is exposed only through internal modules; there is no public way to keep one
+ClientApp process across tasks. This file therefore uses, and only these:
+``flwr.proto.runtime_pb2.AcquireTaskRequest``, ``flwr.supercore`` (``log``,
+``app_utils.start_parent_process_monitor``, ``constant.TaskType``, ``heartbeat``,
+``interceptors``, ``retry``, ``runtime.RuntimeHttpClient``),
+``flwr.supernode.runtime.run_clientapp`` (``pull_task_input``, ``push_message``,
+``push_task_output``), ``flwr.cli.install.install_from_fab``,
+``flwr.clientapp.utils.get_load_client_app_fn`` and ``flwr.common.constant``. It refuses to
+start under another Flower version than ``FLOWER`` (the pin in ``requirements.txt``) or when
+one of them is missing, naming the public fallback: ``run_local.py --fresh-clientapps`` (or a
+SuperNode without ``--isolation process``), Flower's own fresh ``flwr-clientapp`` per message,
+slower (TensorFlow imported for every message) but public.
 """
 
 from __future__ import annotations
@@ -30,21 +48,31 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from logging import ERROR, INFO
 
-from flwr.app import Error, Message
-from flwr.cli.install import install_from_fab
-from flwr.clientapp.utils import get_load_client_app_fn
-from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-from flwr.supercore import log
-from flwr.supercore.app_utils import start_parent_process_monitor
-from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-from flwr.supercore.retry import make_simple_http_retry_invoker
-from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+FLOWER = "1.42.0"  # the version whose internals this was written against (requirements.txt pins it)
+FALLBACK = ("run the SuperNode without --isolation process (run_local.py --fresh-clientapps): "
+            "Flower's own flwr-clientapp, a fresh process per message")
+if version("flwr") != FLOWER:
+    sys.exit(f"deploy/persistent_clientapp.py was written for flwr {FLOWER}'s internal modules and "
+             f"found flwr {version('flwr')}: {FALLBACK}, or check the modules it names and update FLOWER.")
+try:
+    from flwr.app import Error, Message
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+    from flwr.supercore import log
+    from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+except ImportError as e:  # an internal module moved although the version matches (a patched install)
+    sys.exit(f"deploy/persistent_clientapp.py: Flower's internal {e.name or e} is missing: {FALLBACK}.")
 
 
 @contextmanager
