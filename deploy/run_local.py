@@ -11,9 +11,9 @@ rehearsal of a deployment (``launch.py`` runs each role on its own machine). By 
 makes a CA and a server certificate (TLS on every connection to the SuperLink) and a key pair
 per SuperNode, and the SuperLink accepts only the registered keys; ``--insecure`` (plain
 HTTP, any SuperNode may join) only when asked. The transport and authentication are printed
-when the federation starts and recorded in ``result.json`` and the History. Each SuperNode's
-messages run in one persistent
-ClientApp process (``persistent_clientapp.py``: TensorFlow, data and model loaded once);
+when the federation starts and recorded in ``result.json`` and the History. Each
+SuperNode's messages run in one persistent ClientApp process (``persistent_clientapp.py``:
+TensorFlow, data and model loaded once);
 ``--fresh-clientapps`` gives Flower's default, a new process per message. The SuperNodes ask
 for messages every ``--idle-poll`` seconds and for their ClientApp's reply every
 ``--reply-poll`` (0.1 and 0.05 here, through ``supernode.py``; Flower hard-codes 3 and 0.5,

@@ -203,7 +203,8 @@ def start_nodes(net, tag: str, hosts=("n0", "n1"), *extra: str) -> list[Role]:
                     "--superlink", FLEET, "--ca", str(net["certs"] / "ca.crt"),
                     "--key", str(root / "keys" / host), "--partition", str(k), "--num-partitions", "2",
                     "--idle-poll", "0.2", "--reply-poll", "0.1", "--stop-timeout", "5",
-                    "--task-input-timeout", "20", *extra)
+                    # Pulling a message can take 10-20 s on 2 busy cores (10 s failed a task here).
+                    "--task-input-timeout", "30", *extra)
         net["roles"].append(node)
         nodes.append(node)
     return nodes
@@ -449,3 +450,16 @@ def test_the_watchdog_stops_a_process_flower_detached_into_its_own_session(tmp_p
         for p in pids:
             if p.is_running():
                 p.kill()
+
+
+def test_run_local_is_secured_unless_insecure_is_asked(tmp_path):
+    """TLS and node keys are run_local.py's default: joining an external SuperLink over plain
+    HTTP needs --insecure said out loud; both flags at once are refused (exit 2, one line)."""
+    cases = [(["--superlink-address", "127.0.0.1:9093"], "--superlink-address is invalid without --insecure"),
+             (["--secure", "--insecure"], "--secure is invalid with --insecure")]
+    for args, message in cases:
+        done = subprocess.run([sys.executable, str(DEPLOY / "run_local.py"), *args, "--out",
+                               str(tmp_path / "o")], capture_output=True, text=True, env=env(), timeout=60)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
