@@ -463,3 +463,32 @@ def test_run_local_is_secured_unless_insecure_is_asked(tmp_path):
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_the_gateway_forwards_exactly_the_fleet_routes():
+    """Hand-checked requests: only POST to one of Flower 1.42's twelve Fleet routes, matched
+    on the raw path, without a query string (no namespaces needed: runs everywhere)."""
+    sys.path.insert(0, str(DEPLOY))
+    from fleet_gateway import FLEET_ROUTES, allowed
+
+    assert len(FLEET_ROUTES) == 12
+    assert allowed("POST", b"/v1/fleet/pull-messages", b"")
+    assert allowed("POST", b"/v1/fleet/register-node", b"")
+    refused = [("GET", b"/v1/fleet/pull-messages", b""), ("POST", b"/v1/fleet/pull-messages", b"a=1"),
+               ("POST", b"/v1/control/start-run", b""), ("POST", b"/v1/runtime/acquire-task", b""),
+               ("POST", b"/v1/fleet/../control/start-run", b""), ("POST", b"/v1/fleet/%2e%2e/control", b""),
+               ("POST", b"/v1/fleet/pull-messages/", b""), ("POST", b"//v1/fleet/pull-messages", b""),
+               ("POST", b"/v1/fleet/no-such-route", b""), ("POST", b"/docs", b"")]
+    assert [r for r in refused if allowed(*r)] == []
+
+
+def test_the_security_record_says_what_is_off():
+    sys.path.insert(0, str(DEPLOY))
+    from local_federation import security_banner, security_record
+
+    tls = security_record(True, "127.0.0.1:9093 (loopback)", "10.0.0.1:9092")
+    assert (tls["transport"], tls["node_authentication"]) == ("tls", "registered keys only")
+    assert "WARNING" not in security_banner(tls)
+    plain = security_record(False, "127.0.0.1:9093 (loopback)", "10.0.0.1:9092")
+    assert plain["node_authentication"] == "none (any SuperNode may join)"
+    assert "WARNING: --insecure" in security_banner(plain)
