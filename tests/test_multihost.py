@@ -492,3 +492,48 @@ def test_the_security_record_says_what_is_off():
     plain = security_record(False, "127.0.0.1:9093 (loopback)", "10.0.0.1:9092")
     assert plain["node_authentication"] == "none (any SuperNode may join)"
     assert "WARNING: --insecure" in security_banner(plain)
+
+
+@pytest.mark.slow
+def test_signed_apps_need_flower_hub_a_private_fab_is_refused(tmp_path):
+    """Flower 1.42's signed apps: a SuperNode with --trusted-entities runs only FABs whose
+    verification a trusted Ed25519 key signed, and only Flower Hub supplies verifications (a
+    FAB sent by `flwr run <folder>` reaches the SuperLink with them dropped). So such a node
+    refuses this private federation's app: why the chapter cannot use signed apps."""
+    import socket
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    sys.path.insert(0, str(DEPLOY))
+    from fedtl_deploy.task import run_config_for
+    from local_federation import DeploymentError, LocalFederation
+
+    from fedtl_helpers.core.config import ExperimentConfig
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    trusted = tmp_path / "trusted.yaml"
+    trusted.write_text(f'fedtl-operator: "{public}"\n')
+
+    class TrustingFederation(LocalFederation):
+        def supernode_security(self, k: int) -> list[str]:
+            return [*super().supernode_security(k), "--trusted-entities", str(trusted)]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    base = base if base < 60000 else 31500 + os.getpid() % 1000
+    config = ExperimentConfig(num_clients=1, rounds=1, n_train=100, n_test=50, strategy="head",
+                              randomness="secure")
+    with TrustingFederation(tmp_path / "fed", 1, superlink_port=base, node_port=base + 1, secure=True,
+                            connect_timeout=60) as fed:
+        fed.start()
+        run_id = fed.submit({"experiment": run_config_for(config), "node-timeout": 60.0,
+                             "round-timeout": 60.0, "result-path": str(tmp_path / "result.json")})
+        try:
+            run = fed.wait(run_id, 150, poll=2.0)
+        except DeploymentError as e:  # a run that outlives the wait is a failure of this test too
+            pytest.fail(str(e))
+    assert run["status"] == "finished:failed", run
+    assert "could not be verified" in str(run.get("status-details")), run
