@@ -64,9 +64,9 @@ def sha256_of(path: str | os.PathLike) -> str:
 FEDERATED_BN_MOMENTUM = 0.9
 
 
-def initializer_seeds(seed: int) -> Iterator[int]:
+class InitializerSeeds:
     """Seeds for the random initialisers ``build_model`` creates, one per layer in the order
-    it creates them.
+    it creates them (``next(seeds)``); ``drawn`` counts them.
 
     They are the numbers Keras itself draws for an initialiser without a seed
     (``randint(1, 10**9)`` from Python's ``random`` after ``keras.utils.set_random_seed(seed)``),
@@ -74,9 +74,22 @@ def initializer_seeds(seed: int) -> Iterator[int]:
     another thread drawing from the global ``random`` meanwhile (Flower's heartbeat in the
     ServerApp does) cannot change them.
     """
-    rng = random.Random(seed)
-    while True:
-        yield rng.randint(1, int(1e9))
+
+    def __init__(self, seed: int):
+        self._rng = random.Random(seed)
+        self.drawn = 0
+
+    def __iter__(self) -> InitializerSeeds:
+        return self
+
+    def __next__(self) -> int:
+        self.drawn += 1
+        return self._rng.randint(1, int(1e9))
+
+
+def initializer_seeds(seed: int) -> InitializerSeeds:
+    """The ``InitializerSeeds`` of ``build_model(seed=seed)``."""
+    return InitializerSeeds(seed)
 
 
 def _kernel_init(seeds: Iterator[int] | None) -> keras.initializers.Initializer | str:
@@ -197,6 +210,10 @@ def build_model(backbone: str = "builtin_cnn", weights: str | None = "builtin",
     body = build_backbone(backbone, input_shape, input_size, seeds)
     load_weights(body, backbone, weights, input_size or input_shape[0])
     head = build_head(body.output.shape[-1], num_classes, seeds)
+    # Leave Keras' global generator where its own draws used to leave it: what draws from it
+    # later (the initialisers of LoRA adapters, set_strategy) gets the numbers it always got.
+    for _ in range(seeds.drawn):
+        random.randint(1, int(1e9))
     inputs = keras.Input(input_shape, name="image")
     model = keras.Model(inputs, head(body(inputs)), name=f"{backbone}_transfer")
     if bn_momentum is not None:
