@@ -56,6 +56,28 @@ CONNECTION = "fedtl"  # name of the SuperLink connection in the launcher's Flowe
 SUPEREXEC_POLL = "0.1"
 
 
+SECURITY_ENV = "FEDTL_DEPLOY_SECURITY"  # the SuperLink's transport and authentication, as JSON
+
+
+def security_record(tls: bool, control_api: str, fleet_api: str) -> dict[str, str]:
+    """What a SuperLink was started with: the record the History and ``result.json`` keep.
+
+    Node authentication needs TLS in Flower (``--enable-supernode-auth`` is refused with
+    ``--insecure``), so the launchers turn both on or both off.
+    """
+    return {"transport": "tls" if tls else "insecure (plain HTTP)",
+            "node_authentication": "registered keys only" if tls else "none (any SuperNode may join)",
+            "control_api": control_api, "fleet_api": fleet_api}
+
+
+def security_banner(record: dict[str, str]) -> str:
+    """One line for the terminal, printed on every start."""
+    warn = ("" if record["transport"] == "tls"
+            else "  WARNING: --insecure: anyone on the network can read, join and control")
+    return (f"transport: {record['transport']}; node authentication: {record['node_authentication']}; "
+            f"Control API: {record['control_api']}; Fleet API: {record['fleet_api']}{warn}")
+
+
 class DeploymentError(RuntimeError):
     """The local deployment could not start, lost a process, or the run did not complete."""
 
@@ -74,16 +96,16 @@ def flower_executable(name: str) -> str:
     return str(path)
 
 
-def check_port_free(port: int, what: str, option: str) -> None:
-    """Raise ``DeploymentError`` if something already listens on ``HOST:port``."""
+def check_port_free(port: int, what: str, option: str, host: str = HOST) -> None:
+    """Raise ``DeploymentError`` if something already listens on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         try:
-            s.bind((HOST, port))
+            s.bind((host, port))
         except OSError as e:
             raise DeploymentError(
-                f"port {port} on {HOST} is already in use ({e.strerror}), so the {what} cannot "
-                f"listen there. Stop the process using it (find it with `ss -ltnp 'sport = "
+                f"port {port} on {host} is already in use or unavailable ({e.strerror}), so "
+                f"the {what} cannot listen there. Stop the process using it (find it with `ss -ltnp 'sport = "
                 f":{port}'`) or choose another port with {option}.") from None
 
 
@@ -181,15 +203,38 @@ def in_sessions(sessions: set[int]) -> list[psutil.Process]:
     return running(found)
 
 
-def watchdog(stop_timeout: float) -> None:
-    """Read session ids from stdin until end-of-file, then stop every process in them.
+def with_home(home: str) -> list[psutil.Process]:
+    """Running processes whose ``FLWR_HOME`` lies under ``home`` (a launch folder's ``flwr_home/``).
+
+    Every process a launcher starts gets that variable, and everything Flower starts from them
+    inherits it, including the processes Flower detaches into sessions of their own (its
+    SuperExec and the ``flwr-serverapp`` it starts: ``start_new_session=True``).
+    """
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get("FLWR_HOME", "").startswith(home):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            pass
+    return running(found)
+
+
+def watchdog(stop_timeout: float, home: str | None = None) -> None:
+    """Read session ids from stdin until end-of-file, then stop every process in them and
+    every process whose ``FLWR_HOME`` lies under ``home``.
 
     End-of-file comes when the launcher closes the pipe after stopping everything itself, or
-    when the launcher dies, however it dies: the kernel closes its end of the pipe.
+    when the launcher dies, however it dies: the kernel closes its end of the pipe. The
+    sessions alone missed Flower's ServerApp (issue 31: ``flwr-serverapp`` still running 2 min
+    after a SIGKILL of ``run_local.py``): Flower starts its SuperExec in a new session.
     """
     sessions = {int(line) for line in sys.stdin if line.strip()}
     for _ in range(5):  # a process may start another while it is being stopped
         procs = in_sessions(sessions)
+        if home:
+            pids = {p.pid for p in procs}
+            procs += [p for p in with_home(home) if p.pid not in pids]
         if not procs:
             return
         print(f"launcher gone: stopping {len(procs)} process(es): "
@@ -222,7 +267,10 @@ class LocalFederation:
         One long-running ClientApp process per SuperNode (``--isolation process``), instead of
         Flower's fresh process per message.
     secure
-        TLS and SuperNode authentication (needs the SuperLink started here).
+        TLS and SuperNode authentication (with ``superlink_address``: give ``ca_cert``).
+    ca_cert
+        The CA certificate that signed an external SuperLink's certificate (``secure`` with
+        ``superlink_address``: the ``flwr`` connection and SuperNodes trust it).
     idle_poll, reply_poll
         Seconds a SuperNode waits before asking the SuperLink again when it found no message,
         and between looks for its ClientApp's reply. Flower hard-codes 3 and 0.5; on one
@@ -241,11 +289,13 @@ class LocalFederation:
                  node_port: int = 9094, superlink_address: str | None = None,
                  connect_timeout: float = 60.0, stop_timeout: float = 10.0,
                  persistent: bool = True, secure: bool = False, idle_poll: float = LOOPBACK_POLLS[0],
-                 reply_poll: float = LOOPBACK_POLLS[1], notify=None):
-        if secure and superlink_address is not None:
+                 reply_poll: float = LOOPBACK_POLLS[1], notify=None,
+                 ca_cert: str | os.PathLike | None = None):
+        if secure and superlink_address is not None and ca_cert is None:
             raise ValueError("secure=True is invalid with superlink_address: allowed only with the "
                              "SuperLink the launcher starts (it makes its certificate and registers "
-                             "the node keys)")
+                             "the node keys), or with ca_cert (the CA that signed the external "
+                             "SuperLink's certificate)")
         self.workdir = Path(workdir).resolve()
         self.num_nodes = num_nodes
         self.superlink_port = superlink_port
@@ -264,6 +314,12 @@ class LocalFederation:
         self.secure = secure
         self.polls = (idle_poll, reply_poll)
         self.tls: TlsFiles | None = None  # made by start() when secure
+        if secure and ca_cert is not None:  # an external SuperLink whose certificate we trust
+            from credentials import TlsFiles
+
+            self.tls = TlsFiles(Path(ca_cert).resolve(), Path(), Path())
+        self.extra_env: dict[str, str] = {}  # more environment for every process started here
+        self.clientapp_args: list[str] = []  # more options for each persistent ClientApp process
 
     def __enter__(self) -> LocalFederation:
         return self
@@ -282,9 +338,11 @@ class LocalFederation:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL)
+        env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
+    def spawn(self, name: str, args: Sequence[str]) -> None:
+        """Start ``args`` as process ``name`` (log ``logs/<name>.log``), stopped with the others."""
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         self.logs[name] = log
@@ -299,6 +357,8 @@ class LocalFederation:
             self._watch(self.procs[name].pid)
         self._track()
 
+    _spawn = spawn  # the earlier name (tests/test_deploy.py's fake launcher calls it)
+
     def _watch(self, session: int) -> None:
         """Tell the watchdog (started on first use) about a new session to stop if we die."""
         if self.watchdog is None:
@@ -306,7 +366,7 @@ class LocalFederation:
             with log:
                 self.watchdog = subprocess.Popen(
                     [sys.executable, str(Path(__file__).resolve()), "--watchdog",
-                     str(self.stop_timeout)], stdin=subprocess.PIPE, stdout=log,
+                     str(self.stop_timeout), self.home_prefix], stdin=subprocess.PIPE, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.watchdog.stdin.write(f"{session}\n".encode())
@@ -322,15 +382,12 @@ class LocalFederation:
         started here (and everything Flower starts from them) has in its environment.
         """
         ours = {os.getpid(), *(p.pid for p in self._seen.values())}
-        home = str(self.workdir / "flwr_home") + os.sep
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if p.pid not in ours and p.environ().get("FLWR_HOME", "").startswith(home):
-                    found.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-                pass
-        return running(found)
+        return [p for p in with_home(self.home_prefix) if p.pid not in ours]
+
+    @property
+    def home_prefix(self) -> str:
+        """What every process started here has its ``FLWR_HOME`` under."""
+        return str(self.workdir / "flwr_home") + os.sep
 
     def stop_leftovers(self) -> list[int]:
         """Stop what an earlier launch left running in this folder; their pids (reported)."""
@@ -392,13 +449,16 @@ class LocalFederation:
             check_port_free(self.superlink_port, "SuperLink", "--superlink-port")
         for k in range(self.num_nodes):
             check_port_free(self.node_port + k, f"SuperNode {k}", "--node-port")
-        if self.secure:
+        if self.secure and self.tls is None:
             from credentials import make_tls
 
             self.tls = make_tls(self.workdir / "certs")
+        if not self.external:  # the ServerApp records what its SuperLink was started with
+            self.extra_env[SECURITY_ENV] = json.dumps(self.security())
+            self.notify(security_banner(self.security()))
         self._write_cli_config()
         if not self.external:
-            self._spawn("superlink", [
+            self.spawn("superlink", [
                 flower_executable("flower-superlink"), *self.superlink_security(), "--host", HOST,
                 "--port", str(self.superlink_port),
                 # The app's code comes with this checkout; never `uv sync` at run time.
@@ -409,6 +469,11 @@ class LocalFederation:
                 self.flwr("supernode", "register", str(self.node_key(k)[1]))
             self.start_supernode(k, f"supernode-{k}", self.supernode_security(k))
         self._wait_nodes_online()
+
+    def security(self) -> dict[str, str]:
+        """The record of this federation's transport and authentication (``security_record``)."""
+        return security_record(self.tls is not None, f"{self.address} (loopback)",
+                               f"{self.address} (loopback)")
 
     def superlink_security(self) -> list[str]:
         """The SuperLink's TLS and node-authentication options (``--insecure`` when not secure)."""
@@ -443,16 +508,16 @@ class LocalFederation:
         else:
             supernode = [sys.executable, str(Path(__file__).with_name("supernode.py")),
                          "--idle-poll", str(self.polls[0]), "--reply-poll", str(self.polls[1])]
-        self._spawn(name, [
+        self.spawn(name, [
             *supernode, *security, "--superlink", self.address,
             "--host", HOST, "--port", str(port), *isolation,
             "--max-wait-time", str(self.connect_timeout),
             "--node-config", f"partition-id={k} num-partitions={self.num_nodes}"])
         if self.persistent:  # it claims the node's tasks on its Runtime API, TensorFlow loaded once
-            self._spawn("clientapp-" + name.removeprefix("supernode-"), [
+            self.spawn("clientapp-" + name.removeprefix("supernode-"), [
                 sys.executable, str(APP_DIR / "persistent_clientapp.py"),
                 "--runtime-api-address", f"{HOST}:{port}",
-                "--parent-pid", str(self.procs[name].pid)])
+                "--parent-pid", str(self.procs[name].pid), *self.clientapp_args])
 
     def _wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -586,4 +651,4 @@ class LocalFederation:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--watchdog"]:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only end-of-file ends the watch
-    watchdog(float(sys.argv[2]))
+    watchdog(float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

@@ -17,30 +17,80 @@ One app (FAB) per process: a task of another FAB is handed to Flower's own ``flw
 (a fresh process, as Flower would run it), since Python cannot unload the first app's modules.
 The process exits with the SuperNode (``--parent-pid``: Flower's parent monitor) and on
 SIGTERM; ``deploy/local_federation.py`` starts one per SuperNode and stops it with the others.
+
+**Private Flower internals, and why.** Flower 1.42's public surface for a ClientApp is
+``flwr.clientapp.ClientApp`` (and ``mod``), ``flwr.app``'s records, and the ``flwr-clientapp``
+command, which runs exactly one task and exits. ``--isolation process`` lets another process
+claim a SuperNode's tasks, but the protocol for it (``AcquireTask`` on the Runtime API, the
+task token, pulling the task's input, the task heartbeat, pushing the reply and the task's
+status) is exposed only through internal modules; there is no public way to keep one
+ClientApp process across tasks. This file therefore uses, and only these:
+``flwr.proto.runtime_pb2.AcquireTaskRequest``, ``flwr.supercore`` (``log``,
+``app_utils.start_parent_process_monitor``, ``constant.TaskType``, ``heartbeat``,
+``interceptors``, ``retry``, ``runtime.RuntimeHttpClient``),
+``flwr.supernode.runtime.run_clientapp`` (``pull_task_input``, ``push_message``,
+``push_task_output``), ``flwr.cli.install.install_from_fab``,
+``flwr.clientapp.utils.get_load_client_app_fn`` and ``flwr.common.constant``. It refuses to
+start under another Flower version than ``FLOWER`` (the pin in ``requirements.txt``) or when
+one of them is missing, naming the public fallback: ``run_local.py --fresh-clientapps`` (or a
+SuperNode without ``--isolation process``), Flower's own fresh ``flwr-clientapp`` per message,
+slower (TensorFlow imported for every message) but public.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from importlib.metadata import version
 from logging import ERROR, INFO
 
-from flwr.app import Error, Message
-from flwr.cli.install import install_from_fab
-from flwr.clientapp.utils import get_load_client_app_fn
-from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-from flwr.supercore import log
-from flwr.supercore.app_utils import start_parent_process_monitor
-from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-from flwr.supercore.retry import make_simple_http_retry_invoker
-from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+FLOWER = "1.42.0"  # the version whose internals this was written against (requirements.txt pins it)
+FALLBACK = ("run the SuperNode without --isolation process (run_local.py --fresh-clientapps): "
+            "Flower's own flwr-clientapp, a fresh process per message")
+if version("flwr") != FLOWER:
+    sys.exit(f"deploy/persistent_clientapp.py was written for flwr {FLOWER}'s internal modules and "
+             f"found flwr {version('flwr')}: {FALLBACK}, or check the modules it names and update FLOWER.")
+try:
+    from flwr.app import Error, Message
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+    from flwr.supercore import log
+    from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+except ImportError as e:  # an internal module moved although the version matches (a patched install)
+    sys.exit(f"deploy/persistent_clientapp.py: Flower's internal {e.name or e} is missing: {FALLBACK}.")
+
+
+@contextmanager
+def interrupt_after(seconds: float):
+    """Raise ``KeyboardInterrupt`` in this (the main) thread if the block runs past ``seconds``.
+
+    ``pull_task_input`` pulls the message's objects with unbounded retries: when the SuperLink
+    restarted while a message was half delivered (its run gone), they never come, and this
+    process hung there for good, taking no further task (found by tests/test_multihost.py's
+    fault test). Past the deadline the task fails and the process serves the next one.
+    """
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _client(address: str, component: str, token: str | None = None) -> RuntimeHttpClient:
@@ -64,8 +114,10 @@ class PersistentClientApp:
         The SuperNode's pid: this process exits when it does.
     """
 
-    def __init__(self, runtime_api_address: str, parent_pid: int | None = None):
+    def __init__(self, runtime_api_address: str, parent_pid: int | None = None,
+                 input_timeout: float = 300.0):
         self.address = runtime_api_address
+        self.input_timeout = input_timeout
         self.parent_pid = parent_pid
         self.fab_hash: str | None = None  # the app this process has loaded
         self.app = None
@@ -94,7 +146,8 @@ class PersistentClientApp:
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         try:
-            message, context, run, fab = pull_task_input(client)
+            with interrupt_after(self.input_timeout):  # Flower's pull retries forever
+                message, context, run, fab = pull_task_input(client)
             if self.app is None:
                 install_from_fab(fab.content, skip_prompt=True)
                 load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
@@ -140,13 +193,16 @@ class PersistentClientApp:
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it? (stack to the log)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) does")
     p.add_argument("--poll", type=float, default=0.05, help="seconds between task claims when idle")
+    p.add_argument("--input-timeout", type=float, default=300.0,
+                   help="seconds a task's message may take to arrive before the task fails")
     args = p.parse_args(argv)
     try:
-        PersistentClientApp(args.runtime_api_address, args.parent_pid).serve(args.poll)
+        PersistentClientApp(args.runtime_api_address, args.parent_pid, args.input_timeout).serve(args.poll)
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -3,15 +3,17 @@
 Chapter: "From simulation to deployment". ::
 
     python deploy/run_local.py --num-clients 2 --rounds 3 --n-train 1000 --out runs/deploy
-    python deploy/run_local.py --secure ...   # TLS + SuperNode authentication
+    python deploy/run_local.py --insecure ...   # plain HTTP, any SuperNode may join
 
 Every ``ExperimentConfig`` field is an option, as for ``python -m fedtl_helpers run``. The
 processes are real Flower processes talking over sockets, on 127.0.0.1 only: a local
-rehearsal of a deployment (the chapter shows the commands for real machines). By default the
-connections are plain HTTP and any SuperNode may join; ``--secure`` makes a CA and a server
-certificate (TLS on every connection to the SuperLink) and a key pair per SuperNode, and the
-SuperLink accepts only the registered keys. Each SuperNode's messages run in one persistent
-ClientApp process (``persistent_clientapp.py``: TensorFlow, data and model loaded once);
+rehearsal of a deployment (``launch.py`` runs each role on its own machine). By default it
+makes a CA and a server certificate (TLS on every connection to the SuperLink) and a key pair
+per SuperNode, and the SuperLink accepts only the registered keys; ``--insecure`` (plain
+HTTP, any SuperNode may join) only when asked. The transport and authentication are printed
+when the federation starts and recorded in ``result.json`` and the History. Each
+SuperNode's messages run in one persistent ClientApp process (``persistent_clientapp.py``:
+TensorFlow, data and model loaded once);
 ``--fresh-clientapps`` gives Flower's default, a new process per message. The SuperNodes ask
 for messages every ``--idle-poll`` seconds and for their ClientApp's reply every
 ``--reply-poll`` (0.1 and 0.05 here, through ``supernode.py``; Flower hard-codes 3 and 0.5,
@@ -127,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     parser.add_argument("--secure", action="store_true",
                         help="TLS on every connection and SuperNode authentication (certificates and "
-                             "node keys made in --out)")
+                             "node keys made in --out): the default, kept for old command lines")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain HTTP and no SuperNode authentication (loopback rehearsal only)")
     parser.add_argument("--fresh-clientapps", action="store_true",
                         help="Flower's default: a new ClientApp process (TensorFlow import, data, "
                              "model) for every message, instead of one persistent process per node")
@@ -183,6 +187,12 @@ def check_options(options: dict[str, Any], num_clients: int) -> None:
     if address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
         raise UserError(f"--superlink-address={address!r} is invalid: allowed host:port, e.g. "
                         "127.0.0.1:9093")
+    if options.get("secure") and options.get("insecure"):
+        raise UserError("--secure is invalid with --insecure: allowed one of them (TLS is the default)")
+    if address is not None and not options.get("insecure"):
+        raise UserError("--superlink-address is invalid without --insecure: allowed only for a plain "
+                        "HTTP rehearsal; SuperNodes joining a SuperLink with TLS and node keys are "
+                        "started with `python deploy/launch.py supernode` (see the chapter)")
     for name in ("connect_timeout", "run_timeout", "stop_timeout", "idle_poll", "reply_poll"):
         value = options[name]
         if not 0 < value < math.inf:
@@ -211,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "connect_timeout", "run_timeout", "stop_timeout",
                                          "idle_poll", "reply_poll")}
     overwrite, debug = args.pop("overwrite"), args.pop("debug")
-    options.update(secure=args.pop("secure"), persistent=not args.pop("fresh_clientapps"))
+    options.update(secure=args.pop("secure"), insecure=args.pop("insecure"),
+                   persistent=not args.pop("fresh_clientapps"))
     out = options.pop("out")
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the federation like Ctrl-C
     # Installed explicitly: a process started in the background by a non-interactive shell
@@ -224,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             raise storage.UserError(str(e)) from e
         check_options(options, config.num_clients)
+        options["secure"] = not options.pop("insecure")  # TLS and node keys unless --insecure
         folder = storage.check_output_dir(out)
         with storage.FolderLock(folder, "deploy/run_local.py"):
             if (folder / "result.json").exists() and not overwrite:
@@ -247,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"final_test_accuracy": result["final_test_accuracy"], "rounds": config.rounds,
                       "dataset": result["history"]["meta"]["dataset"],
                       "weights": result["history"]["meta"]["weights"], "runtime": "flower",
-                      "secure": options["secure"], "persistent_clientapps": options["persistent"],
+                      "secure": options["secure"], "transport": result["security"]["transport"],
+                      "node_authentication": result["security"]["node_authentication"],
+                      "persistent_clientapps": options["persistent"],
                       "run_id": result["run_id"], "seconds": round(result["seconds"], 1),
                       "result": result["result_path"]}))
     return 0

@@ -120,3 +120,28 @@ def test_resnet_and_mobilenet_blocks():
         blocks = models.backbone_blocks(models.build_backbone(name), name)
         assert len(blocks) >= 5
         assert blocks[-1][-1].name == last
+
+
+def test_initial_model_is_the_same_whatever_other_threads_draw():
+    """Issue 31: Flower's heartbeat thread draws from Python's global ``random`` while the
+    ServerApp builds its model. Every initialiser gets its own seed (``initializer_seeds``),
+    so a thread drawing all the time changes nothing, bit for bit."""
+    import random
+    import threading
+
+    plain = models.build_model(weights=None, seed=3).get_weights()
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.uniform(-0.1, 0.1)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        busy = models.build_model(weights=None, seed=3).get_weights()
+    finally:
+        stop.set()
+        thread.join()
+    assert all(np.array_equal(a, b) for a, b in zip(plain, busy, strict=True))
+    assert not np.array_equal(plain[0], models.build_model(weights=None, seed=4).get_weights()[0])

@@ -19,7 +19,6 @@ pretrained backbone) and sends it in round 1; it evaluates on the held-out test 
 from __future__ import annotations
 
 import json
-import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedtl_deploy.task import (
     check_deployable,
     check_partitions,
+    deployment_security,
     encoded_from_records,
     experiment_config,
     to_record,
@@ -45,22 +45,14 @@ app = ServerApp()
 
 @contextmanager
 def private_keras_seeds(seed: int):
-    """Let Keras draw its initialisers' default seeds from a private ``random.Random(seed)``.
+    """Does nothing any more; kept only because ``tests/test_deploy.py`` imports it.
 
-    ``build_model`` seeds Python's global ``random`` and Keras draws the seeds of the new
-    head's initialisers from it. In the ServerApp, Flower's heartbeat thread draws from the
-    same global generator (``random.uniform``, jitter), so a heartbeat during the build would
-    silently change the initial model. A private generator seeded like the global one gives
-    the numbers ``run_federated`` gets, whatever other threads do.
+    Flower's heartbeat thread draws from Python's global ``random`` while the ServerApp builds
+    its model. This used to swap Keras' private ``seed_generator.python_random``; now
+    ``build_model`` gives every initialiser it creates an explicit seed
+    (``models.initializer_seeds``), so no thread can change the initial model.
     """
-    from keras.src.random import seed_generator  # where Keras keeps its `random` (pinned Keras)
-
-    shared = seed_generator.python_random
-    seed_generator.python_random = random.Random(seed)
-    try:
-        yield
-    finally:
-        seed_generator.python_random = shared
+    yield
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
@@ -187,14 +179,16 @@ def main(grid: Grid, context: Context) -> None:
     round_timeout = float(context.run_config["round-timeout"])
     checkpoint_dir = str(context.run_config.get("checkpoint-dir", "")) or None
     resume = bool(context.run_config.get("resume", False))
-    with private_keras_seeds(config.seed):  # the initial global model and the test set
-        sim = Simulation(config)
+    sim = Simulation(config)  # its initialisers are seeded explicitly: threads cannot change it
     node_of = partitions_of(grid, wait_for_nodes(grid, config.num_clients,
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
     clients = FlowerClients(grid, node_of, sim, round_timeout)
+    security = deployment_security()  # what the SuperLink was started with (transport, node auth)
+    print(f"transport: {security['transport']}; node authentication: "
+          f"{security['node_authentication']}", flush=True)
     history = new_history(config, sim, stages, runtime="flower", run_id=context.run_id,
-                          nodes={str(k): n for k, n in node_of.items()})
+                          nodes={str(k): n for k, n in node_of.items()}, security=security)
     # Round 1 broadcasts the pretrained initial model.
     state = start(config, stages, clients, sim.model.get_weights(), history, checkpoint_dir, resume)
     if state.round:  # resumed: the nodes may be new ones, holding no frozen tensors yet
@@ -210,5 +204,5 @@ def main(grid: Grid, context: Context) -> None:
     history = state.history
     finish_history(history, config, stages)  # the final privacy spent, as run_federated records it
     result = {"status": "completed", "final_test_accuracy": history.final_accuracy,
-              "history": history.to_dict()}
+              "security": security, "history": history.to_dict()}
     atomic_write_text(result_path, json.dumps(result, indent=1))

@@ -123,3 +123,19 @@ def check_partitions(held: dict[int, int], num_partitions: set[int], num_clients
             f"the SuperNodes hold partitions {sorted(held)} of {sorted(num_partitions)}, but the "
             f"experiment has num_clients={num_clients}: start one SuperNode per client with "
             f"--node-config 'partition-id=K num-partitions={num_clients}', K = 0..{num_clients - 1}.")
+
+
+SECURITY_ENV = "FEDTL_DEPLOY_SECURITY"  # set by deploy/launch.py and local_federation.py
+
+
+def deployment_security() -> dict[str, str]:
+    """The transport and authentication the SuperLink was started with, as its launcher wrote
+    them into the environment that Flower's SuperExec and this ServerApp inherit. A SuperLink
+    started by hand (plain ``flower-superlink``) is recorded as unknown, never guessed."""
+    import os
+
+    text = os.environ.get(SECURITY_ENV)
+    if not text:
+        return {"transport": "unknown", "node_authentication": "unknown",
+                "note": "SuperLink not started by deploy/launch.py or run_local.py"}
+    return dict(json.loads(text))

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -62,10 +64,43 @@ def sha256_of(path: str | os.PathLike) -> str:
 FEDERATED_BN_MOMENTUM = 0.9
 
 
-def _builtin_cnn_layers(x):
+class InitializerSeeds:
+    """Seeds for the random initialisers ``build_model`` creates, one per layer in the order
+    it creates them (``next(seeds)``); ``drawn`` counts them.
+
+    They are the numbers Keras itself draws for an initialiser without a seed
+    (``randint(1, 10**9)`` from Python's ``random`` after ``keras.utils.set_random_seed(seed)``),
+    so the models are the ones Keras built before, but from a private ``random.Random(seed)``:
+    another thread drawing from the global ``random`` meanwhile (Flower's heartbeat in the
+    ServerApp does) cannot change them.
+    """
+
+    def __init__(self, seed: int):
+        self._rng = random.Random(seed)
+        self.drawn = 0
+
+    def __iter__(self) -> InitializerSeeds:
+        return self
+
+    def __next__(self) -> int:
+        self.drawn += 1
+        return self._rng.randint(1, int(1e9))
+
+
+def initializer_seeds(seed: int) -> InitializerSeeds:
+    """The ``InitializerSeeds`` of ``build_model(seed=seed)``."""
+    return InitializerSeeds(seed)
+
+
+def _kernel_init(seeds: Iterator[int] | None) -> keras.initializers.Initializer | str:
+    return "glorot_uniform" if seeds is None else keras.initializers.GlorotUniform(seed=next(seeds))
+
+
+def _builtin_cnn_layers(x, seeds: Iterator[int] | None = None):
     """Three blocks of conv-BN-ReLU for 32x32 inputs (~145k weights, 8x8x128 features)."""
     def conv_bn(x, filters, name):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv",
+                          kernel_initializer=_kernel_init(seeds))(x)
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
         return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -79,7 +114,7 @@ def _builtin_cnn_layers(x):
 
 
 def build_backbone(name: str = "builtin_cnn", input_shape: tuple[int, int, int] = (32, 32, 3),
-                   input_size: int | None = None) -> keras.Model:
+                   input_size: int | None = None, seeds: Iterator[int] | None = None) -> keras.Model:
     """Backbone with preprocessing and pooling, randomly initialised (see ``load_weights``).
 
     Parameters
@@ -108,7 +143,7 @@ def build_backbone(name: str = "builtin_cnn", input_shape: tuple[int, int, int] 
         x = layers.Resizing(input_size, input_size, name="resize")(x)
     if name == "builtin_cnn":
         x = layers.Rescaling(1 / 255.0, name="scale")(x)
-        x = _builtin_cnn_layers(x)
+        x = _builtin_cnn_layers(x, seeds)
     else:
         app_shape = (input_size or input_shape[0], input_size or input_shape[1], 3)
         if name == "resnet50":
@@ -123,11 +158,13 @@ def build_backbone(name: str = "builtin_cnn", input_shape: tuple[int, int, int] 
     return keras.Model(inputs, x, name="backbone")
 
 
-def build_head(feature_dim: int, num_classes: int = 10) -> keras.Model:
-    """The article's new top: Dense(128, relu) -> Dense(num_classes) logits."""
+def build_head(feature_dim: int, num_classes: int = 10,
+               seeds: Iterator[int] | None = None) -> keras.Model:
+    """The article's new top: Dense(128, relu) -> Dense(num_classes) logits (kernels seeded
+    from ``seeds`` if given, see ``initializer_seeds``)."""
     inputs = keras.Input((feature_dim,), name="features")
-    x = layers.Dense(128, activation="relu", name="dense_128")(inputs)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    x = layers.Dense(128, activation="relu", name="dense_128", kernel_initializer=_kernel_init(seeds))(inputs)
+    outputs = layers.Dense(num_classes, name="logits", kernel_initializer=_kernel_init(seeds))(x)
     return keras.Model(inputs, outputs, name="head")
 
 
@@ -149,7 +186,11 @@ def build_model(backbone: str = "builtin_cnn", weights: str | None = "builtin",
     num_classes
         Size of the new head's output.
     seed
-        Seeds the random initialisation of the head (and of the backbone if ``weights=None``).
+        Seeds the random initialisation of the head (and of the backbone if ``weights=None``):
+        every initialiser of the built-in CNN and the head gets its own seed explicitly
+        (``initializer_seeds``), so no other thread can change the model. The Keras
+        applications' layers (``resnet50``, ``mobilenet_v2``) take theirs from Keras' global
+        generator, seeded here; that matters only with ``weights=None``.
     bn_momentum
         Momentum of every BatchNormalization layer's moving statistics (see
         ``set_bn_momentum``); ``None`` keeps the architecture's own (0.99 for Keras layers).
@@ -164,10 +205,15 @@ def build_model(backbone: str = "builtin_cnn", weights: str | None = "builtin",
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} is invalid: allowed an integer >= 2.")
-    keras.utils.set_random_seed(seed)
-    body = build_backbone(backbone, input_shape, input_size)
+    keras.utils.set_random_seed(seed)  # TensorFlow's and the Keras applications' generators
+    seeds = initializer_seeds(seed)
+    body = build_backbone(backbone, input_shape, input_size, seeds)
     load_weights(body, backbone, weights, input_size or input_shape[0])
-    head = build_head(body.output.shape[-1], num_classes)
+    head = build_head(body.output.shape[-1], num_classes, seeds)
+    # Leave Keras' global generator where its own draws used to leave it: what draws from it
+    # later (the initialisers of LoRA adapters, set_strategy) gets the numbers it always got.
+    for _ in range(seeds.drawn):
+        random.randint(1, int(1e9))
     inputs = keras.Input(input_shape, name="image")
     model = keras.Model(inputs, head(body(inputs)), name=f"{backbone}_transfer")
     if bn_momentum is not None:
