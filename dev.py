@@ -103,15 +103,21 @@ def book(args: list[str]) -> None:
     print(f"The book is at {ROOT / '_build' / 'html' / 'index.html'}")
 
 
-def install_chromium() -> None:
-    """The screenshot test needs a headless browser: Debian's chromium, as root."""
-    if shutil.which("chromium") or os.name == "nt" or not shutil.which("apt-get"):
+# Debian packages the tests need, by the command that shows they are there: a headless browser
+# for the screenshot tests, `ip` for the multi-host tests' network namespaces.
+SYSTEM_PACKAGES = {"chromium": "chromium", "ip": "iproute2"}
+
+
+def install_system_packages() -> None:
+    """Install (as root, with apt-get) the Debian packages of ``SYSTEM_PACKAGES`` that are missing."""
+    missing = [pkg for command, pkg in SYSTEM_PACKAGES.items() if not shutil.which(command)]
+    if not missing or os.name == "nt" or not shutil.which("apt-get"):
         return
     if hasattr(os, "geteuid") and os.geteuid() != 0:
-        print("note: not root, so chromium is not installed; the screenshot test will skip")
+        print(f"note: not root, so {', '.join(missing)} not installed; the tests that need them will skip")
         return
     sh("apt-get", "update", "-qq")
-    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium")
+    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing)
 
 
 def test(args: list[str]) -> None:
@@ -129,7 +135,7 @@ def test(args: list[str]) -> None:
     if "--quick" in args:
         sh(PY, "-m", "pytest", *parallel, "-m", "not slow", *[a for a in args if a != "--quick"])
         return
-    install_chromium()
+    install_system_packages()
     copy_mathjax()
     # --durations: the log names the slowest tests, so the time budget (README, "Tests") is checked
     if args:
