@@ -75,9 +75,7 @@ def in_process(args) -> tuple[list[dict], float]:
 def deployed(args, out: Path, polls: tuple[float, float]) -> tuple[list[dict], float, list[float]]:
     import run_local
 
-    options = {"idle_poll": polls[0], "reply_poll": polls[1]}
-    if args.secure:
-        options["secure"] = True
+    options = {"idle_poll": polls[0], "reply_poll": polls[1], "secure": bool(args.secure)}
     if "persistent" in inspect.signature(run_local.run_local).parameters:
         options["persistent"] = not args.fresh_clientapps
     config = make_config(args.per_client, args.rounds, args.n_test)

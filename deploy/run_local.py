@@ -66,7 +66,7 @@ __all__ = ["DeploymentError", "LocalFederation", "run_local", "main"]
 def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, node_port: int = 9094,
               superlink_address: str | None = None, connect_timeout: float = 60.0,
               run_timeout: float = 900.0, stop_timeout: float = 10.0, persistent: bool = True,
-              secure: bool = False, idle_poll: float = LOOPBACK_POLLS[0],
+              secure: bool = True, idle_poll: float = LOOPBACK_POLLS[0],
               reply_poll: float = LOOPBACK_POLLS[1],
               federation: list[LocalFederation] | None = None) -> dict[str, Any]:
     """Deploy ``config`` (an ``ExperimentConfig``) locally and return the ServerApp's result.
@@ -75,7 +75,8 @@ def run_local(config, out: str | os.PathLike, *, superlink_port: int = 9093, nod
     wrote (``<out>/result.json``: per-round history, dataset and weights) plus ``run_id`` and
     ``status``. ``persistent``, ``secure``, ``idle_poll`` and ``reply_poll`` are
     ``LocalFederation``'s (one long-running ClientApp process per node; TLS and node
-    authentication; the SuperNodes' waits). ``federation``, if given,
+    authentication, on unless ``secure=False`` is asked for, as on the command line; the
+    SuperNodes' waits). ``federation``, if given,
     receives the ``LocalFederation`` (tests use it to check that no process outlives the call).
 
     Raises

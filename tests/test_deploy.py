@@ -202,14 +202,14 @@ def test_port_in_use_is_named_and_nothing_starts(tmp_path):
         with pytest.raises(run_local.DeploymentError,
                            match=rf"port {base} on 127\.0\.0\.1 is already in use.*--superlink-port"):
             run_local.run_local(CONFIG, tmp_path, superlink_port=base, node_port=base + 1,
-                                federation=feds)
+                                federation=feds, secure=False)
         assert feds[0].procs == {}
         taken2 = socket.socket()
         taken2.bind(("127.0.0.1", base + 2))  # SuperNode 1's port
         taken2.listen()
         with taken2, pytest.raises(run_local.DeploymentError,
                                    match=rf"port {base + 2} .* SuperNode 1 .*--node-port"):
-            run_local.run_local(CONFIG, tmp_path, superlink_port=base + 3, node_port=base + 1)
+            run_local.run_local(CONFIG, tmp_path, superlink_port=base + 3, node_port=base + 1, secure=False)
 
 
 def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
@@ -220,7 +220,7 @@ def test_supernode_that_cannot_reach_the_superlink_stops_cleanly(tmp_path):
                        match=rf"supernode-\d stopped .*could not reach the SuperLink at "
                              rf"127\.0\.0\.1:{base}.*--superlink-address"):
         run_local.run_local(CONFIG, tmp_path, superlink_address=f"127.0.0.1:{base}",
-                            node_port=base + 1, connect_timeout=3, federation=feds)
+                            node_port=base + 1, connect_timeout=3, federation=feds, secure=False)
     assert time.monotonic() - t0 < 60
     fed = feds[0]
     assert sorted(fed.procs) == ["clientapp-0", "clientapp-1", "supernode-0", "supernode-1"]
@@ -238,7 +238,7 @@ def test_a_run_that_fails_after_it_started_is_an_error(tmp_path, monkeypatch):
                        match=r"(?s)ended as finished:failed.*result file missing.*nmu_clients"):
         run_local.run_local(ExperimentConfig(num_clients=1, n_train=100, n_test=50, randomness="secure"),
                             tmp_path,
-                            superlink_port=base, node_port=base + 1, federation=feds)
+                            superlink_port=base, node_port=base + 1, federation=feds, secure=False)
     assert not (tmp_path / "result.json").exists()
     assert running(feds[0].processes()) == []
 
@@ -528,7 +528,7 @@ def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
     base = free_ports(config.num_clients + 1)
     feds: list = []
     result = run_local.run_local(config, tmp_path / "deploy", superlink_port=base, node_port=base + 1,
-                                 connect_timeout=60, federation=feds)
+                                 connect_timeout=60, federation=feds, secure=False)
     # the launcher's default: Flower's SuperNode through deploy/supernode.py, its waits shortened
     commands = [" ".join(map(str, p.args)) for n, p in feds[0].procs.items() if n.startswith("supernode")]
     assert len(commands) == config.num_clients
@@ -590,3 +590,11 @@ def test_supernode_wrapper_shortens_exactly_flowers_two_waits(monkeypatch):
     monkeypatch.setattr(supernode, "version", lambda name: "1.43.0")
     with pytest.raises(SystemExit, match="written for flwr 1.42.0 and found 1.43.0"):
         supernode.patch_loop(0.1, 0.05)
+
+
+def test_tls_and_node_keys_are_the_default_from_python_too():
+    """The command line turns TLS and node authentication on unless --insecure; so does
+    ``run_local()`` unless ``secure=False`` is written out (the loopback tests above do)."""
+    import inspect
+
+    assert inspect.signature(run_local.run_local).parameters["secure"].default is True
