@@ -203,7 +203,11 @@ def run(args: argparse.Namespace, config) -> int:
     _seconds(args.run_timeout, "--run-timeout")
     _seconds(args.node_timeout, "--node-timeout")
     _seconds(args.round_timeout, "--round-timeout")
+    from fedtl_helpers.workflow.cli import privacy_lines
+
     fed = _operator(args)
+    for line in privacy_lines(config, "start"):  # a DP run says its epsilon on the terminal
+        print(line, file=sys.stderr, flush=True)
     result_path = Path(args.result_path or fed.workdir / "result.json").resolve()
     result_path.unlink(missing_ok=True)
     run_config = {"experiment": run_config_for(config), "result-path": str(result_path),
@@ -221,6 +225,8 @@ def run(args: argparse.Namespace, config) -> int:
     if result_path.is_file():  # on the SuperLink host (the operator there, or a shared folder)
         result = json.loads(result_path.read_text())
         summary.update(final_test_accuracy=result["final_test_accuracy"], security=result.get("security"))
+    for line in privacy_lines(config, "end", Path(args.checkpoint_dir) if args.checkpoint_dir else None):
+        print(line, file=sys.stderr, flush=True)
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     Nothing before ``run_local`` imports TensorFlow or Flower, so ``--help`` and a refused
     option answer in a fraction of a second; the Flower processes quiet TensorFlow themselves.
     """
-    from fedtl_helpers.workflow.cli import quiet_tensorflow
+    from fedtl_helpers.workflow.cli import privacy_lines, quiet_tensorflow
 
     quiet_tensorflow()  # first: if anything below ever imports TensorFlow, its C++ logger is quiet
     # stages.check_supported is what fedtl_deploy.task.check_deployable (the ServerApp's check)
@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             raise storage.UserError(str(e)) from e
         check_options(options, config.num_clients)
         options["secure"] = not options.pop("insecure")  # TLS and node keys unless --insecure
+        for line in privacy_lines(config, "start"):  # a DP run says its epsilon on the terminal
+            print(line, file=sys.stderr)
         folder = storage.check_output_dir(out)
         with storage.FolderLock(folder, "deploy/run_local.py"):
             if (folder / "result.json").exists() and not overwrite:
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: every Flower process was stopped", file=sys.stderr)
         return 130
     print(History.from_dict(result["history"]).table())
+    for line in privacy_lines(config, "end"):
+        print(line, file=sys.stderr)
     print(json.dumps({"final_test_accuracy": result["final_test_accuracy"], "rounds": config.rounds,
                       "dataset": result["history"]["meta"]["dataset"],
                       "weights": result["history"]["meta"]["weights"], "runtime": "flower",

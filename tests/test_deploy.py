@@ -598,3 +598,20 @@ def test_tls_and_node_keys_are_the_default_from_python_too():
     import inspect
 
     assert inspect.signature(run_local.run_local).parameters["secure"].default is True
+
+
+def test_a_dp_deployment_says_its_epsilon_on_the_terminal(tmp_path, capsys):
+    """Issue 31: the privacy spent is printed when a DP deployment starts (and ends), not only
+    written into result.json. Here the run is refused right after (--out is a file)."""
+    from fedtl_helpers.transforms import privacy
+
+    target = tmp_path / "a-file"
+    target.write_text("")
+    code = run_local.main(["--num-clients", "4", "--rounds", "3", "--dp-clip", "0.5",
+                           "--dp-noise-multiplier", "1.0", "--client-sampling", "poisson",
+                           "--client-fraction", "0.5", "--aggregator", "mean", "--out", str(target)])
+    err = capsys.readouterr().err
+    eps = privacy.dp_epsilon(1.0, 0.5, 3, 1e-5, num_clients=4)
+    assert code == 2 and f"this run will spend epsilon = {eps:.3g} at delta = 1e-05 after 3 rounds" in err
+    assert "WARNING" not in err  # the deployment's noise comes from the OS (randomness='secure')
+    assert err.index("this run will spend") < err.index("error: ")

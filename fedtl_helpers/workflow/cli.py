@@ -240,8 +240,9 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
 def privacy_lines(config: ExperimentConfig, when: str, out: Path | None = None) -> list[str]:
     """What a DP run says on the terminal at its ``"start"`` and ``"end"``: the epsilon the whole
     run spends (the same accountant as the History's ``epsilon`` column), what is withheld and
-    where the private state is, and, for seeded noise, that the run protects nothing. Empty
-    without DP."""
+    where the private state is (``out``: the run folder, if its checkpoint is there), and, for
+    seeded noise, that the run protects nothing. Empty without DP. The simulation's command line
+    and the deployment's launchers (``deploy/run_local.py``, ``deploy/launch.py run``) print it."""
     if config.dp_clip is None:
         return []
     from ..core.history import DP_WITHHELD
@@ -256,9 +257,9 @@ def privacy_lines(config: ExperimentConfig, when: str, out: Path | None = None) 
               f"clip {config.dp_clip:g})")
     lines = [f"differential privacy: {'this run will spend' if when == 'start' else 'spent'} {budget}"]
     if when == "end":
-        lines.append(f"differential privacy: the History withholds {', '.join(DP_WITHHELD)}; "
-                     + (f"{out / storage.PRIVATE_DIR} holds the server's private state (sampled ids): "
-                        "do not publish it" if out is not None else "the checkpoint is private"))
+        lines.append(f"differential privacy: the History withholds {', '.join(DP_WITHHELD)}"
+                     + (f"; {out / storage.PRIVATE_DIR} holds the server's private state (sampled ids): "
+                        "do not publish it" if out is not None else ""))
     if config.randomness == "simulation":
         lines.append("WARNING: no privacy: randomness='simulation' seeds the noise from the seed in "
                      "the History, so anyone can subtract it; use --randomness secure for a private run")
