@@ -49,11 +49,16 @@ def test_a_clear_gain_is_shown_with_its_numbers():
         f"and the test-set floor, {floor:.1f})."
     )
     assert str(c) == c.sentence and c._repr_markdown_() == c.sentence
+    assert (
+        c.phrase
+        == "above random init in every seed, by more than the minimum detectable difference of 2.0 points"
+    )
 
 
 def test_the_higher_arm_is_named_first_whichever_side_it_was_passed_on():
     c = verdict([0.80, 0.80, 0.81], [0.90, 0.91, 0.92], n_test=1000, names=("Krum", "FedAvg"))
     assert c.shown and c.difference_points == pytest.approx(-32 / 3)
+    assert c.phrase.startswith("below FedAvg in every seed, by more than")
     assert c.sentence.startswith(
         "FedAvg is above Krum in every seed, by 10.7 points on average (10.0 to 11.0 over"
     )
@@ -67,6 +72,9 @@ def test_one_to_four_images_of_2000_is_no_difference_shown():
     assert all(x > 0 for x in c.per_seed_points)  # above in every seed ...
     assert not c.shown  # ... and still below the rule
     assert c.mdd_points == pytest.approx(c.floor_points) and c.floor_points == pytest.approx(1.04, abs=0.01)
+    assert c.phrase == (
+        "not distinguishable from FedAvg by the book's rule (minimum detectable difference 1.0 points)"
+    )
     assert c.sentence.startswith(
         "No difference shown between median and FedAvg: +0.2 points (+0.1 to +0.2 over "
         "3 seeds, median minus FedAvg) is below the minimum detectable difference of 1.0"
@@ -93,6 +101,7 @@ def test_seeds_that_disagree_on_the_sign_show_nothing_even_above_the_mdd():
 def test_one_seed_never_shows_a_difference():
     c = verdict([0.9], [0.1], n_test=2000, names=("pretrained", "random init"))
     assert not c.shown and c.mdd_points == math.inf and c.seeds == 1
+    assert c.phrase == "not comparable with random init from one seed"
     assert c.sentence.startswith(
         "No difference shown between pretrained and random init: +80.0 points from one seed"
     )

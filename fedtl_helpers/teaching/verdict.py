@@ -51,6 +51,17 @@ class Comparison:
     def seeds(self) -> int:
         return len(self.per_seed_points)
 
+    @property
+    def phrase(self) -> str:
+        """Where arm A stands against arm B, to follow "A is": for tables and running prose."""
+        b, rule = self.names[1], f"{self.mdd_points:.1f} points"
+        if self.seeds < 2:
+            return f"not comparable with {b} from one seed"
+        if self.shown:
+            side = "above" if self.difference_points > 0 else "below"
+            return f"{side} {b} in every seed, by more than the minimum detectable difference of {rule}"
+        return f"not distinguishable from {b} by the book's rule (minimum detectable difference {rule})"
+
     def __str__(self) -> str:
         return self.sentence
 
