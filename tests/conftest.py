@@ -47,7 +47,7 @@ collect_ignore_glob = ["data/*.ipynb"]  # inputs of test_experiments.py, not not
 # (tests/test_nbval.py checks that every name still exists). "*" marks the whole module.
 SLOW = {
     "test_batchnorm.py": [
-        "test_random_init_is_evaluated_with_statistics_that_keep_up",
+        "test_random_init_is_evaluated_with_statistics_that_describe_its_weights",
     ],
     "test_book.py": ["*"],  # builds the book
     "test_book_access.py": [  # each builds a two-page book

@@ -138,6 +138,13 @@ class ExperimentConfig:
         send ``-attack_scale * delta`` (``"sign_flip"``), ``attack_scale * delta``
         (``"scale"``) or NaN (``"nan"``: the round drops such an update and records it in the
         row's ``dropped``) instead of their delta.
+    bn_recalibration
+        Before every evaluation, the clients recompute the BatchNorm statistics of the new
+        global weights on their training data and the server pools them
+        (``models.recalibrate_batchnorm_federated``; only layers that train). The model is
+        evaluated with statistics that describe its weights instead of moving averages that
+        lag them (chapter "Pretrained initialisation of the global model"). Training is
+        unchanged; simulation only.
     seed
         Seeds data generation, partitioning, client sampling, shuffling and initialisation.
     """
@@ -203,6 +210,8 @@ class ExperimentConfig:
     lpft_switch_round: int = 2  # LP-FT: rounds 1..lpft_switch_round train the head only
     lpft_then: str = "full"
     feature_skew: bool = False  # each client sees its images through its own style transform
+    # --- BatchNorm statistics (chapter "Pretrained initialisation of the global model")
+    bn_recalibration: bool = False
     # --- (other chapters add their fields below, each in its own block)
     seed: int = 0
 
@@ -391,6 +400,12 @@ class ExperimentConfig:
         _check_choice("lpft_then", self.lpft_then, LPFT_THEN)
         if not isinstance(self.feature_skew, bool):
             _fail("feature_skew", self.feature_skew, "True or False")
+        if not isinstance(self.bn_recalibration, bool):
+            _fail("bn_recalibration", self.bn_recalibration, "True or False")
+        if self.bn_recalibration and self.backbone != "builtin_cnn":
+            _fail("bn_recalibration", self.bn_recalibration, "False with backbone="
+                  f"{self.backbone!r} (recalibration supports builtin_cnn, whose BatchNorm layers "
+                  "are the backbone's own)")
         if self.strategy != "lpft":
             return
         # LP-FT changes, at the switch round, which tensors clients send: state kept per sent

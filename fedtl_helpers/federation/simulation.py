@@ -107,6 +107,9 @@ class Simulation:
 
     def evaluate(self, weights: Weights) -> dict[str, float]:
         self.model.set_weights(weights)
+        if self.config.bn_recalibration and not self.cached:
+            # the clients recompute the statistics of these weights on their training data
+            models.recalibrate_batchnorm_federated(self.model, [self.x_train[idx] for idx in self.parts])
         return self.trainer.evaluate(self.test_inputs, self.y_test)
 
     def predict(self, weights: Weights, x: np.ndarray) -> np.ndarray:

@@ -249,9 +249,11 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
     - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"ffa_lora"``, ``"bitfit"``, ``"lpft"``): the
       parameter-efficient strategies run only in simulation;
     - ``secure_aggregation=True``: the protocol here runs every client in one process
-      (Flower's SecAgg+ would be the way to deploy it).
+      (Flower's SecAgg+ would be the way to deploy it);
+    - ``bn_recalibration=True``: the statistics round runs in the simulation only.
 
-    FedPer and FedBN (``PERSONAL_PATHS``) refuse ``strategy="lpft"``: the personal tensors are
+    FedPer and FedBN (``PERSONAL_PATHS``) refuse ``bn_recalibration=True`` (they evaluate
+    personal models, not one global one) and ``strategy="lpft"``: the personal tensors are
     split off once, and LP-FT changes the sent ones at its switch round. (They also refuse, once
     the model is built, a split that leaves nothing to share, and FedBN a strategy that trains
     no normalisation layer: ``personalization``.)
@@ -259,9 +261,13 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
     The simulation refuses nothing beyond the config's own rules.
     """
     if path in PERSONAL_PATHS:
-        return [f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', 'lora', "
-                "'ffa_lora' or 'bitfit' (the personal tensors are split off once, and LP-FT changes the "
-                "trained tensors at lpft_switch_round)."] if config.strategy == "lpft" else []
+        out = [f"strategy='lpft' is invalid for {path}: allowed 'head', 'partial', 'full', 'lora', "
+               "'ffa_lora' or 'bitfit' (the personal tensors are split off once, and LP-FT changes "
+               "the trained tensors at lpft_switch_round)."] if config.strategy == "lpft" else []
+        if config.bn_recalibration:
+            out.append(f"bn_recalibration=True is not supported by {path}: allowed False (it "
+                       "recalibrates one global model; the personalised loops evaluate each client's own).")
+        return out
     if path != DEPLOYMENT:
         return []
     out = []
@@ -278,6 +284,9 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
         out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
                    "secure_agg.py runs all clients in one process: run it in simulation "
                    "(run_federated) or set secure_aggregation=False.")
+    if config.bn_recalibration:
+        out.append(f"bn_recalibration=True is not supported by {DEPLOYMENT}: allowed False there "
+                   "(the statistics round runs in simulation, run_federated).")
     return out
 
 

@@ -239,21 +239,27 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
         layer.momentum = float(momentum)
 
 
-def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 250) -> None:
-    """Replace every BatchNormalization layer's moving statistics by exact ones, in place.
-
-    Layer by layer, bottom to top, the mean and variance of the layer's inputs over all of
-    ``x`` (with the layers below already recalibrated): the statistics that the current weights
-    really produce on ``x`` ("precise BN", Wu & Johnson 2021). Used to measure how far the
-    moving statistics lag the weights; in federated learning ``x`` must be data the caller may
-    use (a client's own, or the training set in a simulation), never the test set.
-    """
+def _recalibrated_layers(model: keras.Model, trainable_only: bool) -> list[layers.BatchNormalization]:
     body = model.get_layer("backbone")
     nested = [layer for layer in batchnorm_layers(body) if layer not in body.layers]
     if nested:
         raise ValueError(f"recalibrate_batchnorm supports backbones whose BatchNormalization layers "
                          f"are the backbone's own layers (builtin_cnn), not {len(nested)} nested ones.")
-    for bn in batchnorm_layers(body):
+    return [bn for bn in batchnorm_layers(body) if bn.trainable or not trainable_only]
+
+
+def batchnorm_moments(model: keras.Model, x, batch_size: int = 250, *,
+                      trainable_only: bool = False) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Recalibrate ``model`` on ``x`` in place and return, per recalibrated BatchNorm layer,
+    ``(count, mean, mean of squares)`` of its inputs: what one client sends for
+    ``pool_batchnorm_moments`` (per-channel sums over its own data; no image leaves it).
+
+    Layer by layer, bottom to top, with the layers below already recalibrated on ``x``.
+    ``trainable_only`` leaves frozen layers (a frozen backbone's) as they are.
+    """
+    out = []
+    body = model.get_layer("backbone")
+    for bn in _recalibrated_layers(model, trainable_only):
         probe = keras.Model(body.input, bn.input)
         sums, sq, count = 0.0, 0.0, 0
         for s in range(0, len(x), batch_size):
@@ -263,6 +269,64 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 250) -> None:
         mean = sums / count
         bn.moving_mean.assign(mean.astype("float32"))
         bn.moving_variance.assign(np.maximum(sq / count - mean * mean, 0).astype("float32"))
+        out.append((count, mean, sq / count))
+    return out
+
+
+def pool_batchnorm_moments(moments: list[list[tuple[int, np.ndarray, np.ndarray]]]
+                           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The server's half of federated recalibration: per layer, the pooled mean and variance.
+
+    ``moments[k][l]`` is client ``k``'s ``(count, mean, mean of squares)`` for layer ``l``.
+    Pooled over clients weighted by count: ``mean = sum n_k m_k / n`` and
+    ``variance = sum n_k s_k / n - mean**2`` (clamped at 0), the statistics of all clients'
+    data together, for each layer given the layers below as each client recalibrated them.
+    """
+    if not moments or any(len(m) != len(moments[0]) for m in moments):
+        raise ValueError("moments must hold one list per client, each with one entry per BatchNorm layer, "
+                         f"got {len(moments)} client(s) with {[len(m) for m in moments]} layers")
+    pooled = []
+    for per_layer in zip(*moments):
+        n = np.array([c for c, _, _ in per_layer], dtype="float64")
+        w = n / n.sum()
+        mean = sum(wk * m for wk, (_, m, _) in zip(w, per_layer))
+        sq = sum(wk * q for wk, (_, _, q) in zip(w, per_layer))
+        pooled.append((mean, np.maximum(sq - mean * mean, 0.0)))
+    return pooled
+
+
+def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 250) -> None:
+    """Replace every BatchNormalization layer's moving statistics by exact ones, in place.
+
+    Layer by layer, bottom to top, the mean and variance of the layer's inputs over all of
+    ``x`` (with the layers below already recalibrated): the statistics that the current weights
+    really produce on ``x`` ("precise BN", Wu & Johnson 2021). Used to measure how far the
+    moving statistics lag the weights; in federated learning ``x`` must be data the caller may
+    use (a client's own, or the training set in a simulation), never the test set.
+    """
+    batchnorm_moments(model, x, batch_size)
+
+
+def recalibrate_batchnorm_federated(model: keras.Model, client_inputs, batch_size: int = 250, *,
+                                    trainable_only: bool = True) -> None:
+    """Federated recalibration, in place: each client recomputes the BatchNorm statistics of
+    the current weights on its own data (``batchnorm_moments``), the server pools them
+    (``pool_batchnorm_moments``) and writes them into ``model``.
+
+    Chapter "Pretrained initialisation of the global model" (``ExperimentConfig.bn_recalibration``):
+    the moving statistics the clients average lag the weights; these describe them. Each client
+    sends two numbers per channel and layer, never an image. With ``trainable_only`` a frozen
+    layer keeps its (pretrained) statistics.
+    """
+    start = model.get_weights()
+    moments = []
+    for x in client_inputs:
+        model.set_weights(start)  # every client starts from the global weights
+        moments.append(batchnorm_moments(model, x, batch_size, trainable_only=trainable_only))
+    model.set_weights(start)
+    for bn, (mean, var) in zip(_recalibrated_layers(model, trainable_only), pool_batchnorm_moments(moments)):
+        bn.moving_mean.assign(mean.astype("float32"))
+        bn.moving_variance.assign(var.astype("float32"))
 
 
 def load_weights(body: keras.Model, backbone: str, weights: str | None, rows: int) -> None:
