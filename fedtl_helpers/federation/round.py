@@ -5,7 +5,7 @@ Chapter: "Federated learning overview" (the picture every chapter refers back to
 round's clients::
 
     sample -> broadcast -> clients.train (client update -> clip | attack | encode)
-           -> decode -> aggregate -> server step -> evaluate -> record
+           -> decode -> drop non-finite -> aggregate -> server step -> evaluate -> record
 
 ``run_rounds`` repeats it (progress, the non-finite stop, a checkpoint after every round). What
 differs between paths is only *how the broadcast reaches the clients and their updates come
