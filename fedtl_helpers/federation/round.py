@@ -93,7 +93,7 @@ class ClientStages:
     def transform(self, client: int, delta: Weights, uplink: Uplink,
                   streams: RoundStreams) -> Encoded:
         """Client-side transforms of one delta: clip (DP), a malicious client's attack, encode."""
-        if self.clip is not None and all(np.all(np.isfinite(t)) for t in delta):
+        if self.clip is not None and is_finite(delta):
             delta = self.clip(delta)  # a diverged (NaN) delta has no norm: sent as is, dropped
         delta = self.attack(client, delta)
         return uplink.encode(client, delta, streams.uplink(client))
@@ -299,6 +299,11 @@ def nonnegative_variances(weights: Weights, variances: list[bool]) -> Weights:
     return [np.maximum(w, 0) if v else w for w, v in zip(weights, variances, strict=True)]
 
 
+def is_finite(update: Weights) -> bool:
+    """Every value of every tensor of ``update`` is a finite number (no NaN, no infinity)."""
+    return all(np.all(np.isfinite(t)) for t in update)
+
+
 def finite_updates(deltas: list[Weights], messages: list[ClientMessage],
                    rnd: int) -> tuple[list[Weights], list[ClientMessage], list[int]]:
     """The decoded updates that are finite, their messages, and the clients whose update held
@@ -311,7 +316,7 @@ def finite_updates(deltas: list[Weights], messages: list[ClientMessage],
         Every client of the round sent a non-finite update (local training diverged everywhere:
         the learning rate is too high); the run stops as any diverged run does.
     """
-    finite = [all(np.all(np.isfinite(t)) for t in d) for d in deltas]
+    finite = [is_finite(d) for d in deltas]
     dropped = [m.client for m, ok in zip(messages, finite) if not ok]
     if dropped and not any(finite):
         raise storage.NonFiniteError(
