@@ -138,7 +138,11 @@ def test_secured_superlink_refuses_unknown_and_plain_text_nodes(tmp_path):
     assert codes["stranger"] != 0 and codes["plain"] != 0
     for name in ("stranger", "plain"):  # Flower's exit code 305: no connection to the SuperLink
         assert "could not establish a connection to the SuperLink" in logs[name], logs[name][-2000:]
-    assert "Server disconnected without sending a response" in logs["plain"]  # no TLS handshake
+    # No TLS handshake: the SuperLink drops the plain-text request. How Flower words the failed
+    # attempt depends on timing ("Server disconnected without sending a response", or only
+    # "Connection attempt failed" when the drop lands mid-request on a loaded machine: CI, 2026-12-06).
+    assert ("Server disconnected without sending a response" in logs["plain"]
+            or "Connection attempt failed" in logs["plain"]), logs["plain"][-2000:]
     assert [n["status"] for n in nodes] == ["online"]  # node 0 only
     # The SuperLink turned the stranger's key away (API error 2004, HTTP 412); plain never got in.
     pem = serialization.load_ssh_private_key(stranger.read_bytes(), None).public_key().public_bytes(
