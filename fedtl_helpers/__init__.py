@@ -19,7 +19,7 @@ from typing import Any
 # ``from fedtl_helpers import plotting``) still works as an attribute of the package, below.
 LAYERS = {
     "core": ("config", "randomness", "history", "storage", "figures"),
-    "inputs": ("data", "shapes", "partitioning"),
+    "inputs": ("data", "shapes", "digits", "partitioning"),
     "modeling": ("models", "features", "model_compression"),
     "transforms": ("aggregation", "compression", "privacy", "robust", "secure_agg", "shamir",
                    "server_opt"),
