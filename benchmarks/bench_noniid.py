@@ -6,7 +6,9 @@ and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
 
 1. alpha = 0.1 (Dirichlet label skew), head-only FedAvg on the built-in pretrained backbone:
    per-client held-out accuracy of the global model vs local fine-tuning, the interpolation
-   chosen per client on a validation slice, and FedPer (local classifier layer);
+   chosen per client on a validation slice, and FedPer (local classifier layer); and the
+   baseline without a federation: each client trains the same start on its own data alone for
+   as many epochs as it trains in all;
 2. FedAvg vs FedProx vs FedAvgM vs FedAdam at alpha = 0.1 (global test accuracy, mean of the
    last ``--algo-tail`` rounds), each with its own client and server learning rate chosen on a
    validation split;
@@ -42,10 +44,16 @@ def personal_part(args, data, common, skew) -> dict:
     """Part 1: personalisation, per client, on each client's held-out split."""
     cfg = fl.ExperimentConfig(**common, **skew, rounds=args.rounds, strategy="head", holdout_fraction=0.2)
     sim = fl.Simulation(cfg, data)
+    start = sim.model.get_weights()  # the round-0 global model: pretrained backbone, new head
     fed = fl.run_federated(cfg, simulation=sim, progress=False)
     pers = personalization.finetune_clients(sim, fed.weights, args.finetune_epochs, seed=args.seed)
+    # The baseline without a federation: each client trains the same start on its own data alone,
+    # for as many epochs as it trains in all (every round, then fine-tuning), at the same rate.
+    alone_epochs = args.rounds * cfg.local_epochs + args.finetune_epochs
+    alone = personalization.finetune_clients(sim, start, alone_epochs, seed=args.seed).local_acc
     fedper = personalization.fedper_accuracy(sim, personalization.run_fedper(cfg, simulation=sim))
     rows = {"global (FedAvg)": pers.global_acc,
+            f"local only, no federation ({alone_epochs} ep)": alone,
             f"local fine-tuning ({args.finetune_epochs} ep)": pers.local_acc,
             "interpolation (alpha per client)": pers.mixed_acc, "FedPer (local logits layer)": fedper}
     print(f"\n1. per-client held-out accuracy, weights=builtin, strategy=head, {args.rounds} rounds")
@@ -66,6 +74,8 @@ def personal_part(args, data, common, skew) -> dict:
         "worst_client": worst,
         "that_client_gain_points": round(100 * (pers.local_acc[worst] - pers.global_acc[worst]), 1),
         "worst_global": round(g["worst"], 4), "worst_personal": round(loc["worst"], 4),
+        "local_only_mean": round(float(alone.mean()), 4), "local_only_epochs": alone_epochs,
+        "personal_minus_local_only_points": round(100 * (loc["mean"] - float(alone.mean())), 1),
         "interpolation_mean": round(float(pers.mixed_acc.mean()), 4),
         "fedper_mean": round(float(fedper.mean()), 4),
     }
