@@ -240,7 +240,8 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
         ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
-    if args.dataset == "digits" and (max(args.n_train, args.gap_n_train) > 1297 or args.n_test > 500):
+    sizes = [args.n_train] + ([args.gap_n_train] if 3 in args.parts else [])
+    if args.dataset == "digits" and (max(sizes) > 1297 or args.n_test > 500):
         ap.error("--dataset digits has 1297 training and 500 test images: allowed --n-train and "
                  "--gap-n-train <= 1297, --n-test <= 500")
     t_all = time.perf_counter()

@@ -63,6 +63,10 @@ def main() -> None:
     p.add_argument("--lr-pretrained", type=float, help="skip tuning: use this rate (with --lr-random), "
                    "e.g. the one an earlier run chose, to run more seeds in parallel processes")
     p.add_argument("--lr-random", type=float)
+    p.add_argument("--bn-recalibration", action="store_true",
+                   help="evaluate with BatchNorm statistics the clients recompute for each global model "
+                        "(ExperimentConfig.bn_recalibration) instead of the moving averages, which lag "
+                        "behind a random start's weights for the first rounds (chapter 04)")
     p.add_argument("--out", type=Path, help="also write the JSON (with per-round curves and its "
                    "provenance: command, commit, date, machine, seconds) to this file, atomically")
     args = p.parse_args()
@@ -85,7 +89,8 @@ def main() -> None:
     def config(weights, seed, lr=1e-3):
         return ExperimentConfig(dataset=args.dataset, num_clients=args.clients, n_train=n_train,
                                 n_test=n_test, rounds=args.rounds, strategy=args.strategy,
-                                weights=weights, learning_rate=lr, seed=seed)
+                                weights=weights, learning_rate=lr, seed=seed,
+                                bn_recalibration=args.bn_recalibration)
 
     def load(seed):
         return data.load_dataset(args.dataset, n_train=n_train, n_test=n_test, seed=seed)
@@ -148,6 +153,7 @@ def main() -> None:
                             for arm, t in tuned.items()},
         "tune_rounds": args.tune_rounds,
         "tune_score": args.tune_score,
+        "bn_recalibration": args.bn_recalibration,
         "rounds_to_targets": {str(t): {arm: [s["rounds_to_targets"][str(t)][arm] for s in per_seed]
                                        for arm in arms} for t in args.targets},
         "rounds_ratio_min": None if None in ratios else min(ratios),
