@@ -236,6 +236,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
 PERSONAL_PATHS = ("FedPer", "FedBN")  # the personalised loops (personalization.py)
+SECAGG_MIN_NODES = 3  # SecAgg+ in the deployment: each update hidden by >= 2 pairwise 32-bit seeds
 PEFT_NOT_DEPLOYED = ("lora", "ffa_lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
@@ -248,8 +249,9 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
       client sample and the DP noise; a seed would let anyone regenerate them);
     - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"ffa_lora"``, ``"bitfit"``, ``"lpft"``): the
       parameter-efficient strategies run only in simulation;
-    - ``secure_aggregation=True``: the protocol here runs every client in one process
-      (Flower's SecAgg+ would be the way to deploy it);
+    - ``secure_aggregation=True`` with fewer than ``SECAGG_MIN_NODES`` clients per round: the
+      deployment runs Flower's SecAgg+, whose masks are expanded from 32-bit seeds (with two
+      clients, 2**32 guesses unmask an update);
     - ``bn_recalibration=True``: the statistics round runs in the simulation only.
 
     FedPer and FedBN (``PERSONAL_PATHS``) refuse ``bn_recalibration=True`` (they evaluate
@@ -280,10 +282,12 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
                    "'partial' or 'full' there (the parameter-efficient strategies run in simulation, "
                    "run_federated; the deployment is not tested with them, and LP-FT's switch of "
                    "the sent tensors needs the round number on both sides).")
-    if config.secure_aggregation:
-        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
-                   "secure_agg.py runs all clients in one process: run it in simulation "
-                   "(run_federated) or set secure_aggregation=False.")
+    if config.secure_aggregation and config.clients_per_round < SECAGG_MIN_NODES:
+        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT} with "
+                   f"{config.clients_per_round} clients per round: allowed at least "
+                   f"{SECAGG_MIN_NODES} there (Flower's SecAgg+ expands each mask seed from 32 bits, "
+                   "so with 2 clients one 32-bit guess per update unmasks it once the self-masks "
+                   "are removed); raise num_clients or client_fraction.")
     if config.bn_recalibration:
         out.append(f"bn_recalibration=True is not supported by {DEPLOYMENT}: allowed False there "
                    "(the statistics round runs in simulation, run_federated).")
