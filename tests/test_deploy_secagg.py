@@ -216,6 +216,7 @@ def test_what_secure_aggregation_cannot_run_is_refused_before_anything_starts(tm
     assert not (tmp_path / "logs").exists()  # no process was started
 
 
+@pytest.mark.slow  # starts Flower processes: 130-150 s on the loaded 2-core machine (3 TensorFlow imports)
 def test_secagg_over_real_flower_processes(tmp_path):
     """SecAgg+ end to end: a SuperLink, three SuperNodes with persistent ClientApps (loopback,
     plain HTTP for speed; TLS changes the transport only). The History matches the simulation's

@@ -162,6 +162,7 @@ class CountingGrid:
     def __init__(self, grid: Grid):
         self.grid = grid
         self.bytes: dict[str, list[int]] = {}  # stage -> [up, down], all nodes together
+        self.seconds: dict[str, float] = {}  # stage -> seconds from sending to the last reply
         self.payload_bytes = 0  # the broadcast weights inside the stage-2 messages (``bytes_down``)
         self.errors: list[str] = []  # what the nodes that failed a stage said
 
@@ -170,7 +171,9 @@ class CountingGrid:
         down = sum(record_bytes(m.content, skip=FITINS_PARAMETERS) for m in messages)
         self.payload_bytes += sum(m.content.array_records[FITINS_PARAMETERS].count_bytes()
                                   for m in messages if FITINS_PARAMETERS in m.content.array_records)
+        t0 = time.perf_counter()
         replies = send_and_receive(self.grid, messages, timeout or 0.0)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
         up = sum(record_bytes(r.content) for r in replies if not r.has_error())
         self.errors += [f"node {r.metadata.src_node_id} at {stage}: {last_line(r.error.reason)}"
                         for r in replies if r.has_error()]
@@ -245,6 +248,7 @@ class FlowerClients:
         self.secure = secure
         self.waited = self.busy = 0.0  # the last round's wait for replies, its slowest client
         self.protocol_bytes: dict[str, list[int]] = {}  # the last SecAgg+ round's, per stage
+        self.stage_seconds: dict[str, float] = {}  # the last SecAgg+ round's wait per stage
 
     @property
     def mask(self) -> list[bool]:
@@ -306,6 +310,7 @@ class FlowerClients:
         workflow = secagg_workflow(self.secure, len(payloads), self.timeout)
         workflow(grid, context)
         self.waited, self.protocol_bytes = time.perf_counter() - t0, grid.bytes
+        self.stage_seconds = grid.seconds
         if strategy.results is None:
             reasons = "; ".join(grid.errors)
             raise RuntimeError(
@@ -361,8 +366,10 @@ def main(grid: Grid, context: Context) -> None:
         state.seen.clear()
 
     def report(row: dict) -> None:
+        stage_times = json.dumps({k: round(v, 2) for k, v in clients.stage_seconds.items()})
         print(f"round {row['round']}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); "
-              f"replies after {clients.waited:.2f} s, slowest client worked {clients.busy:.2f} s",
+              f"replies after {clients.waited:.2f} s, slowest client worked {clients.busy:.2f} s"
+              + (f"; SecAgg+ stages (s): {stage_times}" if clients.secure is not None else ""),
               flush=True)
 
     run_rounds(state, stages, clients, config.rounds, report=report,
