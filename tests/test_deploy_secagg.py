@@ -30,7 +30,7 @@ with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated cl
     from fedtl_deploy import client_app, server_app
     from fedtl_deploy.task import run_config_for
     from flwr.app import ConfigRecord, Context, Error, Message, MessageType, RecordDict
-    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
     from flwr.supercore.task_identity import TaskIdentity
 
 # Three nodes, threshold 2 (a majority), one round: the round's aggregate is compared with
@@ -198,6 +198,16 @@ def test_a_node_refuses_its_own_nan_update_before_masking(tmp_path, os_entropy):
     rows = got["history"]["rows"]
     assert [r["dropped"] for r in rows[1:]] == [[bad], [bad]]
     assert all(np.isfinite(r["test_loss"]) for r in rows) and all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_a_node_refuses_an_unmasking_request_that_names_a_node_alive_and_dropped():
+    ask = ConfigRecord({Key.STAGE: Stage.UNMASK, Key.ACTIVE_NODE_ID_LIST: [100, 101],
+                        Key.DEAD_NODE_ID_LIST: [101, 102]})
+    with pytest.raises(ValueError, match=r"nodes \[101\] are listed as both alive and dropped"):
+        client_app.check_unmask_request(ask)
+    honest = ConfigRecord({Key.STAGE: Stage.UNMASK, Key.ACTIVE_NODE_ID_LIST: [100, 101],
+                           Key.DEAD_NODE_ID_LIST: [102]})
+    client_app.check_unmask_request(honest)  # answered
 
 
 @pytest.mark.parametrize("args,field", [

@@ -28,7 +28,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from fedtl_deploy.task import encoded_to_records, experiment_config, from_record, node_partition, to_record
 
@@ -72,6 +72,7 @@ def train(msg: Message, context: Context) -> Message:
     runs the protocol's stages and calls ``train_for_secagg`` for the update it masks.
     """
     if RECORD_KEY_CONFIGS in msg.content.config_records:
+        check_unmask_request(msg.content.config_records[RECORD_KEY_CONFIGS])
         return secaggplus_mod(msg, context, train_for_secagg)
     sent, metrics = client_round(from_record(msg.content["arrays"]), msg.content["config"], context)
     arrays, header = encoded_to_records(sent.encoded)
@@ -107,6 +108,23 @@ def client_round(weights: list, config: ConfigRecord, context: Context) -> tuple
                   # How long the node worked (data and model included): the server tells the
                   # network's and Flower's share of a round from it.
                   "client-seconds": time.perf_counter() - t0}
+
+
+def check_unmask_request(configs: ConfigRecord) -> None:
+    """Refuse an unmasking request that names a node both alive and dropped.
+
+    For such a node ``secaggplus_mod`` (flwr 1.42) would send both the share of its self-mask
+    seed and the share of its mask key: with the threshold's worth of such answers the server
+    rebuilds both and reads that node's update. The course's in-process client refuses this
+    (``secure_agg.Client.unmask``); Flower's answers once per round (its stage order) and only
+    with at least the threshold alive, but does not check the overlap.
+    """
+    if configs.get(Key.STAGE) != Stage.UNMASK:
+        return
+    both = set(configs[Key.ACTIVE_NODE_ID_LIST]) & set(configs[Key.DEAD_NODE_ID_LIST])
+    if both:
+        raise ValueError(f"this node refuses to unmask: nodes {sorted(both)} are listed as both "
+                         "alive and dropped (that would reveal their updates).")
 
 
 def train_for_secagg(msg: Message, context: Context) -> Message:
