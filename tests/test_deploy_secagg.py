@@ -126,7 +126,8 @@ def plain_fedavg(config: ExperimentConfig, partitions: list[int]) -> tuple[list,
 def secagg_error_bound(config: ExperimentConfig, deltas: list, counts: list[int]) -> float:
     """SecAgg+'s worst-case error on one value of the weighted mean, from flwr 1.42's code.
 
-    Node k sends ``r_k * x`` with ``r_k = round(n_k / W * Q) / Q`` (``W = max_weight = n_train``),
+    Node k sends ``r_k * x`` with ``r_k = round(n_k / W * Q) / Q`` (``W = max_weight``, the
+    training set's size: ``n_train`` here),
     clipped to ``[-c, c]`` and stochastically rounded to a grid of step ``2c / Q``: off by less
     than one step. The server divides the sum of ``m`` such values by ``sum r_k``, so the mean
     is off by less than ``m * 2c / Q / sum r_k``; the weights ``r_k`` themselves are rounded to

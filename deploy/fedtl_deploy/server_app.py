@@ -213,22 +213,23 @@ class RoundStrategy(Strategy):
         return None
 
 
-def secagg_workflow(config, num_clients: int, timeout: float) -> SecAggPlusWorkflow:
+def secagg_workflow(config, num_clients: int, timeout: float, max_examples: int) -> SecAggPlusWorkflow:
     """Flower's SecAgg+ for ``config``: every sampled node shares its keys with all the others
     (``num_shares=1.0``), ``secagg_threshold`` shares (default: a majority) rebuild a secret;
     values clipped to ``[-secagg_clip, secagg_clip]`` (after weighting) in ``2**22`` levels.
 
-    ``max_weight`` is ``n_train`` (no partition holds more): each node's weight is
-    ``n_k / n_train <= 1``, so weighting never pushes a value the clip let through out of range.
+    ``max_weight`` is ``max_examples``, the training set's size (no node holds more): each
+    node's weight is ``n_k / max_examples <= 1``, so weighting never pushes a value the clip let
+    through out of range, and with every node in the round the weights add up to 1 (the
+    quantisation error on the mean is smallest). The plain mean weighs every node 1.
     """
     t = config.secagg_threshold or num_clients // 2 + 1
-    weighted = config.aggregator == "fedavg"  # the plain mean: every node's weight is 1
+    weighted = config.aggregator == "fedavg"
     return SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=int(t),
-                              max_weight=float(config.n_train or MAX_TRAIN) if weighted else 1.0,
+                              max_weight=float(max_examples) if weighted else 1.0,
                               clipping_range=float(config.secagg_clip), timeout=timeout)
 
 
-MAX_TRAIN = 50_000  # CIFAR-10's training set: the largest n_train (``None``: all of it)
 FITINS_PARAMETERS = "fitins.parameters"  # the legacy record that carries the weights
 
 
@@ -307,7 +308,9 @@ class FlowerClients:
         context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
                                 strategy=strategy)
         grid = CountingGrid(self.grid)
-        workflow = secagg_workflow(self.secure, len(payloads), self.timeout)
+        # The training set's size bounds every node's n_k (the benchmark passes no Simulation).
+        examples = len(self.sim.y_train) if self.sim is not None else self.secure.n_train
+        workflow = secagg_workflow(self.secure, len(payloads), self.timeout, examples)
         workflow(grid, context)
         self.waited, self.protocol_bytes = time.perf_counter() - t0, grid.bytes
         self.stage_seconds = grid.seconds
