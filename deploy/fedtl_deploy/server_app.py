@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.server import LegacyContext
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -165,6 +165,7 @@ class CountingGrid:
         self.seconds: dict[str, float] = {}  # stage -> seconds from sending to the last reply
         self.payload_bytes = 0  # the broadcast weights inside the stage-2 messages (``bytes_down``)
         self.errors: list[str] = []  # what the nodes that failed a stage said
+        self.replied: dict[str, set[int]] = {}  # stage -> nodes that answered it (even with an error)
 
     def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
         stage = str(messages[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE]) if messages else ""
@@ -173,6 +174,7 @@ class CountingGrid:
                                   for m in messages if FITINS_PARAMETERS in m.content.array_records)
         t0 = time.perf_counter()
         replies = send_and_receive(self.grid, messages, timeout or 0.0)
+        self.replied.setdefault(stage, set()).update(r.metadata.src_node_id for r in replies)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
         up = sum(record_bytes(r.content) for r in replies if not r.has_error())
         self.errors += [f"node {r.metadata.src_node_id} at {stage}: {last_line(r.error.reason)}"
@@ -327,11 +329,14 @@ class FlowerClients:
         self.busy = max(float(res.metrics["client-seconds"]) for _, res in results)
         up = sum(u for u, _ in grid.bytes.values())
         down = sum(d for _, d in grid.bytes.values())
+        answered = grid.replied.get(Stage.COLLECT_MASKED_VECTORS, set())
         return Summed(mean=[m.astype(np.float32) for m in mean], clients=clients,
                       dropped=sorted(set(partition_of.values()) - set(clients)),
                       num_examples=[int(res.metrics["num-examples"]) for _, res in results],
                       train_losses=[float(res.metrics["train-loss"]) for _, res in results],
-                      bytes_up=up, bytes_down=down)
+                      bytes_up=up, bytes_down=down,
+                      # the nodes that answered the masked-input stage got the payload with it
+                      received=sorted(partition_of[n] for n in answered if n in partition_of))
 
     def evaluate(self, weights):
         return self.sim.evaluate(weights)
