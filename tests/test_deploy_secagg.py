@@ -141,14 +141,20 @@ def secagg_error_bound(config: ExperimentConfig, deltas: list, counts: list[int]
     return m * 2 * c / Q / r + biggest * m / (2 * Q) / r
 
 
+def float32_rounding(weights: list[np.ndarray]) -> float:
+    """Both sides add their aggregate to float32 weights, each rounding by half an ulp at most."""
+    return 2 * max(float(np.max(np.abs(w))) for w in weights) * 2.0**-24
+
+
 def test_secagg_aggregate_is_fedavg_of_the_same_updates(tmp_path, os_entropy):
     got, weights = deploy(SECURE, tmp_path)
     want, deltas, counts = plain_fedavg(SECURE, [0, 1, 2])
     bound = secagg_error_bound(SECURE, deltas, counts)
-    ulp = max(float(np.max(np.abs(w))) for w in want) * 2.0**-24
+    ulp = float32_rounding(want)
     # bound ~ 3 * 2 / 2**22 / 1.0 = 1.43e-6 (clip 1, three nodes holding all 300 examples)
     assert 1.4e-6 < bound < 1.6e-6
     err = max(float(np.max(np.abs(g - w))) for g, w in zip(weights, want))
+    # measured 1.31e-6 (12-06): stochastic rounding, so below the bound but not far
     assert 0 < err <= bound + ulp, (err, bound)  # masked integers: close, never bit-identical
     row = got["history"]["rows"][1]
     assert (row["clients"], row["dropped"]) == ([0, 1, 2], [])
@@ -161,9 +167,9 @@ def test_a_node_killed_mid_round_is_tolerated_up_to_the_threshold(tmp_path, os_e
     got, weights = deploy(SECURE, tmp_path, dead={2: "collect_masked_vectors"})
     want, deltas, counts = plain_fedavg(SECURE, [0, 1])
     bound = secagg_error_bound(SECURE, deltas, counts)  # 2 nodes, sum r = 2/3: ~1.43e-6 as well
-    ulp = max(float(np.max(np.abs(w))) for w in want) * 2.0**-24
+    ulp = float32_rounding(want)
     err = max(float(np.max(np.abs(g - w))) for g, w in zip(weights, want))
-    assert err <= bound + ulp, (err, bound)
+    assert err <= bound + ulp, (err, bound)  # measured 1.28e-6 (12-06)
     row = got["history"]["rows"][1]
     assert (row["clients"], row["dropped"]) == ([0, 1, 2], [2])
     assert got["status"] == "completed"
@@ -175,7 +181,7 @@ def test_a_node_killed_while_unmasking_still_counts(tmp_path, os_entropy):
     got, weights = deploy(SECURE, tmp_path, dead={0: "unmask"})
     want, deltas, counts = plain_fedavg(SECURE, [0, 1, 2])
     err = max(float(np.max(np.abs(g - w))) for g, w in zip(weights, want))
-    assert err <= secagg_error_bound(SECURE, deltas, counts) + 1e-6
+    assert err <= secagg_error_bound(SECURE, deltas, counts) + float32_rounding(want)
     assert got["history"]["rows"][1]["dropped"] == []  # its input is in the sum
 
 
@@ -227,7 +233,7 @@ def test_what_secure_aggregation_cannot_run_is_refused_before_anything_starts(tm
     assert not (tmp_path / "logs").exists()  # no process was started
 
 
-@pytest.mark.slow  # starts Flower processes: 130-150 s on the loaded 2-core machine (3 TensorFlow imports)
+@pytest.mark.slow  # starts Flower processes: 90-150 s on the loaded 2-core machine (3 TensorFlow imports)
 def test_secagg_over_real_flower_processes(tmp_path):
     """SecAgg+ end to end: a SuperLink, three SuperNodes with persistent ClientApps (loopback,
     plain HTTP for speed; TLS changes the transport only). The History matches the simulation's

@@ -15,7 +15,9 @@ first ``train`` message and kept in this module (``node_simulation``) for the me
 follow. That pays off when the ClientApp process stays up across messages, as the launcher's
 ``persistent_clientapp.py`` does (``--isolation process``); under Flower's default, a fresh
 ``flwr-clientapp`` process per message, they are rebuilt every time, with the same result.
-``query`` (which partition do you hold?) answers without importing TensorFlow. A real node
+``query`` (which partition do you hold?) answers without importing TensorFlow. Under secure
+aggregation Flower's ``secaggplus_mod`` answers the protocol's stages and masks the update
+``train_for_secagg`` returns (after refusing a non-finite one). A real node
 would load its own data from disk (see the chapter).
 """
 

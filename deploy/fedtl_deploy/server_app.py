@@ -8,6 +8,9 @@ ClientApp: client update, clip, attack, encode) and sends its encoded update bac
 decodes, aggregates, steps, evaluates and records as in simulation. Both apps build their
 stages with ``stages.build_stages`` from the same config, so the History is the simulation's;
 what the deployment cannot run is refused before anything is built (``task.check_deployable``).
+With ``secure_aggregation=True`` the payloads travel inside Flower's SecAgg+ protocol
+(``FlowerClients.train_summed``) and the round gets only the unmasked weighted mean
+(``round.Summed``), never one node's update.
 With ``checkpoint-dir`` in the run config the server saves its ``ServerState`` after every
 round and ``resume = true`` continues from it (the nodes then get the whole model again).
 
