@@ -168,8 +168,10 @@ def secaggplus_round(updates, counts):
     # What Flower sets in a ServerApp process before messages are made (as the tests do).
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     n = len(updates)
+    # The deployment's least threshold is 3 (stages.SECAGG_MIN_THRESHOLD); message sizes do not
+    # depend on it.
     config = ExperimentConfig(num_clients=n, n_train=int(sum(counts)), secure_aggregation=True,
-                              secagg_clip=1.0, randomness="secure")
+                              secagg_clip=1.0, secagg_threshold=max(3, n // 2 + 1), randomness="secure")
 
     def node(k):
         def fit(msg, context):  # what the ClientApp returns for secaggplus_mod to mask

@@ -74,9 +74,10 @@ FEDPER = {**{name: values for name, values in CASES.items() if name != "trimmed_
                                                       compression="float16", prox_mu=0.1),
           "secure_aggregation": dict(BASE, secure_aggregation=True)}
 REFUSED = {  # field -> (a config the deployment refuses, the start of its message)
-    # SecAgg+ runs in the deployment from 3 clients per round (tests/test_deploy_secagg.py)
+    # SecAgg+ runs in the deployment from a threshold of 3 (tests/test_deploy_secagg.py)
     "secure_aggregation": (dict(BASE, num_clients=2, secure_aggregation=True, randomness="secure"),
-                           "secure_aggregation=True is not supported by the Flower deployment with 2"),
+                           "secure_aggregation=True is not supported by the Flower deployment with a "
+                           "threshold of 2"),
     "randomness": (dict(BASE),
                    "ExperimentConfig.randomness='simulation' is invalid on the Flower deployment"),
 }

@@ -193,13 +193,15 @@ def test_state_checkpoint_round_trip_and_config_check(tmp_path):
 
 
 def test_only_the_deployment_refuses_and_it_names_field_and_path():
-    # SecAgg+ in the deployment needs 3 clients per round (its masks come from 32-bit seeds)
-    cfg = ExperimentConfig(num_clients=2, secure_aggregation=True, randomness="secure")
+    # SecAgg+ in the deployment needs a threshold of 3 (its masks come from 32-bit seeds)
+    cfg = ExperimentConfig(num_clients=3, secure_aggregation=True, randomness="secure")
     assert refusals(cfg, "simulation") == []
-    (msg,) = refusals(cfg, DEPLOYMENT)
-    assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment with 2")
-    assert refusals(ExperimentConfig(num_clients=3, secure_aggregation=True, randomness="secure"),
-                    DEPLOYMENT) == []
+    (msg,) = refusals(cfg, DEPLOYMENT)  # a majority of 3 is 2
+    assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment with a "
+                          "threshold of 2 (3 clients per round)")
+    for ok in (dict(num_clients=3, secagg_threshold=3), dict(num_clients=4)):
+        assert refusals(ExperimentConfig(secure_aggregation=True, randomness="secure", **ok),
+                        DEPLOYMENT) == []
     assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0, randomness="secure"), DEPLOYMENT) == []
     (msg,) = refusals(ExperimentConfig(), DEPLOYMENT)  # seeded noise and sampling on real clients
     assert msg.startswith("ExperimentConfig.randomness='simulation' is invalid on the Flower deployment")

@@ -246,7 +246,8 @@ def build_stages(config: ExperimentConfig) -> Stages:
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
 PERSONAL_PATHS = ("FedPer", "FedBN")  # the personalised loops (personalization.py)
-SECAGG_MIN_NODES = 3  # SecAgg+ in the deployment: each update hidden by >= 2 pairwise 32-bit seeds
+# SecAgg+ in the deployment: each survivor's update stays hidden by >= 2 pairwise 32-bit seeds
+SECAGG_MIN_THRESHOLD = 3
 PEFT_NOT_DEPLOYED = ("lora", "ffa_lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
@@ -259,9 +260,11 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
       client sample and the DP noise; a seed would let anyone regenerate them);
     - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"ffa_lora"``, ``"bitfit"``, ``"lpft"``): the
       parameter-efficient strategies run only in simulation;
-    - ``secure_aggregation=True`` with fewer than ``SECAGG_MIN_NODES`` clients per round: the
-      deployment runs Flower's SecAgg+, whose masks are expanded from 32-bit seeds (with two
-      clients, 2**32 guesses unmask an update);
+    - ``secure_aggregation=True`` with a reconstruction threshold (``secagg_threshold``, by
+      default a majority of the clients per round) below ``SECAGG_MIN_THRESHOLD``: the
+      deployment runs Flower's SecAgg+, whose masks are expanded from 32-bit seeds; once the
+      self-masks and a dropped client's masks are removed, a survivor's update is hidden only
+      by its masks with the other survivors (with two survivors, 2**32 guesses unmask it);
     - ``bn_recalibration=True``: the statistics round runs in the simulation only.
 
     FedPer and FedBN (``PERSONAL_PATHS``) refuse ``bn_recalibration=True`` (they evaluate
@@ -292,12 +295,14 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
                    "'partial' or 'full' there (the parameter-efficient strategies run in simulation, "
                    "run_federated; the deployment is not tested with them, and LP-FT's switch of "
                    "the sent tensors needs the round number on both sides).")
-    if config.secure_aggregation and config.clients_per_round < SECAGG_MIN_NODES:
-        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT} with "
-                   f"{config.clients_per_round} clients per round: allowed at least "
-                   f"{SECAGG_MIN_NODES} there (Flower's SecAgg+ expands each mask seed from 32 bits, "
-                   "so with 2 clients one 32-bit guess per update unmasks it once the self-masks "
-                   "are removed); raise num_clients or client_fraction.")
+    m = config.clients_per_round
+    t = config.secagg_threshold or m // 2 + 1
+    if config.secure_aggregation and t < SECAGG_MIN_THRESHOLD:
+        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT} with a threshold of "
+                   f"{t} ({m} clients per round): allowed secagg_threshold >= {SECAGG_MIN_THRESHOLD} "
+                   "there (the default, a majority, is >= 3 from 4 clients per round). Flower's "
+                   "SecAgg+ expands each mask from a 32-bit seed: with only 2 survivors, 2**32 "
+                   "guesses unmask an update.")
     if config.bn_recalibration:
         out.append(f"bn_recalibration=True is not supported by {DEPLOYMENT}: allowed False there "
                    "(the statistics round runs in simulation, run_federated).")
