@@ -87,8 +87,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--clients", type=int, default=5)
-    p.add_argument("--per-client", type=int, default=400)
-    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--per-client", type=int, default=300)
+    p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID),
                    help="the one log grid of client learning rates all arms draw from")

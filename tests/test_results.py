@@ -94,7 +94,8 @@ def test_bench_transfer_record_is_complete():
 FAIR = {"bench_strategies": ("strategies", "lr", "learning_rate"),
         "bench_dp": ("arms", "client_lr", "learning_rate"),
         "bench_compression": ("methods", "lr", "learning_rate"),
-        "bench_robust": ("arms", "lr", "learning_rate")}
+        "bench_robust": ("arms", "lr", "learning_rate"),
+        "bench_optimizer": ("arms", "lr", "learning_rate")}
 
 
 def _record(name):
