@@ -54,6 +54,28 @@ class OptimizerReading:
                          f"{sum(f) / len(f):>13.3f} {min(f):>5.3f}..{max(f):<5.3f}")
         return "\n".join(lines)
 
+    def edge_note(self) -> str:
+        """Whether every chosen rate is interior to the shared grid, in one sentence."""
+        grid = self.record["grid"]
+        span = f"from {min(grid):g} to {max(grid):g}"
+        edges = self.edges()
+        if not edges:
+            return f"Every chosen rate is interior to the shared grid ({span}, half-decade steps)."
+        names = " and ".join(LABELS[a] for a in edges)
+        return (f"The rate chosen for {names} is on the shared grid's end ({span}): a better rate may "
+                "lie beyond it, so read that arm's accuracy as a lower bound.")
+
+    def decision(self) -> str:
+        """What the verdicts decide for the helpers' default (``client_optimizer``), in one clause."""
+        worse = [a for a, v in self.verdicts.items() if v.shown and v.difference_points < 0]
+        if len(worse) == len(self.verdicts):
+            return ("local Adam is above both SGD variants by more than the minimum detectable "
+                    "difference, so Adam stays the helpers' default (`client_optimizer=\"adam\"`)")
+        close = " and ".join(LABELS[a] for a in self.verdicts if a not in worse)
+        return (f"{close} is not shown to be worse than local Adam here, so either could be the "
+                "default; it stays Adam because every committed record was made with it (switching "
+                "means re-running those records)")
+
     def glue_values(self) -> dict[str, float | int]:
         """The numbers the chapter's prose quotes, by glue name (``opt_<arm>_lr`` ...)."""
         out: dict[str, float | int] = {"opt_rounds": int(self.record["rounds"]),
