@@ -114,9 +114,9 @@ def main() -> None:
     first = load(args.seeds[0])
     tuned = {}
     for a, config in arms.items():
-        def score(lr, config=config):
+        def score(lr, config=config, arm=a):
             t = tune_federated(config, [lr], dataset=first, rounds=args.rounds, last=args.last)
-            log(f"# tune {a} lr={lr:g}: validation accuracy {t.scores[lr]:.4f} "
+            log(f"# tune {arm} lr={lr:g}: validation accuracy {t.scores[lr]:.4f} "
                 f"({time.perf_counter() - t0:.0f} s)")
             return t.scores[lr]
         tuned[a] = widen_until_interior(args.grid, START[a], score)

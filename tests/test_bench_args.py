@@ -44,8 +44,10 @@ def test_optimizer_benchmark_refuses_a_bad_grid_before_any_work(grid, message):
     assert "Traceback" not in out.stderr  # refused by the parser, before TensorFlow is imported
 
 
-def _widen():
+def _widen(monkeypatch):
     import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports its sibling _args.py
 
     spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH / "bench_optimizer.py")
     module = importlib.util.module_from_spec(spec)
@@ -58,7 +60,7 @@ def _widen():
     (1e-1, 1e-2, [3e-3, 1e-2, 3e-2, 1e-1, 3e-1], 1e-1, False),      # widened upwards twice
     (1e-4, 1e-3, [1e-4, 3e-4, 1e-3, 3e-3], 1e-4, True),             # stops on the grid's end
 ])
-def test_widening_stops_when_the_choice_is_interior(peak, start, tried, best, edge):
+def test_widening_stops_when_the_choice_is_interior(peak, start, tried, best, edge, monkeypatch):
     grid = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
     calls = []
 
@@ -66,6 +68,6 @@ def test_widening_stops_when_the_choice_is_interior(peak, start, tried, best, ed
         calls.append(lr)
         return -abs(np.log10(lr) - np.log10(peak))
 
-    chosen, scores, at_edge = _widen()(grid, start, score)
+    chosen, scores, at_edge = _widen(monkeypatch)(grid, start, score)
     assert (chosen, at_edge) == (best, edge)
     assert list(scores) == tried and sorted(calls) == tried  # each rate scored once, in grid order

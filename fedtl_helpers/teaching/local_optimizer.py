@@ -104,7 +104,8 @@ def read(record: dict) -> OptimizerReading:
     missing = [k for k in ("arms", "curves", "configs", "last", "rounds", "seeds") if k not in record]
     arms = set(record.get("arms", {}))
     if missing or not set(LABELS) <= arms:
-        raise ValueError(f"record is not a bench_optimizer record (missing {missing or sorted(set(LABELS) - arms)}): "
+        lacking = missing or sorted(set(LABELS) - arms)
+        raise ValueError(f"record is not a bench_optimizer record (missing {lacking}): "
                          "allowed what `python benchmarks/bench_optimizer.py --out ...` writes.")
     reading = OptimizerReading(record, {})
     adam = reading.finals("adam")
