@@ -62,8 +62,9 @@ class OptimizerReading:
         if not edges:
             return f"Every chosen rate is interior to the shared grid ({span}, half-decade steps)."
         names = " and ".join(LABELS[a] for a in edges)
+        whose = "that arm's" if len(edges) == 1 else "those arms'"
         return (f"The rate chosen for {names} is on the shared grid's end ({span}): a better rate may "
-                "lie beyond it, so read that arm's accuracy as a lower bound.")
+                f"lie beyond it, so read {whose} accuracy as a lower bound.")
 
     def decision(self) -> str:
         """What the verdicts decide for the helpers' default (``client_optimizer``), in one clause."""
@@ -72,9 +73,9 @@ class OptimizerReading:
             return ("local Adam is above both SGD variants by more than the minimum detectable "
                     "difference, so Adam stays the helpers' default (`client_optimizer=\"adam\"`)")
         close = " and ".join(LABELS[a] for a in self.verdicts if a not in worse)
-        return (f"{close} is not shown to be worse than local Adam here, so either could be the "
-                "default; it stays Adam because every committed record was made with it (switching "
-                "means re-running those records)")
+        return (f"{close} is not shown to be worse than local Adam here: either could be the "
+                "default, and it stays Adam only because every committed record was made with it "
+                "(switching means re-running them)")
 
     def glue_values(self) -> dict[str, float | int]:
         """The numbers the chapter's prose quotes, by glue name (``opt_<arm>_lr`` ...)."""
