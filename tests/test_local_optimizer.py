@@ -36,6 +36,7 @@ def test_verdicts_follow_from_the_curves_by_the_books_rule():
     g = reading.glue_values()
     assert g["opt_adam_final"] == pytest.approx(0.91) and g["opt_sgd_lr"] == 0.1
     assert g["opt_sgd_minus_adam"] == pytest.approx(-10.0) and g["opt_n_test"] == 1000
+    assert g["opt_sgd_adam_lead_min"] == pytest.approx(10.0)  # Adam's lead in its closest seed
     assert list(reading.curves()) == ["local Adam, lr 0.003", "local SGD, lr 0.1",
                                       "local SGD with momentum, lr 0.3"]
     rows = reading.table().splitlines()

@@ -71,7 +71,7 @@ class OptimizerReading:
         worse = [a for a, v in self.verdicts.items() if v.shown and v.difference_points < 0]
         if len(worse) == len(self.verdicts):
             return ("local Adam is above both SGD variants by more than the minimum detectable "
-                    "difference, so Adam stays the helpers' default (`client_optimizer=\"adam\"`)")
+                    "difference: Adam stays the helpers' default (`client_optimizer=\"adam\"`)")
         close = " and ".join(LABELS[a] for a in self.verdicts if a not in worse)
         return (f"{close} is not shown to be worse than local Adam here: either could be the "
                 "default, and it stays Adam only because every committed record was made with it "
@@ -91,6 +91,7 @@ class OptimizerReading:
         for a, v in self.verdicts.items():
             out[f"opt_{a}_minus_adam"] = float(v.difference_points)
             out[f"opt_{a}_mdd"] = float(v.mdd_points)
+            out[f"opt_{a}_adam_lead_min"] = float(min(-x for x in v.per_seed_points))  # closest seed
         return out
 
 
