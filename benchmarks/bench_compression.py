@@ -88,7 +88,7 @@ def communication_part(args, data_for_seed) -> tuple[dict, dict]:
         print(f"{name:<16} {m['lr']:>6g} {m['mb_up']:>9.3f} {m['bytes_ratio']:>8.1f} "
               f"{m['final_acc']:>8.4f} [{m['final_acc_min']:.3f}, {m['final_acc_max']:.3f}] "
               f"{m['change_points']:>+8.2f} [{m['change_points_min']:+.2f}, {m['change_points_max']:+.2f}]")
-    summary_out = {"methods": methods, "configs": comp.configs(),
+    summary_out = {"methods": methods, "configs": comp.configs(), "tune_rounds": args.tune_rounds,
                    "bytes_up": {n: comp.histories[n][0].column("bytes_up") for n in args.methods}}
     return summary_out, comp.curves()
 
@@ -128,7 +128,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
                    help="client learning rates tried for each encoding on the validation split")
-    p.add_argument("--tune-rounds", type=int, default=10, help="rounds per tuning trial")
+    p.add_argument("--tune-rounds", type=int, default=30,
+                   help="rounds per tuning trial (default: as many as the runs, so a rate is chosen for "
+                        "the horizon it runs; shorter trials favour rates that start fast)")
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ", ".join(METHODS))

@@ -1,11 +1,14 @@
 """Non-IID data: what label skew costs, what personalisation and pretraining give back.
 
-Chapter: "Non-IID data and personalisation". Embedded data (``shapes``), side by side (parts 1
+Chapter: "Non-IID data and personalisation". Embedded data (``shapes``; ``--dataset digits`` for
+scikit-learn's real handwritten digits), side by side (parts 1
 and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
 
 1. alpha = 0.1 (Dirichlet label skew), head-only FedAvg on the built-in pretrained backbone:
    per-client held-out accuracy of the global model vs local fine-tuning, the interpolation
-   chosen per client on a validation slice, and FedPer (local classifier layer);
+   chosen per client on a validation slice, and FedPer (local classifier layer); and the
+   baseline without a federation: each client trains the same start on its own data alone for
+   as many epochs as it trains in all;
 2. FedAvg vs FedProx vs FedAvgM vs FedAdam at alpha = 0.1 (global test accuracy, mean of the
    last ``--algo-tail`` rounds), each with its own client and server learning rate chosen on a
    validation split;
@@ -41,10 +44,16 @@ def personal_part(args, data, common, skew) -> dict:
     """Part 1: personalisation, per client, on each client's held-out split."""
     cfg = fl.ExperimentConfig(**common, **skew, rounds=args.rounds, strategy="head", holdout_fraction=0.2)
     sim = fl.Simulation(cfg, data)
+    start = sim.model.get_weights()  # the round-0 global model: pretrained backbone, new head
     fed = fl.run_federated(cfg, simulation=sim, progress=False)
     pers = personalization.finetune_clients(sim, fed.weights, args.finetune_epochs, seed=args.seed)
+    # The baseline without a federation: each client trains the same start on its own data alone,
+    # for as many epochs as it trains in all (every round, then fine-tuning), at the same rate.
+    alone_epochs = args.rounds * cfg.local_epochs + args.finetune_epochs
+    alone = personalization.finetune_clients(sim, start, alone_epochs, seed=args.seed).local_acc
     fedper = personalization.fedper_accuracy(sim, personalization.run_fedper(cfg, simulation=sim))
     rows = {"global (FedAvg)": pers.global_acc,
+            f"local only, no federation ({alone_epochs} ep)": alone,
             f"local fine-tuning ({args.finetune_epochs} ep)": pers.local_acc,
             "interpolation (alpha per client)": pers.mixed_acc, "FedPer (local logits layer)": fedper}
     print(f"\n1. per-client held-out accuracy, weights=builtin, strategy=head, {args.rounds} rounds")
@@ -65,6 +74,8 @@ def personal_part(args, data, common, skew) -> dict:
         "worst_client": worst,
         "that_client_gain_points": round(100 * (pers.local_acc[worst] - pers.global_acc[worst]), 1),
         "worst_global": round(g["worst"], 4), "worst_personal": round(loc["worst"], 4),
+        "local_only_mean": round(float(alone.mean()), 4), "local_only_epochs": alone_epochs,
+        "personal_minus_local_only_points": round(100 * (loc["mean"] - float(alone.mean())), 1),
         "interpolation_mean": round(float(pers.mixed_acc.mean()), 4),
         "fedper_mean": round(float(fedper.mean()), 4),
     }
@@ -90,12 +101,12 @@ def algorithm_part(args, skew) -> dict:
     """
     from fedtl_helpers.workflow.tuning import compare_arms
 
-    base = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, rounds=args.rounds,
-                strategy="head", **skew)
+    base = dict(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, num_clients=args.clients,
+                rounds=args.rounds, strategy="head", **skew)
     arms = {name: fl.ExperimentConfig(**base, **kw) for name, kw in ALGORITHMS.items()}
 
     def load(seed):
-        return fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=seed)
+        return fl.load_dataset(args.dataset, n_train=args.n_train, n_test=args.n_test, seed=seed)
 
     cmp = compare_arms(arms, algorithm_candidates(args.algo_lrs), seeds=args.seeds, load=load,
                        field=("learning_rate", "server_lr"), log=lambda line: print(line, flush=True))
@@ -136,11 +147,11 @@ def gap_part(args, common, skew) -> dict:
             for start, w in starts.items() for part in ("iid", "skew")}
 
     def load(seed):
-        return fl.load_dataset("shapes", n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
+        return fl.load_dataset(args.dataset, n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
 
     cmp = compare_arms(arms, args.gap_lrs, seeds=args.gap_seeds, load=load,
                        tune_rounds=args.gap_tune_rounds, log=lambda line: print(line, flush=True))
-    print(f"\n3. global test accuracy, data: shapes (embedded), strategy=full, {args.gap_rounds} rounds, "
+    print(f"\n3. global test accuracy, data: {args.dataset}, strategy=full, {args.gap_rounds} rounds, "
           f"{args.gap_clients} clients, {args.gap_n_train} train, mean of the last {args.gap_tail} rounds, "
           f"seeds {args.gap_seeds}; learning rate tuned per arm on a validation split")
     print(f"{'start':12s} {'lr IID':>7s} {'lr skew':>8s} {'IID':>6s} {'alpha=' + str(args.alpha):>10s} "
@@ -195,6 +206,9 @@ def summarise(per_seed: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=("shapes", "digits"), default="shapes",
+                    help="shapes (embedded synthetic) or digits (real handwritten digits: pass "
+                         "--n-train <= 1297 --n-test <= 500 --gap-n-train <= 1297)")
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=10)
@@ -226,17 +240,22 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
         ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
+    sizes = [args.n_train] + ([args.gap_n_train] if 3 in args.parts else [])
+    if args.dataset == "digits" and (max(sizes) > 1297 or args.n_test > 500):
+        ap.error("--dataset digits has 1297 training and 500 test images: allowed --n-train and "
+                 "--gap-n-train <= 1297, --n-test <= 500")
     t_all = time.perf_counter()
     skew = dict(partition="dirichlet", alpha=args.alpha)
-    out: dict = {"dataset": "shapes", "weights": "builtin vs random init", "alpha": args.alpha,
-                 "parts": args.parts}
+    out: dict = {"dataset": args.dataset, "data": fl.describe(args.dataset),
+                 "weights": "builtin vs random init", "alpha": args.alpha, "parts": args.parts}
     per_seed = []
     for seed in args.seeds if 1 in args.parts else []:  # parts 2 and 3 load their own data per seed
         args.seed = seed
-        common = dict(n_train=args.n_train, n_test=args.n_test, num_clients=args.clients, seed=seed)
-        data = fl.load_dataset("shapes", n_train=args.n_train, n_test=args.n_test, seed=seed)
-        print(f"\ndata: shapes (embedded), {args.n_train} train / {args.n_test} test, {args.clients} "
-              f"clients, Dirichlet alpha={args.alpha}, seed={seed}")
+        common = dict(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
+                      num_clients=args.clients, seed=seed)
+        data = fl.load_dataset(args.dataset, n_train=args.n_train, n_test=args.n_test, seed=seed)
+        print(f"\ndata: {fl.describe(args.dataset)}, {args.n_train} train / {args.n_test} test, "
+              f"{args.clients} clients, Dirichlet alpha={args.alpha}, seed={seed}")
         fig: dict = {}
         if 1 in args.parts:
             fig.update(personal_part(args, data, common, skew))
@@ -246,7 +265,7 @@ def main() -> None:
     if 2 in args.parts:
         out.update(algorithm_part(args, skew), seeds=args.seeds)
     if 3 in args.parts:
-        out.update(gap_part(args, dict(n_test=args.n_test), skew))
+        out.update(gap_part(args, dict(dataset=args.dataset, n_test=args.n_test), skew))
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     if args.out:
         from fedtl_helpers.workflow import results

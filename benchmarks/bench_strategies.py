@@ -6,6 +6,10 @@ training data (never the test set), every strategy runs ``--rounds`` rounds on t
 for every seed, and the spread over seeds is reported.
 
     python benchmarks/bench_strategies.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_strategies.json]
+    python benchmarks/bench_strategies.py --dataset digits --strategies head full --tune-rounds 12
+
+``--dataset digits``: the same comparison on scikit-learn's real handwritten digits, far from the
+backbone's synthetic source domain (does a frozen backbone still serve?).
 
 Last line: one JSON object with, per strategy, ``lr``, ``final_acc`` (mean over seeds of the mean
 of the last 3 rounds), ``final_acc_min``/``final_acc_max`` (over seeds), ``acc_round1`` (mean)
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
+from _args import add_dataset, check_tuned_run, dataset_sizes  # noqa: E402  (benchmarks/ is the script's own folder)
 
 STRATEGIES = ("head", "partial", "full")
 
@@ -33,8 +37,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--clients", type=int, default=5)
-    p.add_argument("--per-client", type=int, default=1000)
-    p.add_argument("--n-test", type=int, default=2000)
+    add_dataset(p, per_client=1000, n_test=2000)
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                   help="which strategies to compare (head and full are required)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2],
                    help="client learning rates tried for each strategy on the validation split")
@@ -43,29 +48,34 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
     args = p.parse_args()
     check_tuned_run(p, args)
+    if not {"head", "full"} <= set(args.strategies):
+        p.error("--strategies must include head and full (the gap reported is full minus head)")
+    n_train, n_test = dataset_sizes(p, args)
 
     from fedtl_helpers.core.config import ExperimentConfig
     from fedtl_helpers.inputs import data
     from fedtl_helpers.workflow.tuning import compare_arms
 
-    n_train = args.clients * args.per_client
     t0 = time.perf_counter()
-    arms = {s: ExperimentConfig(num_clients=args.clients, n_train=n_train, n_test=args.n_test,
-                                rounds=args.rounds, strategy=s, weights="builtin")
-            for s in STRATEGIES}
+    strategies = [s for s in STRATEGIES if s in args.strategies]
+    arms = {s: ExperimentConfig(dataset=args.dataset, num_clients=args.clients, n_train=n_train,
+                                n_test=n_test, rounds=args.rounds, strategy=s, weights="builtin")
+            for s in strategies}
     comp = compare_arms(arms, args.lrs, seeds=args.seeds, tune_rounds=args.tune_rounds,
-                        load=lambda seed: data.load_dataset("shapes", n_train=n_train,
-                                                            n_test=args.n_test, seed=seed),
+                        load=lambda seed: data.load_dataset(args.dataset, n_train=n_train,
+                                                            n_test=n_test, seed=seed),
                         log=lambda s: print(s, flush=True))
     summary = comp.summary(args.last)
     gaps = [100 * (f - h) for f, h in zip(comp.finals("full", args.last), comp.finals("head", args.last))]
     first = {s: hs[0] for s, hs in comp.histories.items()}
     result = {
         "data": f"{first['head'].meta['dataset']}; {args.clients} IID clients x {args.per_client} "
-                f"images, {args.n_test} test images, 1 local epoch",
+                f"images, {n_test} test images, 1 local epoch",
+        "dataset": args.dataset,
         "weights": "builtin",
         "seeds": args.seeds,
         "rounds": args.rounds,
+        "tune_rounds": args.tune_rounds,
         "last": args.last,
         "strategies": {
             s: {"lr": summary[s]["learning_rate"],
@@ -76,8 +86,9 @@ def main() -> None:
                                                    for h in comp.histories[s]])), 4),
                 "mb_up_per_client_round": round(first[s].rows[1]["bytes_up"]
                                                 / len(first[s].rows[1]["clients"]) / 1e6, 4),
+                "lr_at_grid_edge": comp.tuned[s].at_edge(),
                 "tuning_scores": {str(k): round(v, 4) for k, v in comp.tuned[s].scores.items()}}
-            for s in STRATEGIES},
+            for s in strategies},
         "full_minus_head_points": round(float(np.mean(gaps)), 2),
         "full_minus_head_points_min": round(min(gaps), 2),
         "full_minus_head_points_max": round(max(gaps), 2),

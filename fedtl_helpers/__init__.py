@@ -19,14 +19,14 @@ from typing import Any
 # ``from fedtl_helpers import plotting``) still works as an attribute of the package, below.
 LAYERS = {
     "core": ("config", "randomness", "history", "storage", "figures"),
-    "inputs": ("data", "shapes", "partitioning"),
+    "inputs": ("data", "shapes", "digits", "partitioning"),
     "modeling": ("models", "features", "model_compression"),
     "transforms": ("aggregation", "compression", "privacy", "robust", "secure_agg", "shamir",
                    "server_opt"),
     "federation": ("client", "simulation", "round", "stages", "server", "personalization",
                    "evaluation"),
     "workflow": ("cli", "preflight", "experiments", "cluster", "tuning", "provenance", "results"),
-    "teaching": ("notebook", "plotting", "verdict", "local_optimizer"),
+    "teaching": ("notebook", "plotting", "verdict", "transfer", "local_optimizer"),
 }
 _MODULES = {m: f"{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}  # "round": "federation.round"
 

@@ -25,7 +25,7 @@ from fedtl_helpers.core.config import ExperimentConfig
 from fedtl_helpers.federation import stages
 from fedtl_helpers.federation.personalization import run_fedper
 from fedtl_helpers.federation.server import run_federated
-from fedtl_helpers.transforms import privacy, robust, secure_agg
+from fedtl_helpers.transforms import compression, privacy, robust, secure_agg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
 with warnings.catch_warnings():  # typer, imported by flwr, uses a deprecated click API
@@ -74,8 +74,10 @@ FEDPER = {**{name: values for name, values in CASES.items() if name != "trimmed_
                                                       compression="float16", prox_mu=0.1),
           "secure_aggregation": dict(BASE, secure_aggregation=True)}
 REFUSED = {  # field -> (a config the deployment refuses, the start of its message)
-    "secure_aggregation": (dict(BASE, secure_aggregation=True, randomness="secure"),
-                           "secure_aggregation=True is not supported by the Flower deployment"),
+    # SecAgg+ runs in the deployment from a threshold of 3 (tests/test_deploy_secagg.py)
+    "secure_aggregation": (dict(BASE, num_clients=2, secure_aggregation=True, randomness="secure"),
+                           "secure_aggregation=True is not supported by the Flower deployment with a "
+                           "threshold of 2"),
     "randomness": (dict(BASE),
                    "ExperimentConfig.randomness='simulation' is invalid on the Flower deployment"),
 }
@@ -283,7 +285,12 @@ def _personal_path_runs_the_same_stages(values, run_personal, monkeypatch):
             seen.append([privacy.global_norm(d) for d in deltas])
             return built.aggregate(deltas, counts, like, streams)
 
-        return dataclasses.replace(built, aggregate=aggregate)
+        def secure(messages, streams):  # secure aggregation: what the clients mask and sum
+            seen.append([privacy.global_norm(compression.decode(m.encoded)) for m in messages])
+            return built.secure(messages, streams)
+
+        return dataclasses.replace(built, aggregate=aggregate,
+                                   secure=secure if built.secure is not None else None)
 
     import fedtl_helpers.federation.personalization as personalization
 

@@ -551,13 +551,8 @@ def test_deployment_runs_the_simulations_stages_end_to_end(name, tmp_path):
         assert [r["dropped"] for r in rows] == [[], [bad], [bad]]
 
 
-def test_secure_aggregation_is_refused_before_anything_starts(tmp_path, capsys):
-    code = run_local.main(["--randomness", "secure", "--num-clients", "3", "--secure-aggregation", "true",
-                           "--out", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "secure_aggregation=True is not supported by the Flower deployment" in err
-    assert not (tmp_path / "logs").exists()  # no process was started
+# What secure aggregation cannot run (robust rules, DP, compression, two nodes) is refused
+# before anything starts: tests/test_deploy_secagg.py.
 
 
 def test_encoded_updates_cross_the_wire_bit_for_bit():

@@ -315,3 +315,16 @@ def test_annotated_parameters_keep_their_type(tmp_path):
     assert ex.declared_parameters(path) == {
         "rounds": {"default": "3", "inferred_type_name": "int"},
         "label": {"default": "'a'", "inferred_type_name": "None"}}
+
+
+@pytest.mark.parametrize("grid", sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")))
+def test_every_committed_grid_passes_the_checks_made_before_any_run(grid):
+    spec = ex.load_grid(grid)
+    ex.check_parameters(spec.notebook, spec.runs)  # names, types and ExperimentConfig's rules
+
+
+def test_a_digits_grid_must_size_its_data_to_the_fixed_split(tmp_path, capsys):
+    spec = {"name": "d", "notebook": str(CASE_STUDY), "fixed": {"dataset": "digits"}, "grid": {"seed": [0]}}
+    assert ex.main(["experiments", "run", str(write_grid(tmp_path, spec)), "--out", str(tmp_path / "r")]) == 2
+    assert "n_train=3000 is invalid: allowed None (all) or an integer in [1, 1297]" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -75,10 +75,15 @@ def test_the_tolerances_cover_the_measured_kernel_path_spread():
         assert TOLERANCE_IMAGES[run] > max(spread.values()), run
 
 
-def test_bench_transfer_record_is_complete():
-    bench = _bench()
+@pytest.mark.parametrize("name", ["bench_transfer", "bench_transfer_digits"])
+def test_bench_transfer_record_is_complete(name):
+    bench = fl.results.load(name, show=False)
     assert {"command", "commit", "date", "machine", "seconds"} <= set(bench["provenance"])
     assert bench["provenance"]["command"].startswith("python benchmarks/bench_transfer.py")
+    if name.endswith("_digits"):  # the real digits, evaluated with recomputed BatchNorm statistics
+        assert "--dataset digits" in bench["provenance"]["command"] and bench["dataset"] == "digits"
+        assert all(c["dataset"] == "digits" and c["bn_recalibration"] for c in bench["configs"].values())
+        assert "UCI handwritten digits" in bench["data"] and not any(bench["lr_at_grid_edge"].values())
     assert len(bench["seeds"]) >= 3 and len(bench["per_seed"]) == len(bench["seeds"])
     for s in bench["per_seed"]:
         assert len(s["curves"]["pretrained"]) == len(s["curves"]["random"]) == bench["rounds"] + 1
@@ -92,6 +97,7 @@ def test_bench_transfer_record_is_complete():
 # The fair comparisons of chapters "Client fine-tuning" and "Differential privacy": each arm's
 # tuned setting, every seed's curve, and summary figures that follow from the curves.
 FAIR = {"bench_strategies": ("strategies", "lr", "learning_rate"),
+        "bench_strategies_digits": ("strategies", "lr", "learning_rate"),
         "bench_dp": ("arms", "client_lr", "learning_rate"),
         "bench_compression": ("methods", "lr", "learning_rate"),
         "bench_robust": ("arms", "lr", "learning_rate"),
@@ -106,7 +112,7 @@ def _record(name):
 def test_fair_comparison_record_is_complete_and_consistent(name):
     bench = _record(name)
     arms_key, lr_key, field = FAIR[name]
-    assert bench["provenance"]["command"].startswith(f"python benchmarks/{name}.py")
+    assert bench["provenance"]["command"].startswith(f"python benchmarks/{name.removesuffix('_digits')}.py")
     assert len(bench["seeds"]) >= 3
     for arm, r in bench[arms_key].items():
         curves = bench["curves"][arm]

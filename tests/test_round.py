@@ -49,7 +49,6 @@ def test_streams_are_the_books_seeds():
     (dict(), [2.5, 3.5]),  # FedAvg weighted by n_k = 1, 3 (the style guide's example)
     (dict(aggregator="mean"), [2.0, 3.0]),
     (dict(aggregator="median", num_clients=3), [1.0, 4.0]),
-    (dict(secure_aggregation=True, secagg_clip=8.0), [2.5, 3.5]),  # the same mean, masked integers
 ])
 def test_aggregate_stage_follows_the_config(kw, want):
     stages = build_stages(ExperimentConfig(**kw))
@@ -58,6 +57,25 @@ def test_aggregate_stage_follows_the_config(kw, want):
     np.testing.assert_allclose(got[0], want, atol=1e-4)
     empty = stages.aggregate([], [], A, RoundStreams(0, 1))  # nobody sampled
     np.testing.assert_array_equal(empty[0], [0.0, 0.0])
+
+
+def test_secure_stage_masks_sums_and_lets_a_client_refuse_its_nan_update():
+    """In process, secure aggregation is a stage over the clients' messages: the server gets
+    only the weighted mean (a ``Summed``), as from the deployment's SecAgg+."""
+    stages = build_stages(ExperimentConfig(num_clients=3, secure_aggregation=True, secagg_clip=8.0))
+    nan = [np.array([np.nan, 1.0], np.float32)]
+    msgs = [ClientMessage(k, compression.encode_dense(u), n, float(k))
+            for k, (u, n) in enumerate([(A, 1), (B, 3), (nan, 5)])]
+    got = stages.secure(msgs, RoundStreams(0, 1))
+    # FedAvg of [1, 2] (n=1) and [3, 4] (n=3) in 32-bit fixed point over [-8, 8]: two values each
+    # within half a step (8 / 2**31) over their weight 4/9 (n=5 refused): off by < 8.4e-9
+    np.testing.assert_allclose(got.mean[0], [2.5, 3.5], atol=1e-8)
+    assert (got.clients, got.dropped, got.received) == ([0, 1], [2], [0, 1, 2])  # 2 refused, a dropout
+    assert (got.num_examples, got.train_losses) == ([1, 3], [0.0, 1.0])
+    assert got.bytes_up > 2 * compression.dense_nbytes(A) and got.bytes_down > 0  # keys, shares
+    with pytest.raises(NonFiniteError, match="every client's update"):
+        stages.secure([msgs[2], ClientMessage(1, compression.encode_dense(nan), 1, 0.0)], RoundStreams(0, 1))
+    assert build_stages(ExperimentConfig()).secure is None
 
 
 def test_dp_stages_clip_on_the_client_and_add_seeded_noise_on_the_server():
@@ -175,10 +193,15 @@ def test_state_checkpoint_round_trip_and_config_check(tmp_path):
 
 
 def test_only_the_deployment_refuses_and_it_names_field_and_path():
+    # SecAgg+ in the deployment needs a threshold of 3 (its masks come from 32-bit seeds)
     cfg = ExperimentConfig(num_clients=3, secure_aggregation=True, randomness="secure")
     assert refusals(cfg, "simulation") == []
-    (msg,) = refusals(cfg, DEPLOYMENT)
-    assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment")
+    (msg,) = refusals(cfg, DEPLOYMENT)  # a majority of 3 is 2
+    assert msg.startswith("secure_aggregation=True is not supported by the Flower deployment with a "
+                          "threshold of 2 (3 clients per round)")
+    for ok in (dict(num_clients=3, secagg_threshold=3), dict(num_clients=4)):
+        assert refusals(ExperimentConfig(secure_aggregation=True, randomness="secure", **ok),
+                        DEPLOYMENT) == []
     assert refusals(ExperimentConfig(aggregator="mean", dp_clip=1.0, randomness="secure"), DEPLOYMENT) == []
     (msg,) = refusals(ExperimentConfig(), DEPLOYMENT)  # seeded noise and sampling on real clients
     assert msg.startswith("ExperimentConfig.randomness='simulation' is invalid on the Flower deployment")

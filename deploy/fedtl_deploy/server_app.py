@@ -8,6 +8,9 @@ ClientApp: client update, clip, attack, encode) and sends its encoded update bac
 decodes, aggregates, steps, evaluates and records as in simulation. Both apps build their
 stages with ``stages.build_stages`` from the same config, so the History is the simulation's;
 what the deployment cannot run is refused before anything is built (``task.check_deployable``).
+With ``secure_aggregation=True`` the payloads travel inside Flower's SecAgg+ protocol
+(``FlowerClients.train_summed``) and the round gets only the unmasked weighted mean
+(``round.Summed``), never one node's update.
 With ``checkpoint-dir`` in the run config the server saves its ``ServerState`` after every
 round and ``resume = true`` continues from it (the nodes then get the whole model again).
 
@@ -22,8 +25,17 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.server import LegacyContext
+from flwr.server.strategy import Strategy
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid, ServerApp
 
 from fedtl_deploy.task import (
@@ -35,7 +47,7 @@ from fedtl_deploy.task import (
     to_record,
 )
 from fedtl_helpers.core.storage import atomic_write_text
-from fedtl_helpers.federation.round import ClientMessage, run_rounds
+from fedtl_helpers.federation.round import ClientMessage, Summed, run_rounds
 from fedtl_helpers.federation.server import finish_history, new_history, saver, start
 from fedtl_helpers.federation.simulation import Simulation
 from fedtl_helpers.federation.stages import build_stages
@@ -118,15 +130,131 @@ def partitions_of(grid: Grid, nodes: list[int], num_clients: int, timeout: float
     return held
 
 
+def _value_bytes(value) -> int:
+    if isinstance(value, list):
+        return sum(map(_value_bytes, value))
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    return 1 if isinstance(value, bool) else 8  # numbers travel as 64 bits
+
+
+def record_bytes(content: RecordDict, skip: str | None = None) -> int:
+    """Bytes of a message's records, leaving out record ``skip``: arrays as Flower counts them
+    (``ArrayRecord.count_bytes``), config and metric values as ``ConfigRecord.count_bytes`` does
+    (keys included) but also for an empty string, on which flwr 1.42's raises."""
+    total = 0
+    for name, record in content.items():
+        if name == skip:
+            continue
+        if isinstance(record, ArrayRecord):
+            total += record.count_bytes()
+        else:
+            total += sum(len(k) + _value_bytes(v) for k, v in record.items())
+    return total
+
+
+def last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else "(no reason given)"
+
+
+class CountingGrid:
+    """What ``SecAggPlusWorkflow`` sends and receives through: our ``send_and_receive`` (its
+    0.05 s polling) with each stage's bytes counted, up and down, per node."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.bytes: dict[str, list[int]] = {}  # stage -> [up, down], all nodes together
+        self.seconds: dict[str, float] = {}  # stage -> seconds from sending to the last reply
+        self.payload_bytes = 0  # the broadcast weights inside the stage-2 messages (``bytes_down``)
+        self.errors: list[str] = []  # what the nodes that failed a stage said
+        self.replied: dict[str, set[int]] = {}  # stage -> nodes that answered it (even with an error)
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        stage = str(messages[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE]) if messages else ""
+        down = sum(record_bytes(m.content, skip=FITINS_PARAMETERS) for m in messages)
+        self.payload_bytes += sum(m.content.array_records[FITINS_PARAMETERS].count_bytes()
+                                  for m in messages if FITINS_PARAMETERS in m.content.array_records)
+        t0 = time.perf_counter()
+        replies = send_and_receive(self.grid, messages, timeout or 0.0)
+        self.replied.setdefault(stage, set()).update(r.metadata.src_node_id for r in replies)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+        up = sum(record_bytes(r.content) for r in replies if not r.has_error())
+        self.errors += [f"node {r.metadata.src_node_id} at {stage}: {last_line(r.error.reason)}"
+                        for r in replies if r.has_error()]
+        got = self.bytes.setdefault(stage, [0, 0])
+        got[0], got[1] = got[0] + up, got[1] + down
+        return replies
+
+
+class RoundStrategy(Strategy):
+    """The two questions ``SecAggPlusWorkflow`` asks a (legacy) ``Strategy``, answered by the
+    course's round: whom to train with what (the round's payloads, already sampled and made by
+    ``round.broadcast``), and what to do with the unmasked weighted mean (keep it; the round
+    takes it as the aggregate). Nothing else of Flower's legacy round runs."""
+
+    def __init__(self, fitins: dict[int, FitIns]):
+        self.fitins = fitins
+        self.results: list | None = None  # set when the protocol got through all four stages
+        self.failures: list = []
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        return [(SimpleNamespace(node_id=node), ins) for node, ins in self.fitins.items()]
+
+    def aggregate_fit(self, server_round, results, failures):
+        self.results, self.failures = results, failures
+        return (results[0][1].parameters if results else None), {}
+
+    def initialize_parameters(self, client_manager):
+        return None
+
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        return []
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        return None, {}
+
+    def evaluate(self, server_round, parameters):
+        return None
+
+
+def secagg_workflow(config, num_clients: int, timeout: float, max_examples: int) -> SecAggPlusWorkflow:
+    """Flower's SecAgg+ for ``config``: every sampled node shares its keys with all the others
+    (``num_shares=1.0``), ``secagg_threshold`` shares (default: a majority) rebuild a secret;
+    values clipped to ``[-secagg_clip, secagg_clip]`` (after weighting) in ``2**22`` levels.
+
+    ``max_weight`` is ``max_examples``, the training set's size (no node holds more): each
+    node's weight is ``n_k / max_examples <= 1``, so weighting never pushes a value the clip let
+    through out of range, and with every node in the round the weights add up to 1 (the
+    quantisation error on the mean is smallest). The plain mean weighs every node 1.
+    """
+    t = config.secagg_threshold or num_clients // 2 + 1
+    weighted = config.aggregator == "fedavg"
+    return SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=int(t),
+                              max_weight=float(max_examples) if weighted else 1.0,
+                              clipping_range=float(config.secagg_clip), timeout=timeout)
+
+
+FITINS_PARAMETERS = "fitins.parameters"  # the legacy record that carries the weights
+
+
 class FlowerClients:
     """The deployment's ``round.Clients``: each payload travels in a ``Message(TRAIN)`` to the
     SuperNode holding that client's partition, which runs the client side (``client_app.train``)
     and replies with its encoded update. The server's model ``sim`` evaluates, as in simulation.
+
+    With ``secure`` (the config, when ``secure_aggregation=True``) the payloads travel inside
+    Flower's SecAgg+ protocol instead (``train_summed``) and the server gets only their
+    weighted mean.
     """
 
-    def __init__(self, grid: Grid, node_of: dict[int, int], sim: Simulation, timeout: float):
+    def __init__(self, grid: Grid, node_of: dict[int, int], sim: Simulation, timeout: float,
+                 secure=None):
         self.grid, self.node_of, self.sim, self.timeout = grid, node_of, sim, timeout
+        self.secure = secure
         self.waited = self.busy = 0.0  # the last round's wait for replies, its slowest client
+        self.protocol_bytes: dict[str, list[int]] = {}  # the last SecAgg+ round's, per stage
+        self.stage_seconds: dict[str, float] = {}  # the last SecAgg+ round's wait per stage
 
     @property
     def mask(self) -> list[bool]:
@@ -142,6 +270,8 @@ class FlowerClients:
 
     def train(self, payloads, streams, uplink):
         """``uplink`` is unused: each node keeps its own residual in its ``context.state``."""
+        if self.secure is not None:
+            return self.train_summed(payloads, streams)
         t0 = time.perf_counter()
         rnd = streams.round
         msgs = [Message(RecordDict({"arrays": to_record(p.arrays),
@@ -159,6 +289,57 @@ class FlowerClients:
                               encoded_from_records(r.content["update"], r.content["encoding"]),
                               int(r.content["metrics"]["num-examples"]),
                               float(r.content["metrics"]["train-loss"])) for r in replies]
+
+    def train_summed(self, payloads, streams) -> Summed:
+        """One round of Flower's SecAgg+ (setup, share keys, masked input, unmask): the payloads
+        go out with the masked-input stage, the server gets the unmasked weighted mean.
+
+        Raises
+        ------
+        RuntimeError
+            Fewer nodes than the threshold got through a stage (each stage waits at most the
+            round timeout): the sum cannot be unmasked and the run stops, naming them.
+        """
+        t0 = time.perf_counter()
+        rnd = streams.round
+        partition_of = {self.node_of[p.client]: p.client for p in payloads}
+        weighted = self.secure.aggregator == "fedavg"
+        fitins = {self.node_of[p.client]: FitIns(ndarrays_to_parameters(p.arrays),
+                                                 {"round": rnd, "trained-only": p.trained_only,
+                                                  "weighted": weighted}) for p in payloads}
+        strategy = RoundStrategy(fitins)
+        state = RecordDict({MAIN_CONFIGS_RECORD: ConfigRecord({WorkflowKey.CURRENT_ROUND: rnd}),
+                            MAIN_PARAMS_RECORD: ArrayRecord()})
+        context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
+                                strategy=strategy)
+        grid = CountingGrid(self.grid)
+        # The training set's size bounds every node's n_k (the benchmark passes no Simulation).
+        examples = len(self.sim.y_train) if self.sim is not None else self.secure.n_train
+        workflow = secagg_workflow(self.secure, len(payloads), self.timeout, examples)
+        workflow(grid, context)
+        self.waited, self.protocol_bytes = time.perf_counter() - t0, grid.bytes
+        self.stage_seconds = grid.seconds
+        if strategy.results is None:
+            reasons = "; ".join(grid.errors)
+            raise RuntimeError(
+                f"round {rnd}: secure aggregation stopped: fewer than the threshold "
+                f"({workflow.reconstruction_threshold}) of the {len(payloads)} sampled nodes got "
+                f"through a stage of SecAgg+ within {self.timeout:.0f} s, so the sum cannot be "
+                f"unmasked{'; ' + reasons if reasons else ''}.")
+        results = sorted(strategy.results, key=lambda r: int(r[1].metrics["partition-id"]))
+        mean = parameters_to_ndarrays(results[0][1].parameters)
+        clients = [int(res.metrics["partition-id"]) for _, res in results]
+        self.busy = max(float(res.metrics["client-seconds"]) for _, res in results)
+        up = sum(u for u, _ in grid.bytes.values())
+        down = sum(d for _, d in grid.bytes.values())
+        answered = grid.replied.get(Stage.COLLECT_MASKED_VECTORS, set())
+        return Summed(mean=[m.astype(np.float32) for m in mean], clients=clients,
+                      dropped=sorted(set(partition_of.values()) - set(clients)),
+                      num_examples=[int(res.metrics["num-examples"]) for _, res in results],
+                      train_losses=[float(res.metrics["train-loss"]) for _, res in results],
+                      bytes_up=up, bytes_down=down,
+                      # the nodes that answered the masked-input stage got the payload with it
+                      received=sorted(partition_of[n] for n in answered if n in partition_of))
 
     def evaluate(self, weights):
         return self.sim.evaluate(weights)
@@ -183,7 +364,8 @@ def main(grid: Grid, context: Context) -> None:
     node_of = partitions_of(grid, wait_for_nodes(grid, config.num_clients,
                                                  float(context.run_config["node-timeout"])),
                             config.num_clients, round_timeout)
-    clients = FlowerClients(grid, node_of, sim, round_timeout)
+    clients = FlowerClients(grid, node_of, sim, round_timeout,
+                            secure=config if config.secure_aggregation else None)
     security = deployment_security()  # what the SuperLink was started with (transport, node auth)
     print(f"transport: {security['transport']}; node authentication: "
           f"{security['node_authentication']}", flush=True)
@@ -195,8 +377,10 @@ def main(grid: Grid, context: Context) -> None:
         state.seen.clear()
 
     def report(row: dict) -> None:
+        stage_times = json.dumps({k: round(v, 2) for k, v in clients.stage_seconds.items()})
         print(f"round {row['round']}: test accuracy {row['test_accuracy']:.4f} ({sim.describe()}); "
-              f"replies after {clients.waited:.2f} s, slowest client worked {clients.busy:.2f} s",
+              f"replies after {clients.waited:.2f} s, slowest client worked {clients.busy:.2f} s"
+              + (f"; SecAgg+ stages (s): {stage_times}" if clients.secure is not None else ""),
               flush=True)
 
     run_rounds(state, stages, clients, config.rounds, report=report,

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-DATASET_NAMES = ("shapes", "cifar10")  # mirrors data.DATASETS; kept here so config needs no TF
+DATASET_NAMES = ("shapes", "digits", "cifar10")  # mirrors data.DATASETS; kept here so config needs no TF
+FIXED_SPLIT_SIZES = {"digits": (1_297, 500)}  # mirrors digits.N_TRAIN, N_TEST: sizes checked up front
 PARTITION_SCHEMES = ("iid", "strided", "dirichlet", "shards")  # mirrors partitioning.SCHEMES
 BACKBONES = ("builtin_cnn", "resnet50", "mobilenet_v2")
 NAMED_WEIGHTS = ("builtin", "imagenet")
@@ -70,8 +71,9 @@ class ExperimentConfig:
     Parameters
     ----------
     dataset, data_dir, n_train, n_test
-        Which data (``"shapes"`` is the embedded offline default) and how much of it;
-        ``None`` sizes mean the dataset's own default (all of CIFAR-10).
+        Which data (``"shapes"`` is the embedded offline default; ``"digits"`` real handwritten
+        digits, offline, 1,297 / 500 images) and how much of it; ``None`` sizes mean the
+        dataset's own default (all of CIFAR-10 or of the digits).
     num_clients, partition, alpha, shards_per_client
         How the training set is split across clients (see ``partitioning.partition``).
     rounds, client_fraction, local_epochs, batch_size, learning_rate, client_optimizer
@@ -225,6 +227,10 @@ class ExperimentConfig:
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
+        for name, most in zip(("n_train", "n_test"), FIXED_SPLIT_SIZES.get(self.dataset, ()), strict=False):
+            if getattr(self, name) is not None and getattr(self, name) > most:
+                _fail(name, getattr(self, name), f"None (all) or an integer in [1, {most}] with "
+                      f"dataset={self.dataset!r} (its fixed split)")
         _check_int("num_clients", self.num_clients, 1)
         if self.n_train is not None and self.num_clients > self.n_train:
             _fail("num_clients", self.num_clients, f"at most n_train={self.n_train} (one example each)")

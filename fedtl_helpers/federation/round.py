@@ -7,6 +7,12 @@ round's clients::
     sample -> broadcast -> clients.train (client update -> clip | attack | encode)
            -> decode -> drop non-finite -> aggregate -> server step -> evaluate -> record
 
+Under secure aggregation the server gets the protocol's weighted mean instead of the clients'
+updates (``Summed``) and takes it as the aggregate: in process ``stages.SecureSum`` masks the
+clients' messages with the course's protocol (``secure_agg``); over the network the
+deployment's runner returns it from Flower's SecAgg+ itself. Either way each client refuses
+its own non-finite update before masking and is listed in ``dropped``.
+
 ``run_rounds`` repeats it (progress, the non-finite stop, a checkpoint after every round). What
 differs between paths is only *how the broadcast reaches the clients and their updates come
 back*: a ``Clients`` runner, one per transport (``simulation.InProcessClients``,
@@ -105,10 +111,12 @@ class Stages:
 
     ``sample(rng)`` picks the round's clients; ``aggregate(deltas, counts, like, streams)``
     combines decoded deltas (``like``: tensors shaped as one update, for a round without
-    clients; ``streams``: the round's number and DP noise); each is a small named class in
-    ``stages.py`` (``FixedSample``, ``WeightedMean``, ``DPNoisyMean``, ...). ``overhead(n)`` is
-    the extra (up, down) bytes of the aggregation protocol for ``n`` clients;
-    ``privacy_columns(rounds)`` the History's ``epsilon`` column (empty without DP).
+    clients; ``streams``: the round's number and DP noise); ``secure(messages, streams)``
+    (secure aggregation in process, ``SecureSum``; ``None`` without it) masks the clients'
+    messages and unmasks only their weighted mean, a ``Summed``, which then replaces the
+    aggregate stage. Each is a small named class in ``stages.py`` (``FixedSample``,
+    ``WeightedMean``, ``DPNoisyMean``, ...). ``privacy_columns(rounds)`` is the History's
+    ``epsilon`` column (empty without DP).
     """
 
     seed: int
@@ -117,10 +125,10 @@ class Stages:
     aggregate: Callable[[list[Weights], list[int], Weights, RoundStreams], Weights]
     make_server_optimizer: Callable[[], ServerOptimizer]
     make_uplink: Callable[[], Uplink]
-    overhead: Callable[[int], tuple[int, int]]
     privacy_columns: Callable[[int], dict[str, float]]
     privacy_meta: dict[str, Any] | None = None  # what the final epsilon was computed for
     randomness: str = "simulation"  # see ``randomness.MODES``
+    secure: Callable[[list[ClientMessage], RoundStreams], Summed] | None = None
 
     def streams(self, rnd: int) -> RoundStreams:
         return RoundStreams(self.seed, rnd, self.randomness)
@@ -222,7 +230,7 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
-        """Bytes on the wire: the only definition of ``bytes_down`` (plus the protocol's overhead)."""
+        """Bytes on the wire: the only definition of ``bytes_down`` (plus secure aggregation's messages)."""
         return compression.dense_nbytes(self.arrays)
 
 
@@ -251,6 +259,30 @@ class ClientMessage:
     train_loss: float
 
 
+@dataclass
+class Summed:
+    """What secure aggregation gives the server instead of the clients' updates: the protocol's
+    weighted mean, never one update. Made by ``stages.SecureSum`` (the course's protocol, every
+    client in this process) or by the deployment's SecAgg+ (``fedtl_deploy/server_app.py``).
+
+    ``clients``/``num_examples``/``train_losses``: the clients whose masked input is in the sum
+    and what each reported in the clear; ``dropped``: sampled clients that are not in it (they
+    vanished mid-round, or refused their own non-finite update before masking); ``received``:
+    the clients that got the broadcast payload (they hold the frozen tensors now);
+    ``bytes_up``/``bytes_down``: every protocol message's bytes (``bytes_down`` beyond the
+    broadcast payloads).
+    """
+
+    mean: Weights
+    clients: list[int]
+    dropped: list[int]
+    num_examples: list[int]
+    train_losses: list[float]
+    bytes_up: int
+    bytes_down: int
+    received: list[int]
+
+
 def client_side(client: ClientStages, trainer: LocalTrainer, weights: Weights, k: int,
                 x: np.ndarray, y: np.ndarray, uplink: Uplink, streams: RoundStreams) -> ClientMessage:
     """Client update and client-side transforms of client ``k``: what runs on a client (the
@@ -276,9 +308,11 @@ class Clients(Protocol):
     def start_round(self, rnd: int) -> None:
         """Apply round ``rnd``'s strategy (LP-FT switches the trained tensors once)."""
 
-    def train(self, payloads: list[Payload], streams: RoundStreams, uplink: Uplink) -> list[ClientMessage]:
+    def train(self, payloads: list[Payload], streams: RoundStreams,
+              uplink: Uplink) -> list[ClientMessage] | Summed:
         """Each payload's client trains and returns its message, in the order of ``payloads``.
-        ``uplink`` holds the simulated clients' residuals (a deployed client keeps its own)."""
+        ``uplink`` holds the simulated clients' residuals (a deployed client keeps its own).
+        A runner whose clients aggregate securely over the network returns only their ``Summed``."""
 
     def evaluate(self, weights: Weights) -> dict[str, float] | None: ...
 
@@ -340,24 +374,31 @@ def run_round(state: ServerState, stages: Stages, clients: Clients) -> dict[str,
     clients.start_round(streams.round)  # which tensors train this round (LP-FT switches once)
     chosen = stages.sample(streams.sampling())  # sample (a Poisson round may choose nobody)
     payloads = broadcast(state.weights, clients.mask, chosen, state.seen)  # broadcast
-    messages = clients.train(payloads, streams, state.uplink) if payloads else []  # client side
-    deltas = [compression.decode(m.encoded) for m in messages]  # decode (order: ``chosen``)
-    deltas, kept, dropped = finite_updates(deltas, messages, streams.round)  # NaN/inf: dropped
+    sent = clients.train(payloads, streams, state.uplink) if payloads else []  # client side
     like = [w for w, m in zip(state.weights, clients.mask) if m]  # one update's shapes
-    agg = stages.aggregate(deltas, [m.num_examples for m in kept], like, streams)  # aggregate
+    if stages.secure is not None and sent and not isinstance(sent, Summed):
+        sent = stages.secure(sent, streams)  # mask and sum, every client in this process
+    if isinstance(sent, Summed):  # secure aggregation: the server holds only the sum
+        agg, dropped, losses = sent.mean, sent.dropped, sent.train_losses  # aggregate
+        bytes_up, extra_down, received = sent.bytes_up, sent.bytes_down, sent.received
+    else:
+        deltas = [compression.decode(m.encoded) for m in sent]  # decode (order: ``chosen``)
+        deltas, kept, dropped = finite_updates(deltas, sent, streams.round)  # NaN/inf: dropped
+        agg = stages.aggregate(deltas, [m.num_examples for m in kept], like, streams)  # aggregate
+        bytes_up, extra_down = sum(m.encoded.nbytes for m in sent), 0
+        losses = [m.train_loss for m in kept]
+        received = chosen
     new = state.server_opt.step(state.weights, list(clients.mask), agg)  # server step
     new = nonnegative_variances(new, clients.variances)  # DP noise may push them below 0
     ev = clients.evaluate(new)  # evaluate
     check_finite(new, ev["loss"] if ev else 0.0, streams.round)  # a diverged run stops here
-    extra_up, extra_down = stages.overhead(len(chosen))  # secure aggregation's keys, shares, ...
-    losses = [m.train_loss for m in kept]
     ev = ev or _NO_TEST
     state.weights, state.round = new, streams.round
-    state.seen.update(chosen)
+    state.seen.update(received)  # they hold the frozen tensors now (a node lost mid-round may not)
     state.history.append(**stages.record(  # record
         round=streams.round, test_accuracy=ev["accuracy"], test_loss=ev["loss"],
         train_loss=float(np.mean(losses)) if losses else None, clients=chosen, dropped=dropped,
-        bytes_up=sum(m.encoded.nbytes for m in messages) + extra_up,
+        bytes_up=bytes_up,
         bytes_down=sum(p.nbytes for p in payloads) + extra_down,
         seconds=time.perf_counter() - t0, **stages.privacy_columns(streams.round)))
     return state.history.rows[-1]

@@ -17,13 +17,13 @@ import numpy as np
 
 from ..core import randomness
 from ..core.config import ExperimentConfig
-from ..transforms import aggregation, robust, secure_agg
+from ..transforms import aggregation, compression, robust, secure_agg
 from ..transforms.aggregation import Weights
 from ..transforms.compression import Uplink
 from ..transforms.server_opt import make_server_optimizer
 
 if TYPE_CHECKING:
-    from .round import RoundStreams, Stages
+    from .round import ClientMessage, RoundStreams, Stages, Summed
 
 # ``privacy`` (dp-accounting, seconds) and ``round`` (Keras, through the client update) are
 # imported where the round is built, not here: ``refusals`` answers the command lines'
@@ -112,21 +112,37 @@ class WeightedMean:
 
 
 @dataclass(frozen=True)
-class SecureMean:
-    """The same mean, computed by the secure-aggregation protocol from masked 32-bit integers
-    (its keys bound to the round's number)."""
+class SecureSum:
+    """Secure aggregation in process (``Stages.secure``): the clients mask their updates with
+    the course's protocol (``secure_agg.secure_aggregate``: masked 32-bit integers, keys bound
+    to the round's number) and the server unmasks only their weighted mean, a ``round.Summed``,
+    as the deployment's SecAgg+ gives it over the network.
+
+    Each client refuses its own non-finite update before masking (a masked NaN would be
+    invisible and spoil the sum): it shares its keys but sends no input, a dropout the others'
+    shares recover from; if every update is non-finite the run stops as a diverged run does.
+    """
 
     weighted: bool
     threshold: int | None
     clip: float
 
-    def __call__(self, deltas: list[Weights], counts: list[int], like: Weights,
-                 streams: RoundStreams) -> Weights:
-        if not deltas:
-            return _zeros(like)
-        return secure_agg.secure_aggregate(deltas, counts if self.weighted else [1] * len(deltas),
-                                           threshold=self.threshold, clip=self.clip,
-                                           round_id=streams.round).mean
+    def __call__(self, messages: list[ClientMessage], streams: RoundStreams) -> Summed:
+        from .round import Summed, finite_updates
+
+        deltas = [compression.decode(m.encoded) for m in messages]  # each client's own update
+        _, _, refused = finite_updates(deltas, messages, streams.round)  # raises if all diverged
+        gone = [i for i, m in enumerate(messages) if m.client in refused]
+        inputs = [[np.zeros_like(t) for t in d] if i in gone else d for i, d in enumerate(deltas)]
+        res = secure_agg.secure_aggregate(
+            inputs, [m.num_examples if self.weighted else 1 for m in messages],
+            threshold=self.threshold, clip=self.clip, round_id=streams.round, drop_before_upload=gone)
+        kept = [messages[i] for i in res.survivors]
+        return Summed(mean=res.mean, clients=[m.client for m in kept], dropped=refused,
+                      num_examples=[m.num_examples for m in kept],
+                      train_losses=[m.train_loss for m in kept],
+                      bytes_up=res.nbytes(direction="up"), bytes_down=res.nbytes(direction="down"),
+                      received=[m.client for m in messages])
 
 
 @dataclass(frozen=True)
@@ -161,10 +177,6 @@ class DPNoisyMean:
 
         return privacy.noisy_mean(deltas, like, self.clip, self.noise_multiplier, self.denominator,
                                   streams.noise())
-
-
-def _no_overhead(num_clients: int) -> tuple[int, int]:
-    return (0, 0)
 
 
 def _no_privacy_columns(rounds: int) -> dict[str, float]:
@@ -202,7 +214,7 @@ def build_stages(config: ExperimentConfig) -> Stages:
     client = ClientStages(clip=clip, attack=attack)
 
     weighted = c.aggregator == "fedavg"
-    overhead, privacy_columns, privacy_meta = _no_overhead, _no_privacy_columns, None
+    privacy_columns, privacy_meta = _no_privacy_columns, None
     if c.dp_clip is not None:
         aggregate = DPNoisyMean(c.dp_clip, c.dp_noise_multiplier,
                                 privacy.expected_clients(c.num_clients, c.client_fraction,
@@ -215,11 +227,9 @@ def build_stages(config: ExperimentConfig) -> Stages:
                         "sampling": c.client_sampling}
     elif c.aggregator in robust.RULES:
         aggregate = RobustRule(c.aggregator, c.trim_fraction, c.krum_byzantine, c.krum_multi)
-    elif c.secure_aggregation:
-        aggregate = SecureMean(weighted, c.secagg_threshold, c.secagg_clip)
-        overhead = secure_agg.overhead_bytes  # keys, shares, unmasking
-    else:
+    else:  # with secure aggregation, the protocol computes this mean from masked inputs
         aggregate = WeightedMean(weighted)
+    secure = SecureSum(weighted, c.secagg_threshold, c.secagg_clip) if c.secure_aggregation else None
 
     return Stages(
         seed=c.seed, sample=sample, client=client, aggregate=aggregate,
@@ -229,13 +239,15 @@ def build_stages(config: ExperimentConfig) -> Stages:
         make_uplink=partial(Uplink, c.compression, bits=c.quantize_bits,
                             stochastic=c.stochastic_rounding, fraction=c.sparsity,
                             error_feedback=c.uses_error_feedback, value_bits=c.sparse_value_bits),
-        overhead=overhead, privacy_columns=privacy_columns, privacy_meta=privacy_meta,
-        randomness=c.randomness)
+        privacy_columns=privacy_columns, privacy_meta=privacy_meta,
+        randomness=c.randomness, secure=secure)
 
 
 # ------------------------------------------------------------------ what a path cannot run
 DEPLOYMENT = "the Flower deployment"
 PERSONAL_PATHS = ("FedPer", "FedBN")  # the personalised loops (personalization.py)
+# SecAgg+ in the deployment: each survivor's update stays hidden by >= 2 pairwise 32-bit seeds
+SECAGG_MIN_THRESHOLD = 3
 PEFT_NOT_DEPLOYED = ("lora", "ffa_lora", "bitfit", "lpft")  # strategies only the simulation runs
 
 
@@ -248,8 +260,11 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
       client sample and the DP noise; a seed would let anyone regenerate them);
     - ``strategy`` in ``PEFT_NOT_DEPLOYED`` (``"lora"``, ``"ffa_lora"``, ``"bitfit"``, ``"lpft"``): the
       parameter-efficient strategies run only in simulation;
-    - ``secure_aggregation=True``: the protocol here runs every client in one process
-      (Flower's SecAgg+ would be the way to deploy it);
+    - ``secure_aggregation=True`` with a reconstruction threshold (``secagg_threshold``, by
+      default a majority of the clients per round) below ``SECAGG_MIN_THRESHOLD``: the
+      deployment runs Flower's SecAgg+, whose masks are expanded from 32-bit seeds; once the
+      self-masks and a dropped client's masks are removed, a survivor's update is hidden only
+      by its masks with the other survivors (with two survivors, 2**32 guesses unmask it);
     - ``bn_recalibration=True``: the statistics round runs in the simulation only.
 
     FedPer and FedBN (``PERSONAL_PATHS``) refuse ``bn_recalibration=True`` (they evaluate
@@ -280,10 +295,14 @@ def refusals(config: ExperimentConfig, path: str) -> list[str]:
                    "'partial' or 'full' there (the parameter-efficient strategies run in simulation, "
                    "run_federated; the deployment is not tested with them, and LP-FT's switch of "
                    "the sent tensors needs the round number on both sides).")
-    if config.secure_aggregation:
-        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT}; the protocol in "
-                   "secure_agg.py runs all clients in one process: run it in simulation "
-                   "(run_federated) or set secure_aggregation=False.")
+    m = config.clients_per_round
+    t = config.secagg_threshold or m // 2 + 1
+    if config.secure_aggregation and t < SECAGG_MIN_THRESHOLD:
+        out.append(f"secure_aggregation=True is not supported by {DEPLOYMENT} with a threshold of "
+                   f"{t} ({m} clients per round): allowed secagg_threshold >= {SECAGG_MIN_THRESHOLD} "
+                   "there (the default, a majority, is >= 3 from 4 clients per round). Flower's "
+                   "SecAgg+ expands each mask from a 32-bit seed: with only 2 survivors, 2**32 "
+                   "guesses unmask an update.")
     if config.bn_recalibration:
         out.append(f"bn_recalibration=True is not supported by {DEPLOYMENT}: allowed False there "
                    "(the statistics round runs in simulation, run_federated).")

@@ -26,7 +26,9 @@ def load(name: str, *, root: Path = ROOT, show: bool = True) -> dict:
     """
     path = root / "results" / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/{name}.py --out {path}` "
+        script, _, data = name.rpartition("_digits")  # bench_transfer_digits: --dataset digits
+        script, flags = (script, " --dataset digits") if data == "" and script else (name, "")
+        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/{script}.py{flags} --out {path}` "
                                 "(see the benchmark's docstring for its settings)")
     record = json.loads(path.read_text())
     if show:
