@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -17,3 +18,56 @@ def test_tuned_benchmarks_refuse_bad_rounds_before_any_work(name, bad):
                          text=True, timeout=60)
     assert out.returncode == 2
     assert "need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed" in out.stderr
+
+
+def _run_optimizer_bench(*args):
+    return subprocess.run([sys.executable, str(BENCH / "bench_optimizer.py"), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("bad", [["--last", "0"], ["--rounds", "2", "--last", "3"], ["--seeds"]])
+def test_optimizer_benchmark_refuses_bad_rounds_before_any_work(bad):
+    out = _run_optimizer_bench(*bad)
+    assert out.returncode == 2
+    assert "need --rounds >= --last >= 1" in out.stderr or "expected at least one argument" in out.stderr
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["1e-3", "1e-2"], "allowed at least 3 increasing positive learning rates"),
+    (["1e-2", "1e-3", "1e-1"], "allowed at least 3 increasing positive learning rates"),
+    (["-1", "1e-3", "1e-2", "1e-1"], "allowed at least 3 increasing positive learning rates"),
+    (["3e-4", "1e-3", "3e-3"], "--grid must contain every arm's starting rate (sgd=0.1, sgd_momentum=0.01)"),
+])
+def test_optimizer_benchmark_refuses_a_bad_grid_before_any_work(grid, message):
+    out = _run_optimizer_bench("--grid", *grid)
+    assert out.returncode == 2 and message in out.stderr
+    assert "Traceback" not in out.stderr  # refused by the parser, before TensorFlow is imported
+
+
+def _widen(monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports its sibling _args.py
+
+    spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH / "bench_optimizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.widen_until_interior
+
+
+@pytest.mark.parametrize("peak, start, tried, best, edge", [
+    (1e-2, 1e-2, [3e-3, 1e-2, 3e-2], 1e-2, False),                  # interior at once: 3 trials
+    (1e-1, 1e-2, [3e-3, 1e-2, 3e-2, 1e-1, 3e-1], 1e-1, False),      # widened upwards twice
+    (1e-4, 1e-3, [1e-4, 3e-4, 1e-3, 3e-3], 1e-4, True),             # stops on the grid's end
+])
+def test_widening_stops_when_the_choice_is_interior(peak, start, tried, best, edge, monkeypatch):
+    grid = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    calls = []
+
+    def score(lr):  # one peak on the log scale
+        calls.append(lr)
+        return -abs(np.log10(lr) - np.log10(peak))
+
+    chosen, scores, at_edge = _widen(monkeypatch)(grid, start, score)
+    assert (chosen, at_edge) == (best, edge)
+    assert list(scores) == tried and sorted(calls) == tried  # each rate scored once, in grid order

@@ -24,7 +24,7 @@ def test_defaults_are_valid_and_roundtrip():
         ("batch_size", 0, ">= 1"),
         ("learning_rate", 0, "> 0"),
         ("server_lr", -1.0, "> 0"),
-        ("client_optimizer", "rmsprop", "'adam'"),
+        ("client_optimizer", "rmsprop", "'adam', 'sgd', 'sgd_momentum'"),
         ("backbone", "vgg16", "'builtin_cnn'"),
         ("strategy", "all", "'head'"),
         ("weights", "imagenet", "'builtin'"),  # imagenet does not exist for builtin_cnn
@@ -140,3 +140,10 @@ def test_an_older_config_dict_with_error_feedback_true_still_loads_and_compares_
     off = ExperimentConfig(compression="topk", error_feedback=False).to_dict()
     assert comparable(off) != comparable(top)
     assert ExperimentConfig.from_dict(ExperimentConfig().to_dict()).error_feedback is None
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "sgd_momentum"])
+def test_every_client_optimizer_is_accepted_and_roundtrips(optimizer):
+    cfg = ExperimentConfig(client_optimizer=optimizer)
+    assert ExperimentConfig.from_dict(cfg.to_dict()).client_optimizer == optimizer
+    assert ExperimentConfig().client_optimizer == "adam"  # chosen by benchmarks/bench_optimizer.py

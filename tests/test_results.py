@@ -100,7 +100,8 @@ FAIR = {"bench_strategies": ("strategies", "lr", "learning_rate"),
         "bench_strategies_digits": ("strategies", "lr", "learning_rate"),
         "bench_dp": ("arms", "client_lr", "learning_rate"),
         "bench_compression": ("methods", "lr", "learning_rate"),
-        "bench_robust": ("arms", "lr", "learning_rate")}
+        "bench_robust": ("arms", "lr", "learning_rate"),
+        "bench_optimizer": ("arms", "lr", "learning_rate")}
 
 
 def _record(name):

@@ -27,7 +27,7 @@ STRATEGIES = ("head", "partial", "full")
 STRATEGIES += ("lora", "bitfit", "lpft")
 STRATEGIES += ("ffa_lora",)  # LoRA with A frozen: only B trains and is averaged (exact aggregation)
 LPFT_THEN = ("partial", "full")  # what LP-FT trains after its head-only rounds
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "sgd_momentum")  # mirrors client._make_optimizer; momentum 0.9
 AGGREGATORS = ("fedavg", "mean")  # mean: every client counts the same, whatever its size
 AGGREGATORS += ("median", "trimmed_mean", "krum")  # robust rules, mirrors robust.RULES
 ATTACKS = ("none", "sign_flip", "scale", "nan")  # mirrors robust.ATTACKS
@@ -77,7 +77,10 @@ class ExperimentConfig:
     num_clients, partition, alpha, shards_per_client
         How the training set is split across clients (see ``partitioning.partition``).
     rounds, client_fraction, local_epochs, batch_size, learning_rate, client_optimizer
-        The federated schedule and each client's local training.
+        The federated schedule and each client's local training. ``client_optimizer`` is
+        ``"adam"`` (the default, chosen by ``benchmarks/bench_optimizer.py``, chapter "FedAvg"),
+        ``"sgd"`` or ``"sgd_momentum"`` (momentum 0.9); its state is reset at the start of every
+        client's local training in every round.
     server_lr
         Server learning rate applied to the aggregated delta; 1.0 is plain FedAvg.
     aggregator

@@ -80,8 +80,19 @@ class ClientResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+CLIENT_MOMENTUM = 0.9  # ``"sgd_momentum"``: heavy-ball SGD with the usual coefficient
+
+
 def _make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(lr) if name == "adam" else keras.optimizers.SGD(lr)
+    """The client's local optimizer (``ExperimentConfig.client_optimizer``); its state (Adam's
+    moments, the momentum buffer) is reset at the start of every client's local training."""
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "sgd_momentum":
+        return keras.optimizers.SGD(lr, momentum=CLIENT_MOMENTUM)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr)
+    raise ValueError(f"optimizer={name!r} is invalid: allowed 'adam', 'sgd', 'sgd_momentum'.")
 
 
 def proximal_term(variables, anchors, mu: float):
@@ -105,7 +116,8 @@ class LocalTrainer:
     model
         Built by ``models.build_model`` with a strategy applied (``models.set_strategy``).
     learning_rate, optimizer
-        The clients' optimizer (``"adam"`` or ``"sgd"``) and its learning rate (the new head's).
+        The clients' optimizer (``"adam"``, ``"sgd"`` or ``"sgd_momentum"``) and its learning
+        rate (the new head's).
     batch_size
         Local minibatch size.
     epochs
