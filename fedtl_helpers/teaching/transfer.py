@@ -53,3 +53,13 @@ def mean_rounds_saved(record: Mapping, target: float) -> float | None:
     if None in r["random"] or None in r["pretrained"]:
         return None
     return float(np.mean(np.subtract(r["random"], r["pretrained"])))
+
+
+def panel_title(record: Mapping) -> str:
+    """A short figure title: which data, how many clients and images, how BatchNorm was evaluated."""
+    cfg = record["configs"]["pretrained"]
+    data = {"shapes": "shapes (embedded, synthetic)", "digits": "digits (real, handwritten)"}.get(
+        cfg["dataset"], cfg["dataset"])
+    stats = "recomputed" if cfg.get("bn_recalibration") else "moving"
+    return (f"{data}: {cfg['num_clients']} clients x {cfg['n_train'] // cfg['num_clients']} images, "
+            f"{cfg['n_test']} test, BatchNorm statistics {stats}")
