@@ -370,9 +370,9 @@ def test_class_names():
 
 @pytest.mark.parametrize("call", [load_dataset, class_names, describe])
 def test_unknown_dataset_name_lists_datasets(call):
-    with pytest.raises(ValueError, match="name='mnist'.*shapes, cifar10"):
+    with pytest.raises(ValueError, match="name='mnist'.*shapes, digits, cifar10"):
         call("mnist")
-    assert DATASETS == ("shapes", "cifar10")
+    assert DATASETS == ("shapes", "digits", "cifar10")
 
 
 @pytest.mark.parametrize(
