@@ -149,8 +149,7 @@ def main() -> None:
         "rounds": args.rounds,
         "lr_pretrained": tuned["pretrained"].best,
         "lr_random": tuned["random"].best,
-        "lr_at_grid_edge": {arm: t.best in (min(args.lrs), max(args.lrs)) and bool(t.scores)
-                            for arm, t in tuned.items()},
+        "lr_at_grid_edge": {arm: bool(t.scores) and bool(t.at_edge()) for arm, t in tuned.items()},
         "tune_rounds": args.tune_rounds,
         "tune_score": args.tune_score,
         "bn_recalibration": args.bn_recalibration,
