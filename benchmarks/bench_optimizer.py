@@ -31,7 +31,6 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
+from fedtl_helpers.workflow.tuning import LR_GRID, widen_until_interior  # noqa: E402  (numpy only)
+
 ARMS = ("adam", "sgd", "sgd_momentum")
-GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # half-decade steps, Adam's and SGD's rates
 START = {"adam": 1e-3, "sgd": 1e-1, "sgd_momentum": 1e-2}  # the window's centre before widening
 
 
@@ -58,31 +58,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--grid must contain every arm's starting rate ({', '.join(missing)})")
 
 
-def widen_until_interior(grid: Sequence[float], start: float,
-                         score: Callable[[float], float]) -> tuple[float, dict[float, float], bool]:
-    """Score ``start`` and its grid neighbours, then one more grid value at a time beyond the
-    best, until the best is interior to what was tried or sits on the grid's end.
-
-    Returns ``(best, scores by rate in grid order, at_grid_edge)``; ties go to the smaller rate.
-    """
-    i = list(grid).index(start)
-    lo, hi = max(0, i - 1), min(len(grid) - 1, i + 1)
-    scores: dict[float, float] = {}
-    while True:
-        for v in grid[lo:hi + 1]:
-            if v not in scores:
-                scores[v] = float(score(v))
-        best = max(scores, key=lambda v: (scores[v], -v))
-        j = list(grid).index(best)
-        if j == lo and lo > 0:
-            lo -= 1
-        elif j == hi and hi < len(grid) - 1:
-            hi += 1
-        else:
-            ordered = {v: scores[v] for v in grid if v in scores}
-            return best, ordered, j in (0, len(grid) - 1)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10)
@@ -90,7 +65,7 @@ def main() -> None:
     p.add_argument("--per-client", type=int, default=300)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--grid", type=float, nargs="+", default=list(GRID),
+    p.add_argument("--grid", type=float, nargs="+", default=list(LR_GRID),
                    help="the one log grid of client learning rates all arms draw from")
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")

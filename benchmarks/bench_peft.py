@@ -2,28 +2,36 @@
 
 Strategies ``head``, ``full``, ``lora``, ``ffa_lora`` (LoRA with ``A`` frozen: only ``B`` is trained
 and averaged, exact aggregation; Sun et al., ICLR 2024), ``bitfit`` and ``lpft`` (head-only, then
-full at ``--switch-round``), run on the same IID clients (embedded data, built-in pretrained
-backbone), the same rounds and seeds. Fair comparison: each strategy's client learning rate is
-chosen among ``--lrs`` on a 20% validation split of the training data (seed ``--seeds[0]``,
-``--tune-rounds`` rounds; never the test set) unless ``--no-tune``. Then, under feature skew (every
-client sees all classes through its own colour, contrast or blur transform), FedAvg against FedBN,
-each scored by the mean accuracy over clients on their own held-out images; and the same under label
-skew (Dirichlet ``--label-alpha``, no style), where FedBN has no style to keep apart. Also measured:
-how far averaging LoRA's factors ``A`` and ``B`` separately is from averaging their product (one
-extra round of client updates from the final LoRA model), and ResNet50's parameter ratio (built at
-96 px with ``weights=None``: counted, not trained).
+full after ``--switch-round``), run on the same IID clients (embedded data, built-in pretrained
+backbone), the same rounds and seeds. The size (5 clients x 400 images, 12 rounds, 2,000 test
+images) is chosen so that full fine-tuning has stopped rising: the record's
+``full_last_rounds_rise_points`` says by how much its last rounds still move.
 
-    python benchmarks/bench_peft.py [--rounds 6] [--seeds 0 1 2] [--out results/bench_peft.json]
+Fair comparison: each strategy's client learning rate comes from one log grid shared by all
+strategies (``workflow.tuning.LR_GRID``), starting at three neighbouring rates around its usual
+one and widened until the choice is interior (``widen_until_interior``), each trial scored on a
+20% validation split of seed ``--seeds[0]``'s training data (never the test set) over the same
+``--rounds`` it then runs. Final accuracy is the mean of the last ``--last`` rounds; every
+strategy is judged against full fine-tuning by ``teaching.verdict``.
 
-About 330 s of CPU (user + system) with the defaults, 13 min wall on 2 cores shared with four
-other jobs (load 15); ``results/bench_peft.json`` holds that run, made before ``ffa_lora`` was
-added (the record has no ``ffa_lora`` arm until it is run again).
+LP-FT's dip is measured against full fine-tuning in the same round (``lpft_minus_full_by_round``).
+Averaging LoRA's factors against averaging their product is measured once per seed (one extra round
+of client updates from each seed's final LoRA model).
 
-Last line: one JSON object with, per strategy, ``bytes_up_per_round`` (all clients, mean over
-rounds) and ``final_acc`` (mean over seeds), and ``lora_bytes_ratio``, ``lora_acc_gap_points``,
-``ffa_lora_acc_gap_points``, ``ffa_lora_bytes_ratio``,
-``lpft_dip_points``, ``fedbn_gain_points`` (feature skew), ``fedbn_gain_points_label_skew``,
-``lora_param_ratio_resnet50``.
+FedBN: under feature skew (every client sees all classes through its own colour, contrast or blur
+transform), FedAvg against FedBN, each scored on every client's own held-out images
+(``--fedbn-holdout`` of them: 100 per client with the defaults, 1-point steps); and the control,
+the same clients without the styles, where FedAvg works and FedBN has nothing to keep apart.
+Also counted: ResNet50's parameter ratio (built at 96 px with ``weights=None``: counted, not trained).
+
+    python benchmarks/bench_peft.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_peft.json]
+
+Last line: one JSON object with, per strategy, ``lr``, ``bytes_up_per_round`` (all clients, mean
+over rounds), ``final_acc`` (mean over seeds of the mean of the last ``--last`` rounds) and its
+verdict against full fine-tuning; ``lora_bytes_ratio``, ``lora_acc_gap_points``,
+``ffa_lora_acc_gap_points``, ``ffa_lora_bytes_ratio``, ``lpft_dip_points`` (the most LP-FT falls
+below full fine-tuning in any round after the switch, mean of seeds, 0 if never),
+``fedbn_gain_points`` (feature skew), ``fedbn_gain_points_control``, ``lora_param_ratio_resnet50``.
 """
 
 from __future__ import annotations
@@ -38,13 +46,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
+
+from fedtl_helpers.workflow.tuning import LR_GRID, widen_until_interior  # noqa: E402  (numpy only)
 
 STRATEGIES = ("head", "full", "lora", "ffa_lora", "bitfit", "lpft")
+START = {"head": 3e-3, "full": 1e-3, "lora": 1e-2, "ffa_lora": 1e-2, "bitfit": 3e-3, "lpft": 3e-3}  # the
+# rates the 6-round run chose: each strategy's window starts around its own
 
 
-def lpft_dip(curve: list[float]) -> float:
-    """Points LP-FT's test accuracy falls below its round-1 value at its worst later round (0 if never)."""
-    return max(0.0, 100 * (curve[1] - min(curve[1:])))
+def lpft_minus_full(lpft: list[list[float]], full: list[list[float]], switch: int) -> list[float]:
+    """LP-FT minus full fine-tuning, in points, for every round after the switch (mean of seeds)."""
+    diff = 100 * (np.asarray(lpft, float) - np.asarray(full, float))
+    return [round(float(v), 2) for v in diff.mean(axis=0)[switch + 1:]]
 
 
 def resnet50_param_ratio(rank: int) -> dict[str, float]:
@@ -84,29 +98,34 @@ def factor_vs_product(config, result, sim) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--per-client", type=int, default=200)
-    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
+    p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--per-client", type=int, default=400)
+    p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lora-rank", type=int, default=4)
     p.add_argument("--switch-round", type=int, default=2, help="LP-FT: last head-only round")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-                   help="client learning rates tried for each strategy on the validation split")
-    p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default --rounds: 2 rounds "
-                   "chose 3e-3 for full fine-tuning, which then oscillates; LP-FT: at least "
-                   "--switch-round + 1)")
-    p.add_argument("--no-tune", action="store_true", help="use --lrs[0] for every strategy")
+    p.add_argument("--grid", type=float, nargs="+", default=list(LR_GRID),
+                   help="the one log grid of client learning rates every strategy draws from")
     p.add_argument("--tuning-scores", type=Path, help="skip tuning: a JSON file {strategy: {lr: validation "
-                   "accuracy}} that an earlier run of this script printed; each strategy takes its best")
-    p.add_argument("--fedbn-rounds", type=int, help="rounds of the FedAvg/FedBN runs (default --rounds)")
-    p.add_argument("--label-alpha", type=float, default=0.1,
-                   help="Dirichlet alpha of the label-skew FedAvg/FedBN comparison")
+                   "accuracy}} that an earlier run with the same settings printed; each strategy takes its best")
+    p.add_argument("--fedbn-holdout", type=float, default=0.25,
+                   help="share of each client's images held out to score FedAvg and FedBN on that client")
     p.add_argument("--out", type=Path, help="also write the JSON (with curves and provenance) here")
     args = p.parse_args()
-    args.tune_rounds = args.rounds if args.tune_rounds is None else args.tune_rounds
-    if args.rounds < 2 or args.tune_rounds < 1 or not args.seeds or args.switch_round >= args.rounds:
-        p.error("--rounds >= 2 and > --switch-round, --tune-rounds >= 1, --seeds non-empty")
+    args.tune_rounds = args.rounds  # tuned over the horizon it runs
+    check_tuned_run(p, args)
+    if args.rounds < 2 * args.last:
+        p.error(f"--rounds {args.rounds} is invalid: allowed at least 2 x --last ({2 * args.last}), to "
+                "measure how much full fine-tuning still rises")
+    if args.switch_round >= args.rounds - 1 or args.switch_round < 1:
+        p.error(f"--switch-round {args.switch_round} is invalid: allowed 1 to --rounds - 2")
+    if not 0 < args.fedbn_holdout < 1:
+        p.error(f"--fedbn-holdout {args.fedbn_holdout} is invalid: allowed a fraction in (0, 1)")
+    missing = [f"{s}={v:g}" for s, v in START.items() if v not in args.grid]
+    if list(args.grid) != sorted(set(args.grid)) or missing:
+        p.error(f"--grid must be increasing and contain every strategy's starting rate {missing}")
 
     import tensorflow as tf
 
@@ -115,11 +134,13 @@ def main() -> None:
     from fedtl_helpers.federation.server import run_federated
     from fedtl_helpers.federation.simulation import Simulation
     from fedtl_helpers.inputs import data
-    from fedtl_helpers.workflow.tuning import Tuned, tune_federated
+    from fedtl_helpers.teaching.verdict import final_per_seed, verdict
+    from fedtl_helpers.workflow.tuning import tune_federated
 
     tf.get_logger().setLevel("ERROR")  # each strategy's new trainer is traced once: expected, not a bug
     t0 = time.perf_counter()
     n_train = args.clients * args.per_client
+    log = lambda s: print(s, flush=True)  # noqa: E731
 
     def config(strategy, seed, lr, **kw):
         return ExperimentConfig(num_clients=args.clients, n_train=n_train, n_test=args.n_test,
@@ -140,64 +161,84 @@ def main() -> None:
     for s in STRATEGIES:
         if s in earlier:  # chosen by an earlier run on the same validation split
             scores = {float(k): v for k, v in earlier[s].items()}
-            tuned[s] = Tuned("learning_rate", max(scores, key=lambda c: (scores[c], -list(scores).index(c))),
-                             scores)
-            print(f"# {s}: learning rate from {args.tuning_scores}\n{tuned[s].table()}", flush=True)
+            best = max(scores, key=lambda c: (scores[c], -c))
+            tuned[s] = (best, scores, best in (args.grid[0], args.grid[-1]))
+            log(f"# {s}: learning rate {best:g} from {args.tuning_scores}")
             continue
-        if args.no_tune:
-            tuned[s] = Tuned("learning_rate", args.lrs[0], {})
-            continue
-        tuned[s] = tune_federated(config(s, args.seeds[0], args.lrs[0]), args.lrs, dataset=ds0,
-                                  rounds=max(args.tune_rounds, args.switch_round + 1 if s == "lpft" else 1))
-        print(f"# {s}: learning rate on a 20% validation split, seed {args.seeds[0]}\n{tuned[s].table()}",
-              flush=True)
 
-    per_seed, described, lora_measure = [], "", None
+        def score(lr, strategy=s):
+            t = tune_federated(config(strategy, args.seeds[0], lr), [lr], dataset=ds0, rounds=args.rounds,
+                               last=args.last)
+            log(f"# tune {strategy} lr={lr:g}: validation accuracy {t.scores[lr]:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+            return t.scores[lr]
+        tuned[s] = widen_until_interior(args.grid, START[s], score)
+        log(f"# {s}: chose lr={tuned[s][0]:g}" + (" (ON THE GRID'S EDGE)" if tuned[s][2] else ""))
+
+    per_seed, configs, described = [], {}, ""
     for seed in args.seeds:
         ds = ds0 if seed == args.seeds[0] else data.load_dataset(
             "shapes", n_train=n_train, n_test=args.n_test, seed=seed)
-        hist = {}
+        hist, lora_measure = {}, None
         for s in STRATEGIES:
-            cfg = config(s, seed, tuned[s].best)
+            cfg = config(s, seed, tuned[s][0])
             sim = Simulation(cfg, ds)
             res = run_federated(cfg, simulation=sim, progress=False)
             hist[s] = res.history
-            if s == "lora" and lora_measure is None:
+            if seed == args.seeds[0]:
+                configs[s] = res.history.meta["config"]
+            if s == "lora":
                 lora_measure = factor_vs_product(cfg, res, sim)
         described = hist["full"].meta["dataset"]
-        print(f"# seed {seed}: {hist['full'].meta['describe']}")
-        print(f"{'round':>5} " + " ".join(f"{s:>8}" for s in STRATEGIES))
+        log(f"# seed {seed}: {hist['full'].meta['describe']} ({time.perf_counter() - t0:.0f} s)")
+        log(f"{'round':>5} " + " ".join(f"{s:>8}" for s in STRATEGIES))
         for r in range(args.rounds + 1):
-            print(f"{r:>5} " + " ".join(f"{hist[s].rows[r]['test_accuracy']:>8.4f}" for s in STRATEGIES),
-                  flush=True)
-        # FedAvg vs FedBN under feature skew, per-client held-out accuracy (full fine-tuning).
-        skew = dataclasses.replace(config("full", seed, tuned["full"].best), feature_skew=True,
-                                   holdout_fraction=0.2, rounds=args.fedbn_rounds or args.rounds)
+            log(f"{r:>5} " + " ".join(f"{hist[s].rows[r]['test_accuracy']:>8.4f}" for s in STRATEGIES))
+        # FedAvg vs FedBN under feature skew, per-client held-out accuracy (full fine-tuning), and
+        # the control: the same clients without the styles, where FedAvg works.
+        skew = dataclasses.replace(config("full", seed, tuned["full"][0]), feature_skew=True,
+                                   holdout_fraction=args.fedbn_holdout)
         fedavg, fedbn = fedavg_vs_fedbn(skew, ds)
-        print(f"# feature skew, per-client held-out accuracy: FedAvg {np.round(fedavg, 3).tolist()} "
-              f"FedBN {np.round(fedbn, 3).tolist()}", flush=True)
-        # The same under label skew (Dirichlet alpha, no style): FedBN is meant for feature skew.
-        label = dataclasses.replace(skew, feature_skew=False, partition="dirichlet", alpha=args.label_alpha)
-        fedavg_label, fedbn_label = fedavg_vs_fedbn(label, ds)
-        print(f"# label skew (alpha={args.label_alpha}), per-client held-out accuracy: FedAvg "
-              f"{np.round(fedavg_label, 3).tolist()} FedBN {np.round(fedbn_label, 3).tolist()}", flush=True)
+        fedavg_iid, fedbn_iid = fedavg_vs_fedbn(dataclasses.replace(skew, feature_skew=False), ds)
+        log(f"# per-client held-out accuracy, feature skew: FedAvg {np.round(fedavg, 3).tolist()} "
+            f"FedBN {np.round(fedbn, 3).tolist()}; no skew (control): FedAvg "
+            f"{np.round(fedavg_iid, 3).tolist()} FedBN {np.round(fedbn_iid, 3).tolist()} "
+            f"({time.perf_counter() - t0:.0f} s)")
         per_seed.append({
             "seed": seed,
             "curves": {s: h.column("test_accuracy") for s, h in hist.items()},
             "bytes_up": {s: h.column("bytes_up")[1:] for s, h in hist.items()},
             "fedavg_client_acc": fedavg.tolist(), "fedbn_client_acc": fedbn.tolist(),
-            "fedavg_client_acc_label_skew": fedavg_label.tolist(),
-            "fedbn_client_acc_label_skew": fedbn_label.tolist(),
+            "fedavg_client_acc_control": fedavg_iid.tolist(), "fedbn_client_acc_control": fedbn_iid.tolist(),
+            "lora_factor_vs_product": lora_measure,
         })
 
     def mean(values):
         return round(float(np.mean(values)), 4)
 
-    strategies = {s: {"bytes_up_per_round": int(np.mean(per_seed[0]["bytes_up"][s])),
-                      "final_acc": mean([d["curves"][s][-1] for d in per_seed]),
-                      "lr": tuned[s].best} for s in STRATEGIES}
+    curves = {s: [d["curves"][s] for d in per_seed] for s in STRATEGIES}
+    finals = {s: final_per_seed(curves[s], args.last) for s in STRATEGIES}
+    strategies = {}
+    for s in STRATEGIES:
+        strategies[s] = {"lr": tuned[s][0], "at_grid_edge": tuned[s][2],
+                         "bytes_up_per_round": int(np.mean(per_seed[0]["bytes_up"][s])),
+                         "final_acc": mean(finals[s]), "final_acc_min": round(min(finals[s]), 4),
+                         "final_acc_max": round(max(finals[s]), 4), "finals": [round(x, 4) for x in finals[s]]}
+        if s != "full":
+            v = verdict(finals[s], finals["full"], n_test=args.n_test, names=(s, "full fine-tuning"))
+            strategies[s]["vs_full"] = {"points": round(v.difference_points, 2), "mdd_points": round(v.mdd_points, 2),
+                                        "shown": v.shown, "sentence": v.sentence}
     strategies["lpft"]["bytes_up_per_round_by_phase"] = sorted(set(per_seed[0]["bytes_up"]["lpft"]))
+    by_round = lpft_minus_full(curves["lpft"], curves["full"], args.switch_round)
+    rise = [100 * (np.mean(c[-args.last:]) - np.mean(c[-2 * args.last:-args.last])) for c in curves["full"]]
     resnet = resnet50_param_ratio(args.lora_rank)
+    held_out = round(args.fedbn_holdout * args.per_client)
+
+    def gain(key):
+        return [round(100 * float(np.mean(d[f"fedbn_client_acc{key}"]) - np.mean(d[f"fedavg_client_acc{key}"])), 2)
+                for d in per_seed]
+
+    factor = [d["lora_factor_vs_product"] for d in per_seed]
     summary = {
         "data": f"{described}; {args.clients} IID clients x {args.per_client} images, {args.n_test} "
                 f"test images, {args.rounds} rounds, 1 local epoch, LoRA rank {args.lora_rank}, "
@@ -205,6 +246,10 @@ def main() -> None:
                 f"partial_lr_scale x the learning rate)",
         "weights": "builtin",
         "seeds": args.seeds,
+        "rounds": args.rounds,
+        "last": args.last,
+        "n_test": args.n_test,
+        "grid": list(args.grid),
         "strategies": strategies,
         "lora_bytes_ratio": round(strategies["full"]["bytes_up_per_round"]
                                   / strategies["lora"]["bytes_up_per_round"], 2),
@@ -214,26 +259,26 @@ def main() -> None:
                                                 - strategies["ffa_lora"]["final_acc"]), 2),
         "ffa_lora_bytes_ratio": round(strategies["full"]["bytes_up_per_round"]
                                       / strategies["ffa_lora"]["bytes_up_per_round"], 2),
-        "lpft_dip_points": round(max(lpft_dip(d["curves"]["lpft"]) for d in per_seed), 2),
-        "fedbn_gain_points": round(100 * float(np.mean([np.mean(d["fedbn_client_acc"])
-                                                        - np.mean(d["fedavg_client_acc"])
-                                                        for d in per_seed])), 2),
-        "fedbn_gain_points_label_skew": round(100 * float(np.mean(
-            [np.mean(d["fedbn_client_acc_label_skew"]) - np.mean(d["fedavg_client_acc_label_skew"])
-             for d in per_seed])), 2),
-        "fedbn_gain_points_per_seed": [round(100 * float(np.mean(d["fedbn_client_acc"])
-                                                         - np.mean(d["fedavg_client_acc"])), 2)
-                                       for d in per_seed],
-        "fedbn_gain_points_label_skew_per_seed": [
-            round(100 * float(np.mean(d["fedbn_client_acc_label_skew"])
-                              - np.mean(d["fedavg_client_acc_label_skew"])), 2) for d in per_seed],
+        "full_last_rounds_rise_points": round(float(np.mean(rise)), 2),
+        "lpft_minus_full_by_round": by_round,
+        "lpft_dip_points": round(max(0.0, -min(by_round)), 2),
+        "fedbn_holdout_per_client": held_out,
+        "fedbn_gain_points": round(float(np.mean(gain(""))), 2),
+        "fedbn_gain_points_per_seed": gain(""),
+        "fedbn_gain_points_control": round(float(np.mean(gain("_control"))), 2),
+        "fedbn_gain_points_control_per_seed": gain("_control"),
         "fedavg_client_acc_mean": mean([np.mean(d["fedavg_client_acc"]) for d in per_seed]),
         "fedbn_client_acc_mean": mean([np.mean(d["fedbn_client_acc"]) for d in per_seed]),
         "lora_param_ratio_resnet50": resnet["ratio"],
         "resnet50_trainable": {"full": resnet["full"], "lora": resnet["lora"]},
-        "lora_factor_vs_product": lora_measure,
-        "tuned": not args.no_tune,
-        "tuning_scores": {s: {str(k): round(v, 4) for k, v in t.scores.items()} for s, t in tuned.items()},
+        "lora_factor_vs_product": {
+            "factor_gap_mean": mean([f["factor_gap_mean"] for f in factor]),
+            "factor_gap_max": round(max(f["factor_gap_max"] for f in factor), 4),
+            "acc_factor_average": [f["acc_factor_average"] for f in factor],
+            "acc_product_average": [f["acc_product_average"] for f in factor]},
+        "tuned": True,
+        "tuning_scores": {s: {f"{k:g}": round(v, 4) for k, v in tuned[s][1].items()} for s in STRATEGIES},
+        "configs": configs,
         "per_seed": per_seed,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -241,7 +286,7 @@ def main() -> None:
         from fedtl_helpers.workflow import results
         results.save(args.out, summary, seconds=summary["seconds"],
                      randomness=ExperimentConfig.randomness)  # every run used the default
-    print(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("per_seed", "configs")}))
 
 
 if __name__ == "__main__":

@@ -45,14 +45,10 @@ def test_optimizer_benchmark_refuses_a_bad_grid_before_any_work(grid, message):
 
 
 def _widen(monkeypatch):
-    import importlib.util
+    """The one widening rule (``workflow.tuning``) that bench_optimizer and bench_peft both run."""
+    from fedtl_helpers.workflow.tuning import widen_until_interior
 
-    monkeypatch.syspath_prepend(str(BENCH))  # the script imports its sibling _args.py
-
-    spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH / "bench_optimizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.widen_until_interior
+    return widen_until_interior
 
 
 @pytest.mark.parametrize("peak, start, tried, best, edge", [

@@ -156,6 +156,34 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset,
     return grid_search(field, candidates, score)
 
 
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # half-decade steps: Adam's and SGD's rates
+
+
+def widen_until_interior(grid: Sequence[float], start: float,
+                         score: Callable[[float], float]) -> tuple[float, dict[float, float], bool]:
+    """Score ``start`` and its grid neighbours, then one more grid value at a time beyond the
+    best, until the best is interior to what was tried or sits on the grid's end.
+
+    Returns ``(best, scores by rate in grid order, at_grid_edge)``; ties go to the smaller rate.
+    """
+    i = list(grid).index(start)
+    lo, hi = max(0, i - 1), min(len(grid) - 1, i + 1)
+    scores: dict[float, float] = {}
+    while True:
+        for v in grid[lo:hi + 1]:
+            if v not in scores:
+                scores[v] = float(score(v))
+        best = max(scores, key=lambda v: (scores[v], -v))
+        j = list(grid).index(best)
+        if j == lo and lo > 0:
+            lo -= 1
+        elif j == hi and hi < len(grid) - 1:
+            hi += 1
+        else:
+            ordered = {v: scores[v] for v in grid if v in scores}
+            return best, ordered, j in (0, len(grid) - 1)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Every arm of a comparison: its tuned value and its History for every seed."""
