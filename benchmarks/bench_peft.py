@@ -108,8 +108,9 @@ def main() -> None:
     p.add_argument("--switch-round", type=int, default=2, help="LP-FT: last head-only round")
     p.add_argument("--grid", type=float, nargs="+", default=list(LR_GRID),
                    help="the one log grid of client learning rates every strategy draws from")
-    p.add_argument("--tuning-scores", type=Path, help="skip tuning: a JSON file {strategy: {lr: validation "
-                   "accuracy}} that an earlier run with the same settings printed; each strategy takes its best")
+    p.add_argument("--tuning-scores", type=Path,
+                   help="skip tuning: a JSON file {strategy: {lr: validation accuracy}} that an "
+                        "earlier run with the same settings printed; each strategy takes its best")
     p.add_argument("--fedbn-holdout", type=float, default=0.25,
                    help="share of each client's images held out to score FedAvg and FedBN on that client")
     p.add_argument("--out", type=Path, help="also write the JSON (with curves and provenance) here")
@@ -223,11 +224,13 @@ def main() -> None:
         strategies[s] = {"lr": tuned[s][0], "at_grid_edge": tuned[s][2],
                          "bytes_up_per_round": int(np.mean(per_seed[0]["bytes_up"][s])),
                          "final_acc": mean(finals[s]), "final_acc_min": round(min(finals[s]), 4),
-                         "final_acc_max": round(max(finals[s]), 4), "finals": [round(x, 4) for x in finals[s]]}
+                         "final_acc_max": round(max(finals[s]), 4),
+                         "finals": [round(x, 4) for x in finals[s]]}
         if s != "full":
             v = verdict(finals[s], finals["full"], n_test=args.n_test, names=(s, "full fine-tuning"))
-            strategies[s]["vs_full"] = {"points": round(v.difference_points, 2), "mdd_points": round(v.mdd_points, 2),
-                                        "shown": v.shown, "sentence": v.sentence}
+            strategies[s]["vs_full"] = {"points": round(v.difference_points, 2),
+                                        "mdd_points": round(v.mdd_points, 2), "shown": v.shown,
+                                        "sentence": v.sentence}
     strategies["lpft"]["bytes_up_per_round_by_phase"] = sorted(set(per_seed[0]["bytes_up"]["lpft"]))
     by_round = lpft_minus_full(curves["lpft"], curves["full"], args.switch_round)
     rise = [100 * (np.mean(c[-args.last:]) - np.mean(c[-2 * args.last:-args.last])) for c in curves["full"]]
@@ -235,8 +238,8 @@ def main() -> None:
     held_out = round(args.fedbn_holdout * args.per_client)
 
     def gain(key):
-        return [round(100 * float(np.mean(d[f"fedbn_client_acc{key}"]) - np.mean(d[f"fedavg_client_acc{key}"])), 2)
-                for d in per_seed]
+        return [round(100 * float(np.mean(d[f"fedbn_client_acc{key}"])
+                                  - np.mean(d[f"fedavg_client_acc{key}"])), 2) for d in per_seed]
 
     factor = [d["lora_factor_vs_product"] for d in per_seed]
     summary = {
