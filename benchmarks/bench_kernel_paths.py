@@ -19,7 +19,12 @@ Each path runs in a fresh process. The table gives, per re-run, the largest diff
 record in test images; the tolerance in ``tests/test_results.py`` is set above the largest
 difference seen here, with the margin written next to it.
 
-    python benchmarks/bench_kernel_paths.py [--paths onednn no-onednn ...] [--out FILE]
+    python benchmarks/bench_kernel_paths.py [--paths onednn-off onednn-on ...] [--out FILE]
+    python benchmarks/bench_kernel_paths.py --only bench_peft/lora --out results/bench_kernel_paths.json
+
+``--only RECORD/ARM ...`` re-measures just those re-runs (after their record was made again) and,
+with ``--out``, replaces their figures in the existing file, keeping every other re-run's figures
+and naming the run that measured them (``kept_from``): about 2 minutes instead of 25.
 
 Last line: one JSON object with ``max_images`` (the largest difference over every path and
 re-run, in test images) and ``per_path`` (the same per path).
@@ -49,8 +54,11 @@ DEFAULT = ("import os; os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None); import ten
 CHILD = """
 import json, sys
 from fedtl_helpers.workflow.results import RERUNS, rerun_start
+only = json.loads(sys.argv[1])
 out = []
 for name, arm, rounds in RERUNS:
+    if only and f"{name}/{arm}" not in only:
+        continue
     got, recorded, n_test = rerun_start(name, arm, rounds)
     out.append({"record": name, "arm": arm, "rounds": rounds, "n_test": n_test, "got": got,
                 "recorded": recorded})
@@ -58,10 +66,12 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_path(name: str) -> list[dict]:
-    """Every re-run of ``fl.results.RERUNS`` in a fresh process with ``PATHS[name]`` set."""
+def run_path(name: str, only: list[str]) -> list[dict]:
+    """Every re-run of ``fl.results.RERUNS`` (or those in ``only``) in a fresh process with
+    ``PATHS[name]`` set."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **PATHS[name]}
-    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(only)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"path {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -83,8 +93,17 @@ def between(runs: dict[str, list[dict]], i: int) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    p.add_argument("--only", nargs="+", default=[], metavar="RECORD/ARM",
+                   help="re-measure only these re-runs; with --out, merge them into the existing file")
     p.add_argument("--out", help="also write the figures to this JSON file")
     args = p.parse_args()
+    from fedtl_helpers.workflow.results import RERUNS
+    known = [f"{n}/{a}" for n, a, _ in RERUNS]
+    unknown = [r for r in args.only if r not in known]
+    if unknown:
+        p.error(f"--only {' '.join(unknown)} is invalid: allowed any of {', '.join(known)}")
+    if args.only and args.out and not Path(args.out).exists():
+        p.error(f"--only merges into an existing --out file; {args.out} does not exist")
 
     start, runs = time.time(), {}
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -93,7 +112,7 @@ def main() -> None:
     default_path = "onednn-on" if mkl == "True" else "onednn-off"
     print(f"# TensorFlow's default on this CPU: {default_path}", flush=True)
     for name in args.paths:
-        runs[name] = run_path(name)
+        runs[name] = run_path(name, args.only)
         print(f"# {name}: done after {time.time() - start:.0f} s", flush=True)
     first = runs[args.paths[0]]
     print("test images apart from the record, per kernel path; last column: between the paths")
@@ -111,9 +130,27 @@ def main() -> None:
                "per_path": per_path, "per_run": per_run, "between_paths": between_paths,
                "load_average": [round(x, 1) for x in os.getloadavg()],
                "seconds": round(time.time() - start)}
+    record = {**figures, "runs": runs}
+    if args.only and args.out:  # keep every other re-run's figures from the earlier measurement
+        old = json.loads(Path(args.out).read_text())
+        if set(old["per_path"]) != set(args.paths):
+            raise SystemExit(f"--paths must match {args.out}'s paths {sorted(old['per_path'])} to merge")
+        keep = [r for r in old["per_run"] if r not in args.only]
+        idx = {n: [i for i, r in enumerate(old["runs"][n]) if f"{r['record']}/{r['arm']}" in keep]
+               for n in args.paths}
+        merged_runs = {n: [old["runs"][n][i] for i in idx[n]] + runs[n] for n in args.paths}
+        per_run = {**{r: old["per_run"][r] for r in keep}, **per_run}
+        per_path = {n: max(v[n] for v in per_run.values()) for n in args.paths}
+        figures = {**figures, "max_images": max(per_path.values()), "per_path": per_path,
+                   "per_run": per_run,
+                   "between_paths": {**{r: old["between_paths"][r] for r in keep}, **between_paths},
+                   "remeasured": list(args.only),
+                   "kept_from": {"runs": keep, "provenance": old["provenance"],
+                                 "earlier": old.get("kept_from")}}
+        record = {**figures, "runs": merged_runs}
     if args.out:
         from fedtl_helpers.workflow.results import save
-        save(args.out, {**figures, "runs": runs}, seconds=figures["seconds"], randomness="simulation")
+        save(args.out, record, seconds=figures["seconds"], randomness="simulation")
     print(json.dumps(figures))
 
 

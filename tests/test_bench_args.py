@@ -67,3 +67,30 @@ def test_widening_stops_when_the_choice_is_interior(peak, start, tried, best, ed
     chosen, scores, at_edge = _widen(monkeypatch)(grid, start, score)
     assert (chosen, at_edge) == (best, edge)
     assert list(scores) == tried and sorted(calls) == tried  # each rate scored once, in grid order
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--rounds", "5", "--last", "3"], "--rounds 5 is invalid: allowed at least 2 x --last (6)"),
+    (["--switch-round", "11"], "--switch-round 11 is invalid: allowed 1 to --rounds - 2"),
+    (["--fedbn-holdout", "1.5"], "--fedbn-holdout 1.5 is invalid: allowed a fraction in (0, 1)"),
+    (["--grid", "3e-3", "1e-3", "1e-2"],
+     "--grid must be increasing and contain every strategy's starting rate"),
+    (["--last", "0"], "need --rounds >= --last >= 1"),
+])
+def test_peft_benchmark_refuses_bad_settings_before_any_work(bad, message):
+    out = _run("bench_peft.py", *bad)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr  # the parser's own exit, before TensorFlow is imported
+
+
+def test_kernel_paths_refuses_an_unknown_rerun_and_a_merge_without_a_file(tmp_path):
+    out = _run("bench_kernel_paths.py", "--only", "bench_x/y")
+    assert out.returncode == 2
+    assert "--only bench_x/y is invalid: allowed any of bench_transfer/pretrained" in out.stderr
+    out = _run("bench_kernel_paths.py", "--only", "bench_peft/lora", "--out", str(tmp_path / "none.json"))
+    assert out.returncode == 2 and "--only merges into an existing --out file" in out.stderr

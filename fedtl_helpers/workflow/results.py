@@ -56,14 +56,8 @@ def recorded_start(name: str, arm: str, rounds: int, *, root: Path = ROOT) -> tu
         config, curve = record["configs"][arm], record["per_seed"][0]["curves"][arm]
     elif name == "bench_noniid_gap":
         config, curve = record["gap_configs"][arm], record["gap_curves"][arm][0]
-    elif name == "bench_peft":  # bench_peft.py's defaults: 4 IID clients x 200 images, 500 test
-        clients, per_client = 4, 200
-        if f"{clients} IID clients x {per_client} images" not in record["data"]:
-            raise ValueError(f"results/{name}.json was made with other settings: {record['data']!r}")
-        config = {"num_clients": clients, "n_train": clients * per_client, "n_test": 500,
-                  "strategy": arm, "weights": "builtin", "learning_rate": record["strategies"][arm]["lr"],
-                  "lora_rank": 4, "lpft_switch_round": 2, "seed": record["seeds"][0]}
-        curve = record["per_seed"][0]["curves"][arm]
+    elif name == "bench_peft":  # curves per seed; the first seed's config per strategy
+        config, curve = record["configs"][arm], record["per_seed"][0]["curves"][arm]
     else:
         config, curve = record["configs"][arm], record["curves"][arm][0]
     return {**config, "rounds": rounds}, curve[:rounds + 1]
