@@ -26,7 +26,7 @@ LAYERS = {
     "federation": ("client", "simulation", "round", "stages", "server", "personalization",
                    "evaluation"),
     "workflow": ("cli", "preflight", "experiments", "cluster", "tuning", "provenance", "results"),
-    "teaching": ("notebook", "plotting", "verdict", "transfer", "local_optimizer"),
+    "teaching": ("notebook", "plotting", "verdict", "transfer", "local_optimizer", "peft"),
 }
 _MODULES = {m: f"{layer}.{m}" for layer, mods in LAYERS.items() for m in mods}  # "round": "federation.round"
 

@@ -167,16 +167,34 @@ def test_save_writes_the_record_with_its_provenance_and_load_reads_it(tmp_path, 
 
 
 def test_bench_peft_record_is_complete_and_consistent():
+    """Chapter 5b's record: every strategy (FFA-LoRA included) at its validation winner, chosen
+    inside the grid; finals, gaps, LP-FT against full in the same round and FedBN's gains all
+    follow from the curves and per-client accuracies it holds."""
     bench = _record("bench_peft")
     assert bench["provenance"]["command"].startswith("python benchmarks/bench_peft.py")
     assert len(bench["seeds"]) >= 3 and len(bench["per_seed"]) == len(bench["seeds"]) and bench["tuned"]
+    assert set(bench["strategies"]) == {"head", "full", "lora", "ffa_lora", "bitfit", "lpft"}
+    last = bench["last"]
     for strategy, r in bench["strategies"].items():
         scores = bench["tuning_scores"][strategy]
         assert float(max(scores, key=scores.get)) == r["lr"]  # the validation-split winner ran
-        finals = [s["curves"][strategy][-1] for s in bench["per_seed"]]
+        assert not r["at_grid_edge"] and min(map(float, scores)) < r["lr"] < max(map(float, scores))
+        finals = [sum(s["curves"][strategy][-last:]) / last for s in bench["per_seed"]]
         assert r["final_acc"] == pytest.approx(sum(finals) / len(finals), abs=1e-4)
-    gap = 100 * (bench["strategies"]["full"]["final_acc"] - bench["strategies"]["lora"]["final_acc"])
-    assert bench["lora_acc_gap_points"] == pytest.approx(gap, abs=0.01)
+        assert bench["configs"][strategy]["learning_rate"] == r["lr"]
+    for key, arm in (("lora_acc_gap_points", "lora"), ("ffa_lora_acc_gap_points", "ffa_lora")):
+        gap = 100 * (bench["strategies"]["full"]["final_acc"] - bench["strategies"][arm]["final_acc"])
+        assert bench[key] == pytest.approx(gap, abs=0.01)
+    switch = bench["configs"]["lpft"]["lpft_switch_round"]
+    diffs = [100 * sum(s["curves"]["lpft"][r] - s["curves"]["full"][r] for s in bench["per_seed"])
+             / len(bench["per_seed"]) for r in range(switch + 1, bench["rounds"] + 1)]
+    assert bench["lpft_minus_full_by_round"] == pytest.approx(diffs, abs=0.01)
+    assert bench["lpft_dip_points"] == pytest.approx(max(0.0, -min(diffs)), abs=0.01)
+    for key, suffix in (("fedbn_gain_points_per_seed", ""),
+                        ("fedbn_gain_points_control_per_seed", "_control")):
+        gains = [100 * (sum(s[f"fedbn_client_acc{suffix}"]) - sum(s[f"fedavg_client_acc{suffix}"]))
+                 / len(s["fedbn_client_acc"]) for s in bench["per_seed"]]
+        assert bench[key] == pytest.approx(gains, abs=0.01)
 
 
 def test_bench_noniid_records_are_tuned_complete_and_consistent():
