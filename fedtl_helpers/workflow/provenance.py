@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,33 @@ def git_commit(root: str | os.PathLike = ROOT) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch), from ``/proc``; else now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+def head_at(when: float, root: str | os.PathLike = ROOT) -> str | None:
+    """The commit HEAD pointed to at time ``when`` (seconds since the epoch), from the reflog:
+    a run that lasts an hour was made with the code checked out when it *started*, whatever was
+    committed while it ran. ``None`` when the reflog says nothing about that time."""
+    try:
+        log = subprocess.run(["git", "log", "-g", "--format=%H %gd", "--date=unix", "HEAD"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    for line in log:  # newest first: "sha HEAD@{1796570000}"
+        sha, _, stamp = line.partition(" ")
+        if stamp.startswith("HEAD@{") and int(stamp[6:-1]) <= when:
+            return sha
+    return None
 
 
 def portable_arg(arg: str, root: str | os.PathLike = ROOT) -> str:
@@ -56,10 +84,18 @@ def cpu_model() -> str:
 
 
 def provenance(argv: list[str], seconds: float) -> dict[str, object]:
-    """A record of how a result was produced, to store beside it."""
+    """A record of how a result was produced, to store beside it.
+
+    ``commit`` is the one checked out when the process started (``+dirty``: tracked files differ
+    from the checkout now); if HEAD moved while it ran, ``commit_at_end`` says where to.
+    """
+    now = git_commit()
+    start = head_at(process_start_time())
+    moved = {} if start is None or now.startswith(start) else {"commit_at_end": now}
     return {
         "command": " ".join(["python", *(portable_arg(a) for a in argv)]),
-        "commit": git_commit(),
+        "commit": now if start is None else start + ("+dirty" if now.endswith("+dirty") else ""),
+        **moved,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "cpu": cpu_model(),

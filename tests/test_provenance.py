@@ -1,0 +1,34 @@
+"""A record names the commit its run *started* on, even when commits land while it runs."""
+
+import os
+import subprocess
+import time
+
+from fedtl_helpers.workflow import provenance
+
+
+def _commit(repo, stamp, name):
+    (repo / name).write_text(name)
+    env = {**os.environ, "GIT_AUTHOR_DATE": f"@{stamp} +0000", "GIT_COMMITTER_DATE": f"@{stamp} +0000",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "add", name], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", name], cwd=repo, check=True, env=env)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_head_at_reads_the_reflog_at_the_given_time(tmp_path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    first = _commit(tmp_path, 1_000_000_000, "a")
+    second = _commit(tmp_path, 1_000_000_100, "b")
+    assert provenance.head_at(1_000_000_050, tmp_path) == first  # a run started between the two
+    assert provenance.head_at(1_000_000_100, tmp_path) == second
+    assert provenance.head_at(2_000_000_000, tmp_path) == second
+    assert provenance.head_at(999_999_999, tmp_path) is None  # before any commit: unknown
+    assert provenance.head_at(1_000_000_050, tmp_path / "nowhere") is None
+
+
+def test_this_process_started_before_now_and_after_the_machine_booted():
+    start = provenance.process_start_time()
+    assert start <= time.time() + 1 and start > time.time() - 7 * 24 * 3600
