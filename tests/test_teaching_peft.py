@@ -73,3 +73,14 @@ def test_fedbn_is_judged_on_the_mean_and_client_by_client():
 def test_factors_against_products_over_the_seeds():
     judged = peft.factor_vs_product(_record())
     assert judged.difference_points == pytest.approx(0.0, abs=1e-9) and not judged.shown
+
+
+def test_still_rising_compares_the_last_rounds_with_the_ones_before():
+    rec = _record()
+    for d in rec["per_seed"]:
+        d["curves"]["full"] = [0.1, 0.80, 0.81, 0.80, 0.81]
+    flat = peft.still_rising(rec)
+    assert flat.difference_points == pytest.approx(0.0) and not flat.shown
+    for d in rec["per_seed"]:
+        d["curves"]["full"] = [0.1, 0.50, 0.55, 0.80, 0.81]
+    assert peft.still_rising(rec).shown and peft.still_rising(rec).difference_points == pytest.approx(28.0)

@@ -31,6 +31,16 @@ def against(record: Mapping, a: str, b: str) -> Comparison:
     return verdict(f[a], f[b], n_test=record["n_test"], names=(NAMES[a], NAMES[b]))
 
 
+def still_rising(record: Mapping, strategy: str = "full") -> Comparison:
+    """Has ``strategy`` stopped rising? Its last ``last`` rounds against the ``last`` before them,
+    per seed, by the book's rule: "no difference shown" means the run is long enough to compare."""
+    last, seeds = record["last"], record["per_seed"]
+    end = [float(np.mean(d["curves"][strategy][-last:])) for d in seeds]
+    before = [float(np.mean(d["curves"][strategy][-2 * last:-last])) for d in seeds]
+    return verdict(end, before, n_test=record["n_test"],
+                   names=(f"{NAMES[strategy]} in its last {last} rounds", f"the {last} rounds before"))
+
+
 def table(record: Mapping) -> str:
     """One row per strategy: tuned rate, bytes uploaded per round, final accuracy (mean and range
     over seeds) and where it stands against full fine-tuning."""
