@@ -247,3 +247,21 @@ def test_teachers_guide_covers_every_chapter_and_exercise_in_order():
 def test_the_peft_chapter_terms_are_in_the_glossary():
     assert {"lora", "bitfit", "lp-ft", "fedbn", "feature skew",
             "parameter-efficient fine-tuning"} <= _glossary_terms()
+
+
+# How a chapter reads a committed record: the loader, the file path, or chapter 4's record quoted
+# when a classroom run's random start has not learned.
+_READS_A_RECORD = re.compile(r"""\.load\(\s*["']bench_|["']results["']\s*/\s*["']bench_|longer_run\(""")
+
+
+def test_the_introduction_names_every_chapter_that_reads_a_committed_record():
+    intro = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    start = intro.index("- **Read from a committed record**")
+    paragraph = intro[start:intro.index("\n\n", start)]
+    named = set(re.findall(r"\{doc\}`\.\./notebooks/([^`]+)`", paragraph))
+    code = {path.stem: [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+            for path in CHAPTERS}
+    reading = {stem for stem, cells in code.items() if any(_READS_A_RECORD.search(s) for s in cells)}
+    assert reading, "the pattern finds the chapters that read records"
+    assert named == reading, (f"chapters reading a record but not named: {sorted(reading - named)}; "
+                              f"named but reading none: {sorted(named - reading)}")

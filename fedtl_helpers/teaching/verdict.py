@@ -18,6 +18,9 @@ larger of
 A difference is **shown** when its mean over seeds is at least the MDD *and* every seed agrees
 on its sign; otherwise the sentence says "no difference shown", with the numbers. One seed gives
 no spread, so it never shows a difference.
+
+Before a gap to a random start is read at all, :func:`fedtl_helpers.teaching.transfer.learned`
+asks whether that start has learned, with the same test-set floor.
 """
 
 from __future__ import annotations
