@@ -69,8 +69,9 @@ def lora_target(record: Mapping, variant: str, *, min_bytes_ratio: float = 5.0,
     ratio = s["full"]["bytes_up_per_round"] / s[variant]["bytes_up_per_round"]
     gap = 100 * (s["full"]["final_acc"] - s[variant]["final_acc"])
     met = ratio >= min_bytes_ratio and gap <= max_gap_points
+    verdict_word = "met" if met else "**not met**"
     return (f"{NAMES[variant]}: {ratio:.1f}x fewer bytes than full fine-tuning, and full fine-tuning "
-            f"minus {NAMES[variant]} is {gap:+.1f} points (mean of seeds): the target is {'met' if met else '**not met**'}. "
+            f"minus {NAMES[variant]} is {gap:+.1f} points (mean of seeds): the target is {verdict_word}. "
             f"{against(record, variant, 'full').sentence}")
 
 
