@@ -26,6 +26,9 @@ Also counted: ResNet50's parameter ratio (built at 96 px with ``weights=None``: 
 
     python benchmarks/bench_peft.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_peft.json]
 
+About 64 minutes on 2 cores shared with nbval runs (3,860 s for ``results/bench_peft.json``: 25 min
+tuning, then about 15 min per seed, 5 of them FedAvg/FedBN).
+
 Last line: one JSON object with, per strategy, ``lr``, ``bytes_up_per_round`` (all clients, mean
 over rounds), ``final_acc`` (mean over seeds of the mean of the last ``--last`` rounds) and its
 verdict against full fine-tuning; ``lora_bytes_ratio``, ``lora_acc_gap_points``,
