@@ -57,8 +57,8 @@ def test_the_lora_target_needs_both_the_bytes_and_the_gap():
 def test_the_table_has_one_row_per_strategy_with_its_bytes_ratio():
     rows = peft.table(_record()).splitlines()
     assert len(rows) == 1 + len(STRATEGIES)
-    assert "6.7" in rows[3] and rows[3].startswith("LoRA (factors averaged)")
-    assert "-31.0 points, shown" in rows[1]
+    assert "6.7x" in rows[3] and rows[3].startswith("lora ")
+    assert rows[1].endswith("-31.0 shown (2.0)") and rows[3].endswith("-1.3 not shown (2.0)")
 
 
 def test_fedbn_is_judged_on_the_mean_and_client_by_client():
@@ -84,3 +84,14 @@ def test_still_rising_compares_the_last_rounds_with_the_ones_before():
     for d in rec["per_seed"]:
         d["curves"]["full"] = [0.1, 0.50, 0.55, 0.80, 0.81]
     assert peft.still_rising(rec).shown and peft.still_rising(rec).difference_points == pytest.approx(28.0)
+
+
+def test_fedbn_reading_names_the_clients_the_rule_shows_and_concludes_from_both_verdicts():
+    reading = peft.fedbn_reading(_record())
+    assert reading["by_client"].startswith(
+        "FedBN is shown above FedAvg on 1 of the 2 clients (client 0, tint)")
+    assert "below it on 0;" in reading["by_client"]
+    assert reading["conclusion"].startswith("Here the gain under skew is shown and the control shows none")
+    spread = _record(fedbn=[[0.90, 0.60], [0.70, 0.62], [0.95, 0.61]])  # the seeds disagree by 25 points
+    conclusion = peft.fedbn_reading(spread)["conclusion"]
+    assert conclusion.startswith("Here neither is shown on the mean over clients")

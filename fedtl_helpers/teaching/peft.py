@@ -42,20 +42,19 @@ def still_rising(record: Mapping, strategy: str = "full") -> Comparison:
 
 
 def table(record: Mapping) -> str:
-    """One row per strategy: tuned rate, bytes uploaded per round, final accuracy (mean and range
-    over seeds) and where it stands against full fine-tuning."""
+    """One row per strategy (short names, as in the record): tuned rate, MB uploaded per round by
+    all clients, how many times fewer than full fine-tuning, final accuracy (mean and range over
+    seeds) and the verdict against full fine-tuning (difference in points, MDD)."""
     f = finals(record)
     full_bytes = record["strategies"]["full"]["bytes_up_per_round"]
-    lines = [f"{'strategy':<24} {'lr':>7} {'MB up/round':>11} {'x fewer':>7} {'final acc':>9} "
-             f"{'seeds':>13}  against full fine-tuning"]
+    lines = [f"{'':<9}{'lr':>7}{'MB up':>7}{'fewer':>7}{'acc':>7}{'seeds':>13}  vs full (MDD)"]
     for s, r in record["strategies"].items():
         v = None if s == "full" else against(record, s, "full")
-        where = "" if v is None else (f"{v.difference_points:+.1f} points, "
-                                      + ("shown" if v.shown else "no difference shown")
-                                      + f" (MDD {v.mdd_points:.1f})")
-        lines.append(f"{NAMES[s]:<24} {r['lr']:>7g} {r['bytes_up_per_round'] / 1e6:>11.2f} "
-                     f"{full_bytes / r['bytes_up_per_round']:>7.1f} {np.mean(f[s]):>9.3f} "
-                     f"{min(f[s]):>6.3f}-{max(f[s]):<6.3f}  {where}")
+        where = "" if v is None else (f"{v.difference_points:+.1f} "
+                                      + ("shown" if v.shown else "not shown") + f" ({v.mdd_points:.1f})")
+        lines.append(f"{s:<9}{r['lr']:>7g}{r['bytes_up_per_round'] / 1e6:>7.2f}"
+                     f"{full_bytes / r['bytes_up_per_round']:>6.1f}x{np.mean(f[s]):>7.3f}"
+                     f"{min(f[s]):>7.3f}-{max(f[s]):.3f}  {where}")
     return "\n".join(lines)
 
 
@@ -102,3 +101,28 @@ def fedbn_per_client(record: Mapping, control: bool = False) -> list[Comparison]
                     [d[f"fedavg_client_acc{key}"][k] for d in seeds],
                     n_test=record["fedbn_holdout_per_client"], names=(f"FedBN on client {k}", "FedAvg"))
             for k in range(len(seeds[0]["fedbn_client_acc"]))]
+
+
+def fedbn_reading(record: Mapping) -> dict[str, str]:
+    """Chapter 05b's two FedBN sentences: which clients the rule shows FedBN above or below FedAvg
+    on (``"by_client"``), and what the mean under skew and the control together say (``"conclusion"``)."""
+    from ..inputs.partitioning import client_style
+
+    per_client, skewed, control = fedbn_per_client(record), fedbn(record), fedbn(record, control=True)
+    up = [k for k, v in enumerate(per_client) if v.shown and v.difference_points > 0]
+    down = [k for k, v in enumerate(per_client) if v.shown and v.difference_points < 0]
+
+    def named(ks):
+        return f" ({', '.join(f'client {k}, {client_style(k, 0)[0]}' for k in ks)})" if ks else ""
+    by_client = (f"FedBN is shown above FedAvg on {len(up)} of the {len(per_client)} clients{named(up)} "
+                 f"and below it on {len(down)}{named(down)}; on the others no difference is shown.")
+    if skewed.shown and skewed.difference_points > 0 and not control.shown:
+        conclusion = "Here the gain under skew is shown and the control shows none: FedBN's own effect."
+    elif not skewed.shown and not control.shown:
+        conclusion = ("Here neither is shown on the mean over clients: the seeds spread by more than "
+                      "the mean gain under skew, so these runs do not establish FedBN's effect on the "
+                      "federation as a whole, only on the clients named above.")
+    else:
+        conclusion = (f"Here the rule finds: under skew, {skewed.phrase()}; in the control, "
+                      f"{control.phrase()}.")
+    return {"by_client": by_client, "conclusion": conclusion}
