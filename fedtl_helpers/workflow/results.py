@@ -52,12 +52,10 @@ def recorded_start(name: str, arm: str, rounds: int, *, root: Path = ROOT) -> tu
     """The config of arm ``arm``'s first seed in ``results/<name>.json`` cut to ``rounds``, and its
     recorded test accuracies for rounds 0..``rounds``."""
     record = load(name, root=root, show=False)
-    if name == "bench_transfer":
+    if name in ("bench_transfer", "bench_peft"):  # curves per seed; the first seed's config per arm
         config, curve = record["configs"][arm], record["per_seed"][0]["curves"][arm]
     elif name == "bench_noniid_gap":
         config, curve = record["gap_configs"][arm], record["gap_curves"][arm][0]
-    elif name == "bench_peft":  # curves per seed; the first seed's config per strategy
-        config, curve = record["configs"][arm], record["per_seed"][0]["curves"][arm]
     else:
         config, curve = record["configs"][arm], record["curves"][arm][0]
     return {**config, "rounds": rounds}, curve[:rounds + 1]
