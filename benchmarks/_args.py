@@ -12,9 +12,29 @@ import argparse
 
 def check_tuned_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit with the parser's usage error unless ``--rounds >= --last >= 1``,
-    ``--tune-rounds >= 1`` and at least one seed: before any data is loaded."""
-    if args.rounds < args.last or args.last < 1 or args.tune_rounds < 1 or not args.seeds:
-        parser.error("need --rounds >= --last >= 1, --tune-rounds >= 1 and at least one seed")
+    ``--tune-rounds >= --last`` and at least one seed: before any data is loaded.
+
+    ``--tune-rounds`` left out becomes ``--rounds``: a rate is chosen over the horizon it runs.
+    """
+    if args.tune_rounds is None:
+        args.tune_rounds = args.rounds
+    if args.rounds < args.last or args.last < 1 or args.tune_rounds < args.last or not args.seeds:
+        parser.error("need --rounds >= --last >= 1, --tune-rounds >= --last and at least one seed")
+
+
+def add_grid(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--grid``: the one log grid of client learning rates (``workflow.tuning.LR_GRID``)."""
+    from fedtl_helpers.workflow.tuning import LR_GRID  # numpy only: no TensorFlow before the checks
+
+    parser.add_argument("--grid", type=float, nargs="+", default=list(LR_GRID), help=help)
+
+
+def check_grid(parser: argparse.ArgumentParser, flag: str, grid: list[float], starts) -> None:
+    """Exit with the parser's usage error unless ``grid`` is increasing and holds every start."""
+    missing = sorted({f"{v:g}" for v in starts if v not in grid})
+    if list(grid) != sorted(set(grid)) or missing:
+        parser.error(f"{flag} {' '.join(f'{v:g}' for v in grid)} is invalid: allowed an increasing "
+                     f"grid that contains every arm's starting value ({', '.join(missing) or 'all present'})")
 
 
 # The datasets a benchmark can run on without a download (``--dataset``), and their sizes.

@@ -13,13 +13,17 @@ Three arms, compared fairly:
   what clipping does from what the noise does; epsilon is infinite);
 * ``dp``: clipped and noised (DP-FedAvg).
 
-Each arm gets its own client learning rate and server learning rate, chosen together from its
-own grid (a clipped update's norm is at most C, an unclipped one's is not, so the grids differ;
-a choice on a grid's edge is printed as such) on a 20% validation split of the training data
-(seed ``--seeds[0]``, ``--tune-rounds`` rounds; never the
-test set), then runs ``--rounds`` rounds for every seed. Choosing the DP arm's settings on the
-private data itself would cost privacy that this accounting does not include; a deployment tunes
-on public or proxy data (or accounts the tuning).
+Each arm gets its own client learning rate and server learning rate, chosen together on one
+grid shared by all arms (``--grid`` x ``--server-grid``): each arm's search starts at
+``START[arm]``, scores the 3 x 3 box around it and widens the box until its choice is interior
+(``tuning.widen_box``; a clipped update's norm is at most C and an unclipped one's is not, so
+the arms may settle in different places of the same grid). Every trial runs on a 20% validation
+split of the training data (seed ``--seeds[0]``; never the test set) for as many rounds as the
+run it chooses for (``--tune-rounds`` defaults to ``--rounds``) and is scored on the same tail
+(the mean of the last ``--last`` rounds). Then every arm runs ``--rounds`` rounds for every seed.
+Choosing the DP arm's settings on the private data itself would cost privacy that this
+accounting does not include; a deployment tunes on public or proxy data (or accounts the
+tuning).
 
     python benchmarks/bench_dp.py [--clients 500] [--per-client 40] [--rounds 20] [--seeds 0 1 2]
            [--out results/bench_dp.json]
@@ -33,7 +37,6 @@ seeds of the mean of the last ``--last`` rounds), ``final_acc_min``/``_max``; ``
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -43,7 +46,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
-from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
+from _args import add_grid, check_grid, check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
+
+SERVER_GRID = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # doubling steps
+# where each arm's search starts: (client rate, server rate), the earlier 6-round choices
+START = {"nonprivate": (1e-2, 0.5), "clipped": (1e-2, 2.0), "dp": (1e-2, 2.0)}
 
 
 def main() -> None:
@@ -54,15 +61,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--last", type=int, default=5, help="final accuracy = mean of the last rounds")
     p.add_argument("--clip", type=float, default=0.5)
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2],
-                   help="clients' Adam learning rates tried for the clipped and the DP arm")
-    p.add_argument("--server-lrs", type=float, nargs="+", default=[1.0, 2.0, 4.0],
-                   help="server learning rates tried for the clipped and the DP arm (with each client rate)")
-    p.add_argument("--nonprivate-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
-                   help="the non-private arm's client rates: its unclipped updates want smaller steps "
-                        "than clipped ones, so its grid reaches lower")
-    p.add_argument("--nonprivate-server-lrs", type=float, nargs="+", default=[0.5, 1.0, 2.0])
-    p.add_argument("--tune-rounds", type=int, default=6)
+    add_grid(p, "the one grid of clients' Adam learning rates every arm draws from")
+    p.add_argument("--server-grid", type=float, nargs="+", default=list(SERVER_GRID),
+                   help="the one grid of server learning rates every arm draws from")
+    p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default: --rounds)")
     p.add_argument("--target-epsilon", type=float, default=8.0)
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--n-test", type=int, default=2000)
@@ -70,6 +72,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the JSON (curves, provenance) atomically")
     a = p.parse_args()
     check_tuned_run(p, a)
+    check_grid(p, "--grid", a.grid, [c for c, _ in START.values()])
+    check_grid(p, "--server-grid", a.server_grid, [s for _, s in START.values()])
 
     from fedtl_helpers.core.config import ExperimentConfig
     from fedtl_helpers.inputs import data
@@ -85,11 +89,8 @@ def main() -> None:
     arms = {"nonprivate": ExperimentConfig(**base),
             "clipped": ExperimentConfig(**base, dp_clip=a.clip, dp_noise_multiplier=0.0),
             "dp": ExperimentConfig(**base, dp_clip=a.clip, dp_noise_multiplier=z)}
-    grid = list(itertools.product(a.lrs, a.server_lrs))
-    grids = {"nonprivate": list(itertools.product(a.nonprivate_lrs, a.nonprivate_server_lrs)),
-             "clipped": grid, "dp": grid}
-    comp = compare_arms(arms, grids, seeds=a.seeds,
-                        field=("learning_rate", "server_lr"), tune_rounds=a.tune_rounds,
+    comp = compare_arms(arms, (a.grid, a.server_grid), start=START, seeds=a.seeds,
+                        field=("learning_rate", "server_lr"), tune_rounds=a.tune_rounds, last=a.last,
                         load=lambda seed: data.load_dataset("shapes", n_train=n_train, n_test=a.n_test,
                                                             seed=seed),
                         log=lambda s: print(s, flush=True))
@@ -105,7 +106,8 @@ def main() -> None:
         "dataset": "shapes (embedded)", "weights": "builtin", "strategy": "head",
         "clients": a.clients, "images_per_client": a.per_client, "q": a.q,
         "expected_clients_per_round": a.q * a.clients, "rounds": a.rounds, "last": a.last,
-        "seeds": a.seeds, "clip": a.clip, "noise_multiplier": round(z, 4), "delta": a.delta,
+        "seeds": a.seeds, "grid": a.grid, "server_grid": a.server_grid, "tune_rounds": a.tune_rounds,
+        "clip": a.clip, "noise_multiplier": round(z, 4), "delta": a.delta,
         "epsilon": round(comp.histories["dp"][0].rows[-1]["epsilon"], 4),
         "accountant": "rdp", "sampling": "poisson",
         "arms": {arm: {"client_lr": s["learning_rate"], "server_lr": s["server_lr"],

@@ -4,9 +4,12 @@ Chapter: "Secure aggregation and robustness". A fixed, seeded fifth of the clien
 ``-attack_scale * delta`` (``sign_flip``) or ``attack_scale * delta`` (``scale``); FedAvg,
 coordinate-wise median, trimmed mean and Krum aggregate, each also without an attack (what a
 robust rule costs when nobody lies). The chapter interprets the gaps, so every arm gets its own
-client learning rate, chosen among ``--lrs`` on a validation split of the first seed's training
-data (the defender's clean held-out slice, never the test set; ``tuning.compare_arms``), and
-every arm runs on every seed of ``--seeds``; accuracy is the mean of the last ``--last`` rounds.
+client learning rate from one log grid shared by all arms (``--grid``): its search starts at
+``--start`` and widens until the choice is interior (``tuning.compare_arms``). Each trial runs on
+a validation split of the first seed's training data (the defender's clean held-out slice, never
+the test set) for as many rounds as the run (``--tune-rounds`` defaults to ``--rounds``) and is
+scored on the same tail. Every arm then runs on every seed of ``--seeds``; accuracy is the mean
+of the last ``--last`` rounds.
 
     python benchmarks/bench_robust.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_robust.json]
 
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _args import check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
+from _args import add_grid, check_grid, check_tuned_run  # noqa: E402  (benchmarks/ is the script's own folder)
 
 ATTACKS = ("none", "sign_flip", "scale")
 
@@ -46,13 +49,14 @@ def main() -> None:
     p.add_argument("--malicious-fraction", type=float, default=0.2)
     p.add_argument("--attack-scale", type=float, default=10.0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2],
-                   help="client learning rates tried for every arm on the validation split")
-    p.add_argument("--tune-rounds", type=int, default=6, help="rounds per tuning trial")
+    add_grid(p, "the one log grid of client learning rates every arm draws from")
+    p.add_argument("--start", type=float, default=3e-3, help="where every arm's search starts on --grid")
+    p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default: --rounds)")
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
     args = p.parse_args()
     check_tuned_run(p, args)
+    check_grid(p, "--grid", args.grid, [args.start])
 
     import numpy as np
 
@@ -70,7 +74,8 @@ def main() -> None:
                                   "attack_scale": args.attack_scale}))
             for attack in ATTACKS for rule, kw in rules(args.malicious_fraction, args.clients).items()}
     t0 = time.perf_counter()
-    comp = compare_arms(arms, args.lrs, seeds=args.seeds, tune_rounds=args.tune_rounds,
+    comp = compare_arms(arms, args.grid, start=args.start, seeds=args.seeds, tune_rounds=args.tune_rounds,
+                        last=args.last,
                         load=lambda seed: data.load_dataset("shapes", n_train=n_train, n_test=args.n_test,
                                                             seed=seed),
                         log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -92,13 +97,15 @@ def main() -> None:
         "data": f"{first.meta['dataset']}; {args.clients} IID clients x {args.per_client} images, "
                 f"{args.n_test} test images, {args.local_epochs} local epochs, head on the built-in backbone",
         "weights": "builtin", "seeds": args.seeds, "rounds": args.rounds, "last": args.last,
+        "grid": args.grid, "tune_rounds": args.tune_rounds,
         "malicious_fraction": args.malicious_fraction, "attack_scale": args.attack_scale,
         "chance": 1 / len(data.class_names("shapes")),
         "arms": out_arms, "rule_cost": cost, "configs": comp.configs(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"# {first.meta['describe']}; {args.rounds} rounds, seeds {args.seeds}, mean of the last "
-          f"{args.last} rounds; learning rate tuned per arm on a validation split")
+          f"{args.last} rounds; learning rate tuned per arm on a validation split, "
+          f"{args.tune_rounds}-round trials")
     print(f"{'rule':14} " + " ".join(f"{a:>24}" for a in ATTACKS))
     for rule in rules(args.malicious_fraction, args.clients):
         cells = [out_arms[f"{rule}, {a}"] for a in ATTACKS]

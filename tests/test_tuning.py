@@ -95,3 +95,51 @@ def test_a_choice_on_the_grids_edge_is_named():
     assert grid_search("lr", [1, 2, 3], {1: 0, 2: 1, 3: 0}.get).at_edge() == []
     assert grid_search("lr", [1, 2, 3], {1: 0, 2: 1, 3: 2}.get).at_edge() == ["lr"]
     assert grid_search("lr", [1], {1: 0}.get).at_edge() == []
+
+
+def test_widening_in_two_dimensions_grows_the_box_until_the_choice_is_interior():
+    from fedtl_helpers.workflow.tuning import widen_box
+
+    clients, servers = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), (0.25, 0.5, 1.0, 2.0, 4.0)
+    calls = []
+
+    def score(point):  # one peak at (3e-2, 0.5): up one client step and down one server step
+        calls.append(point)
+        lr, slr = point
+        return -abs(np.log10(lr / 3e-2)) - abs(np.log2(slr / 0.5))
+
+    best, scores, edge = widen_box([clients, servers], (3e-3, 1.0), score)
+    assert best == (3e-2, 0.5) and edge == []
+    # the 3 x 3 box, then a column of client rates (3e-2) and a row of server rates (0.25) at
+    # once, then one more column (1e-1) until 3e-2 is interior: 5 x 4 points, each scored once
+    assert len(calls) == len(set(calls)) == len(scores) == 5 * 4
+    assert {p[0] for p in scores} == set(clients) and {p[1] for p in scores} == {0.25, 0.5, 1.0, 2.0}
+    # a peak beyond the grid stops on its end and names the dimension
+    best, _, edge = widen_box([clients, servers], (3e-3, 1.0), lambda p: p[0] - abs(p[1] - 1.0))
+    assert best == (1e-1, 1.0) and edge == [0]
+    with pytest.raises(ValueError, match=r"grids\[1\].*start\[1\]=3.0"):
+        widen_box([clients, servers], (3e-3, 3.0), score)
+
+
+def test_compare_arms_widens_each_arm_on_one_grid_over_the_run_horizon():
+    from fedtl_helpers.core.config import ExperimentConfig
+    from fedtl_helpers.workflow.tuning import compare_arms
+
+    horizons = []
+
+    def run(config, dataset):
+        horizons.append(config.rounds)
+        return _fake_run(config, dataset)
+
+    arms = {s: ExperimentConfig(strategy=s, rounds=4, n_train=100, n_test=50) for s in ("head", "full")}
+    grid = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    comp = compare_arms(arms, grid, start=3e-4, seeds=[0], load=_load, run=run, log=lambda s: None)
+    assert {a: t.best for a, t in comp.tuned.items()} == {"head": 1e-2, "full": 1e-3}
+    assert list(comp.tuned["head"].scores) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # widened to 3e-2
+    assert list(comp.tuned["full"].scores) == [1e-4, 3e-4, 1e-3, 3e-3]
+    assert not comp.tuned["head"].at_edge() and not comp.tuned["full"].at_edge()
+    assert set(horizons) == {4}  # trials as long as the runs they choose for
+    pair = compare_arms({"full": arms["full"]}, ((1e-3, 1e-2), (1.0, 2.0, 4.0)), start=(1e-3, 2.0),
+                        field=("learning_rate", "server_lr"), seeds=[0], load=_load, run=_fake_run,
+                        log=lambda s: None)
+    assert pair.tuned["full"].best == (1e-3, 1.0)

@@ -17,6 +17,7 @@ own data and report its validation accuracy (``ExperimentConfig.holdout_fraction
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,7 @@ def grid_search(field: str, candidates: Sequence[Any], score: Callable[[Any], fl
 
 def tune_federated(config, candidates: Sequence[Any], *, dataset,
                    field: str | tuple[str, ...] = "learning_rate", rounds: int | None = None,
-                   last: int = 3, val_fraction: float = 0.2,
+                   last: int = 3, val_fraction: float = 0.2, start: Any = None,
                    run: Callable[..., Any] | None = None) -> Tuned:
     """Choose ``config.<field>`` among ``candidates`` by federated training on a validation split.
 
@@ -126,15 +127,21 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset,
         Values to try, e.g. ``[3e-4, 1e-3, 3e-3]`` for the learning rate; with a tuple of
         fields, tuples of values (``field=("learning_rate", "server_lr")``,
         ``candidates=[(1e-2, 1.0), (1e-2, 2.0)]``): settings that interact are tuned together.
+        With ``start``: the grid to widen on instead (``LR_GRID``; one grid per field for a
+        tuple of fields).
     dataset
         ``((x_train, y_train), (x_test, y_test))``; the test part is never used here.
     rounds
-        Rounds per trial (default: ``config.rounds``).
+        Rounds per trial (default: ``config.rounds``, the horizon the chosen value will run).
     last
-        Score = mean validation accuracy of the last ``last`` rounds (steadier than one round).
+        Score = mean validation accuracy of the last ``last`` rounds (steadier than one round);
+        give the run's own ``last`` so the trial is scored on the same tail.
     val_fraction
         Share of the training data held out for validation (stratified, seeded by
         ``config.seed``).
+    start
+        Widen instead of trying every candidate: score ``start`` and its grid neighbours, then
+        step beyond the best until it is interior (``widen_box``). Without it, every candidate.
     run
         ``run(config, dataset) -> History``; default ``run_federated(...).history``.
     """
@@ -153,35 +160,67 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset,
                                     n_train=len(train[1]), n_test=len(val[1]))
         return run(trial, (train, val)).tail_accuracy(min(last, rounds))
 
-    return grid_search(field, candidates, score)
+    if start is None:
+        return grid_search(field, candidates, score)
+    if len(fields) == 1:
+        best, scores, _ = widen_until_interior(candidates, start, score)
+        return Tuned(field, best, scores)
+    best, scores, _ = widen_box(candidates, start, score)
+    return Tuned(field, best, scores)
 
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # half-decade steps: Adam's and SGD's rates
 
 
+def widen_box(grids: Sequence[Sequence[Any]], start: Sequence[Any], score: Callable[[tuple], float]
+              ) -> tuple[tuple, dict[tuple, float], list[int]]:
+    """Tune several settings together on one grid each, widening until the choice is interior.
+
+    Score every point of the box around ``start`` (one grid step either side in every
+    dimension), then, in each dimension where the best point lies on the box's face, widen the
+    box by one grid step beyond it; repeat until the best is interior in every dimension or sits
+    on its grid's end.
+
+    Returns ``(best, scores by point in grid order, the dimensions where best is on the grid's
+    end)``; ties go to the smaller values.
+    """
+    grids = [list(g) for g in grids]
+    for d, (g, s) in enumerate(zip(grids, start, strict=True)):
+        if g != sorted(set(g)) or s not in g:
+            raise ValueError(f"grids[{d}]={g} is invalid: allowed an increasing grid that contains "
+                             f"start[{d}]={s!r}.")
+    idx = [g.index(s) for g, s in zip(grids, start)]
+    lo = [max(0, i - 1) for i in idx]
+    hi = [min(len(g) - 1, i + 1) for g, i in zip(grids, idx)]
+    scores: dict[tuple, float] = {}
+    while True:
+        for point in itertools.product(*(g[a:b + 1] for g, a, b in zip(grids, lo, hi))):
+            if point not in scores:
+                scores[point] = float(score(point))
+        best = max(scores, key=lambda p: (scores[p], [-g.index(v) for g, v in zip(grids, p)]))
+        widened = False
+        for d, (g, v) in enumerate(zip(grids, best)):
+            j = g.index(v)
+            if j == lo[d] and lo[d] > 0:
+                lo[d], widened = lo[d] - 1, True
+            elif j == hi[d] and hi[d] < len(g) - 1:
+                hi[d], widened = hi[d] + 1, True
+        if not widened:
+            ordered = {p: scores[p] for p in itertools.product(*grids) if p in scores}
+            return best, ordered, [d for d, (g, v) in enumerate(zip(grids, best))
+                                   if g.index(v) in (0, len(g) - 1)]
+
+
 def widen_until_interior(grid: Sequence[float], start: float,
                          score: Callable[[float], float]) -> tuple[float, dict[float, float], bool]:
-    """Score ``start`` and its grid neighbours, then one more grid value at a time beyond the
-    best, until the best is interior to what was tried or sits on the grid's end.
+    """``widen_box`` for one setting: score ``start`` and its grid neighbours, then one more grid
+    value at a time beyond the best, until the best is interior to what was tried or sits on the
+    grid's end.
 
     Returns ``(best, scores by rate in grid order, at_grid_edge)``; ties go to the smaller rate.
     """
-    i = list(grid).index(start)
-    lo, hi = max(0, i - 1), min(len(grid) - 1, i + 1)
-    scores: dict[float, float] = {}
-    while True:
-        for v in grid[lo:hi + 1]:
-            if v not in scores:
-                scores[v] = float(score(v))
-        best = max(scores, key=lambda v: (scores[v], -v))
-        j = list(grid).index(best)
-        if j == lo and lo > 0:
-            lo -= 1
-        elif j == hi and hi < len(grid) - 1:
-            hi += 1
-        else:
-            ordered = {v: scores[v] for v in grid if v in scores}
-            return best, ordered, j in (0, len(grid) - 1)
+    best, scores, edge = widen_box([grid], [start], lambda p: score(p[0]))
+    return best[0], {p[0]: v for p, v in scores.items()}, bool(edge)
 
 
 @dataclass(frozen=True)
@@ -218,6 +257,7 @@ class Comparison:
 def compare_arms(arms: dict[str, Any], candidates: Sequence[Any] | dict[str, Sequence[Any]], *,
                  seeds: Sequence[int], load: Callable[[int], Any],
                  field: str | tuple[str, ...] = "learning_rate", tune_rounds: int | None = None,
+                 start: Any = None, last: int = 3,
                  run: Callable[..., Any] | None = None, log: Callable[[str], None] = print) -> Comparison:
     """Run a fair comparison: tune ``field`` for every arm, then run every arm on every seed.
 
@@ -227,13 +267,20 @@ def compare_arms(arms: dict[str, Any], candidates: Sequence[Any] | dict[str, Seq
         Arm name -> its ``ExperimentConfig`` (the seed in it is replaced by each of ``seeds``).
     candidates
         Values of ``field`` tried for every arm on a validation split of seed ``seeds[0]``'s
-        training data (never the test set); a dict gives each arm its own list.
+        training data (never the test set); a dict gives each arm its own list. With
+        ``start``: the one grid (one per field for a tuple of fields) every arm widens on.
     seeds
         Each seed gives a new dataset draw, partition, initialisation and shuffling.
     load
         ``seed -> ((x_train, y_train), (x_test, y_test))``.
     tune_rounds
-        Rounds per tuning trial (default: each arm's ``rounds``).
+        Rounds per tuning trial (default: each arm's ``rounds``, the horizon it runs).
+    start
+        Where each arm's search starts on the shared grid (one value, or a dict per arm); the
+        search widens until every choice is interior (``tune_federated``).
+    last
+        Trials are scored on the mean validation accuracy of their last ``last`` rounds: give
+        the tail the comparison reports.
     run
         ``run(config, dataset) -> History``; default ``run_federated(...).history``.
     """
@@ -246,8 +293,9 @@ def compare_arms(arms: dict[str, Any], candidates: Sequence[Any] | dict[str, Seq
     tuned = {}
     for arm, config in arms.items():
         grid = candidates[arm] if isinstance(candidates, dict) else candidates
-        tuned[arm] = tune_federated(dataclasses.replace(config, seed=seeds[0]), grid,
-                                    dataset=first, field=field, rounds=tune_rounds, run=run)
+        begin = start[arm] if isinstance(start, dict) else start
+        tuned[arm] = tune_federated(dataclasses.replace(config, seed=seeds[0]), grid, dataset=first,
+                                    field=field, rounds=tune_rounds, last=last, start=begin, run=run)
         log(f"# {arm}: {field} chosen on a 20% validation split, seed {seeds[0]}\n{tuned[arm].table()}")
     histories: dict[str, list] = {arm: [] for arm in arms}
     for seed in seeds:
