@@ -1,12 +1,15 @@
 """Client fine-tuning strategies (head, partial, full), each at its own tuned learning rate.
 
 Chapter "Client fine-tuning" interprets the gap between the strategies; this run makes that gap
-fair: each strategy's client learning rate is chosen among ``--lrs`` on a validation split of the
-training data (never the test set), every strategy runs ``--rounds`` rounds on the same clients
-for every seed, and the spread over seeds is reported.
+fair: each strategy's client learning rate comes from one log grid shared by all strategies
+(``--grid``), its search starting at ``START[strategy]`` and widened until the choice is
+interior, every trial on a validation split of the training data (never the test set) for as
+many rounds as the run (``--tune-rounds`` defaults to ``--rounds``) and scored on the same tail.
+Every strategy then runs ``--rounds`` rounds on the same clients for every seed, and the spread
+over seeds is reported.
 
     python benchmarks/bench_strategies.py [--rounds 12] [--seeds 0 1 2] [--out results/bench_strategies.json]
-    python benchmarks/bench_strategies.py --dataset digits --strategies head full --tune-rounds 12
+    python benchmarks/bench_strategies.py --dataset digits --strategies head full
 
 ``--dataset digits``: the same comparison on scikit-learn's real handwritten digits, far from the
 backbone's synthetic source domain (does a frozen backbone still serve?).
@@ -28,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _args import add_dataset, check_tuned_run, dataset_sizes  # noqa: E402  (benchmarks/ is the script's own folder)
+from _args import add_dataset, add_grid, check_grid, check_tuned_run, dataset_sizes  # noqa: E402  (benchmarks/ is the script's own folder)
 
 STRATEGIES = ("head", "partial", "full")
+START = {"head": 3e-3, "partial": 3e-3, "full": 1e-3}  # where each search starts: the earlier choices
 
 
 def main() -> None:
@@ -41,13 +45,13 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
                    help="which strategies to compare (head and full are required)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2],
-                   help="client learning rates tried for each strategy on the validation split")
-    p.add_argument("--tune-rounds", type=int, default=5, help="rounds per tuning trial")
+    add_grid(p, "the one log grid of client learning rates every strategy draws from")
+    p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default: --rounds)")
     p.add_argument("--last", type=int, default=3, help="final accuracy = mean of the last rounds")
     p.add_argument("--out", type=Path, help="also write the JSON (per-round curves, provenance) atomically")
     args = p.parse_args()
     check_tuned_run(p, args)
+    check_grid(p, "--grid", args.grid, START.values())
     if not {"head", "full"} <= set(args.strategies):
         p.error("--strategies must include head and full (the gap reported is full minus head)")
     n_train, n_test = dataset_sizes(p, args)
@@ -61,7 +65,8 @@ def main() -> None:
     arms = {s: ExperimentConfig(dataset=args.dataset, num_clients=args.clients, n_train=n_train,
                                 n_test=n_test, rounds=args.rounds, strategy=s, weights="builtin")
             for s in strategies}
-    comp = compare_arms(arms, args.lrs, seeds=args.seeds, tune_rounds=args.tune_rounds,
+    comp = compare_arms(arms, args.grid, start={s: START[s] for s in strategies}, seeds=args.seeds,
+                        tune_rounds=args.tune_rounds, last=args.last,
                         load=lambda seed: data.load_dataset(args.dataset, n_train=n_train,
                                                             n_test=n_test, seed=seed),
                         log=lambda s: print(s, flush=True))
@@ -76,6 +81,7 @@ def main() -> None:
         "seeds": args.seeds,
         "rounds": args.rounds,
         "tune_rounds": args.tune_rounds,
+        "grid": args.grid,
         "last": args.last,
         "strategies": {
             s: {"lr": summary[s]["learning_rate"],

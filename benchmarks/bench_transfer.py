@@ -4,17 +4,19 @@ Same clients, data, rounds and seeds; only the initial backbone weights differ. 
 backbone was trained on 20 *other* shapes (``scripts/pretrain_backbone.py``), so this is a real
 transfer experiment, offline. The comparison is made fair:
 
-* each arm gets its own client learning rate, chosen among ``--lrs`` on a validation split of
-  the training data (seed ``--seeds[0]``; never the test set), printed with the results;
+* each arm gets its own client learning rate from one log grid shared by both (``--grid``): the
+  search starts at ``--start`` and widens until the choice is interior, every trial on a
+  validation split of the training data (seed ``--seeds[0]``; never the test set) for as many
+  rounds as the run (``--tune-rounds`` defaults to ``--rounds``); printed with the results;
 * the random start runs until it has clearly learned (``--rounds``), with BatchNormalization's
   moving statistics matched to federated training (``models.FEDERATED_BN_MOMENTUM``), so its
   test accuracy shows what it has learned;
 * every seed (a new partition, initialisation and shuffling) is reported, and the JSON names
   the worst seed.
 
-    python benchmarks/bench_transfer.py [--rounds 30] [--target 0.6] [--seeds 0 1 2]
-    python benchmarks/bench_transfer.py --dataset digits --rounds 15 --tune-rounds 15 \
-        --tune-score auc --lrs 3e-4 1e-3 3e-3 1e-2 --target 0.9 --targets 0.8 0.9 0.95
+    python benchmarks/bench_transfer.py [--rounds 30] [--target 0.6] [--seeds 0 1 2] [--bn-recalibration]
+    python benchmarks/bench_transfer.py --dataset digits --rounds 15 --tune-score auc \
+        --target 0.9 --targets 0.8 0.9 0.95 --bn-recalibration
 
 ``--dataset digits`` runs the same comparison on real handwritten digits (scikit-learn's UCI
 digits; out of the backbone's domain), where the question is how much a *distant* source buys.
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _args import add_dataset, dataset_sizes  # noqa: E402  (benchmarks/ is the script's own folder)
+from _args import add_dataset, add_grid, check_grid, dataset_sizes  # noqa: E402  (benchmarks/ is the script's own folder)
 
 
 def main() -> None:
@@ -55,9 +57,9 @@ def main() -> None:
                    help="more test accuracies: rounds to reach each are reported per seed")
     p.add_argument("--strategy", default="full")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
-                   help="client learning rates tried for each arm on the validation split")
-    p.add_argument("--tune-rounds", type=int, default=8, help="rounds per tuning trial")
+    add_grid(p, "the one log grid of client learning rates both arms draw from")
+    p.add_argument("--start", type=float, default=1e-3, help="where both arms' searches start on --grid")
+    p.add_argument("--tune-rounds", type=int, help="rounds per tuning trial (default: --rounds)")
     p.add_argument("--tune-score", choices=("tail", "auc"), default="tail",
                    help="tail: mean validation accuracy of the last 3 tuning rounds; auc: of all")
     p.add_argument("--lr-pretrained", type=float, help="skip tuning: use this rate (with --lr-random), "
@@ -70,8 +72,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the JSON (with per-round curves and its "
                    "provenance: command, commit, date, machine, seconds) to this file, atomically")
     args = p.parse_args()
-    if args.rounds < 1 or args.tune_rounds < 1 or not args.seeds:
-        p.error("--rounds and --tune-rounds must be >= 1, --seeds non-empty")
+    args.tune_rounds = args.rounds if args.tune_rounds is None else args.tune_rounds
+    if args.rounds < 1 or args.tune_rounds < 3 or not args.seeds:
+        p.error("--rounds must be >= 1, --tune-rounds >= 3 (trials are scored on their last 3 "
+                "rounds at least), --seeds non-empty")
+    check_grid(p, "--grid", args.grid, [args.start])
     if (args.lr_pretrained is None) != (args.lr_random is None):
         p.error("--lr-pretrained and --lr-random go together (both skip tuning)")
     if not all(0 < t <= 1 for t in (args.target, *args.targets)):
@@ -102,8 +107,8 @@ def main() -> None:
     ds0 = None if tuned else load(args.seeds[0])
     last = args.tune_rounds if args.tune_score == "auc" else 3
     for arm, weights in ({} if tuned else arms).items():
-        tuned[arm] = tune_federated(config(weights, args.seeds[0]), args.lrs, dataset=ds0,
-                                    rounds=args.tune_rounds, last=last)
+        tuned[arm] = tune_federated(config(weights, args.seeds[0]), args.grid, dataset=ds0,
+                                    rounds=args.tune_rounds, last=last, start=args.start)
         print(f"# {arm}: learning rate chosen on a 20% validation split of the training data, "
               f"{args.tune_rounds} rounds ({args.tune_score}), seed {args.seeds[0]}\n"
               f"{tuned[arm].table()}", flush=True)
@@ -151,6 +156,7 @@ def main() -> None:
         "lr_random": tuned["random"].best,
         "lr_at_grid_edge": {arm: bool(t.scores) and bool(t.at_edge()) for arm, t in tuned.items()},
         "tune_rounds": args.tune_rounds,
+        "grid": args.grid,
         "tune_score": args.tune_score,
         "bn_recalibration": args.bn_recalibration,
         "rounds_to_targets": {str(t): {arm: [s["rounds_to_targets"][str(t)][arm] for s in per_seed]
