@@ -94,3 +94,18 @@ def test_kernel_paths_refuses_an_unknown_rerun_and_a_merge_without_a_file(tmp_pa
     assert "--only bench_x/y is invalid: allowed any of bench_transfer/pretrained" in out.stderr
     out = _run("bench_kernel_paths.py", "--only", "bench_peft/lora", "--out", str(tmp_path / "none.json"))
     assert out.returncode == 2 and "--only merges into an existing --out file" in out.stderr
+
+
+@pytest.mark.parametrize("name, bad, start", [
+    ("bench_strategies", ["--grid", "1e-2", "3e-2", "1e-1"], "0.001, 0.003"),
+    ("bench_robust", ["--grid", "1e-3", "1e-2"], "0.003"),
+    ("bench_dp", ["--server-grid", "1", "2", "4"], "0.5"),
+    ("bench_transfer", ["--grid", "1e-2", "1e-3", "3e-3"], "all present"),  # not increasing
+])
+def test_widened_benchmarks_refuse_a_grid_without_their_starts_before_any_work(name, bad, start):
+    """Every arm widens on one shared grid from its start: a grid that cannot hold the starts
+    is refused by the parser, naming the flag, before TensorFlow is imported."""
+    out = _run(f"{name}.py", *bad)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert (f"{bad[0]} {' '.join(f'{float(v):g}' for v in bad[1:])} is invalid: allowed an increasing grid "
+            f"that contains every arm's starting value ({start})") in out.stderr
