@@ -24,8 +24,12 @@ def test_head_at_reads_the_reflog_at_the_given_time(tmp_path):
     second = _commit(tmp_path, 1_000_000_100, "b")
     assert provenance.head_at(1_000_000_050, tmp_path) == first  # a run started between the two
     assert provenance.head_at(1_000_000_100, tmp_path) == second
+    # a run launched by `git commit && python bench.py` starts in the commit's second, and /proc's
+    # whole-second boot time can put its start up to a second before: still after the commit
+    assert provenance.head_at(1_000_000_099, tmp_path) == second
+    assert provenance.head_at(1_000_000_097, tmp_path) == first
     assert provenance.head_at(2_000_000_000, tmp_path) == second
-    assert provenance.head_at(999_999_999, tmp_path) is None  # before any commit: unknown
+    assert provenance.head_at(999_999_997, tmp_path) is None  # before any commit: unknown
     assert provenance.head_at(1_000_000_050, tmp_path / "nowhere") is None
 
 

@@ -41,10 +41,17 @@ def process_start_time() -> float:
         return time.time()
 
 
+# /proc gives a process's start in clock ticks after boot, and the boot time in whole seconds, so
+# the start can read up to a second early; a run launched by ``git commit ... && python bench.py``
+# starts in the commit's own second. Reflog entries this close count as before the run.
+START_SLACK_S = 2
+
+
 def head_at(when: float, root: str | os.PathLike = ROOT) -> str | None:
     """The commit HEAD pointed to at time ``when`` (seconds since the epoch), from the reflog:
     a run that lasts an hour was made with the code checked out when it *started*, whatever was
-    committed while it ran. ``None`` when the reflog says nothing about that time."""
+    committed while it ran (a commit up to ``START_SLACK_S`` after ``when`` counts as before it).
+    ``None`` when the reflog says nothing about that time."""
     try:
         log = subprocess.run(["git", "log", "-g", "--format=%H %gd", "--date=unix", "HEAD"], cwd=root,
                              capture_output=True, text=True, check=True).stdout.split("\n")
@@ -52,7 +59,7 @@ def head_at(when: float, root: str | os.PathLike = ROOT) -> str | None:
         return None
     for line in log:  # newest first: "sha HEAD@{1796570000}"
         sha, _, stamp = line.partition(" ")
-        if stamp.startswith("HEAD@{") and int(stamp[6:-1]) <= when:
+        if stamp.startswith("HEAD@{") and int(stamp[6:-1]) <= when + START_SLACK_S:
             return sha
     return None
 
