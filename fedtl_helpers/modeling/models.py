@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,6 +249,30 @@ def _recalibrated_layers(model: keras.Model, trainable_only: bool) -> list[layer
     return [bn for bn in batchnorm_layers(body) if bn.trainable or not trainable_only]
 
 
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {layer name: compiled probe}
+
+
+def _moments_probe(model: keras.Model, bn: layers.BatchNormalization):
+    """A compiled function ``x -> (count, sum, sum of squares)`` per channel of ``bn``'s inputs,
+    in float64; built once per model and layer (the simulation reuses one model for every
+    client and round: ``set_weights`` changes the variables the function reads)."""
+    import tensorflow as tf
+
+    probes = _PROBES.setdefault(model, {})
+    if bn.name not in probes:
+        body = model.get_layer("backbone")
+        net = keras.Model(body.input, bn.input)
+
+        @tf.function(reduce_retracing=True)
+        def probe(x):
+            a = tf.cast(net(x, training=False), tf.float64)
+            a = tf.reshape(a, [-1, tf.shape(a)[-1]])  # every position of every image is one sample
+            return tf.shape(a)[0], tf.reduce_sum(a, 0), tf.reduce_sum(a * a, 0)
+
+        probes[bn.name] = probe
+    return probes[bn.name]
+
+
 def batchnorm_moments(model: keras.Model, x, batch_size: int = 250, *,
                       trainable_only: bool = False) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Recalibrate ``model`` on ``x`` in place and return, per recalibrated BatchNorm layer,
@@ -255,17 +280,16 @@ def batchnorm_moments(model: keras.Model, x, batch_size: int = 250, *,
     ``pool_batchnorm_moments`` (per-channel sums over its own data; no image leaves it).
 
     Layer by layer, bottom to top, with the layers below already recalibrated on ``x``.
-    ``trainable_only`` leaves frozen layers (a frozen backbone's) as they are.
+    ``trainable_only`` leaves frozen layers (a frozen backbone's) as they are. The sums are
+    taken in a compiled graph (float64), so only two vectors per batch leave it.
     """
     out = []
-    body = model.get_layer("backbone")
     for bn in _recalibrated_layers(model, trainable_only):
-        probe = keras.Model(body.input, bn.input)
+        probe = _moments_probe(model, bn)
         sums, sq, count = 0.0, 0.0, 0
         for s in range(0, len(x), batch_size):
-            a = probe(x[s:s + batch_size], training=False).numpy().astype("float64")
-            a = a.reshape(-1, a.shape[-1])  # every position of every image is one sample
-            sums, sq, count = sums + a.sum(0), sq + (a * a).sum(0), count + len(a)
+            n, a, a2 = probe(x[s:s + batch_size])
+            sums, sq, count = sums + a.numpy(), sq + a2.numpy(), count + int(n)
         mean = sums / count
         bn.moving_mean.assign(mean.astype("float32"))
         bn.moving_variance.assign(np.maximum(sq / count - mean * mean, 0).astype("float32"))
