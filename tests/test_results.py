@@ -134,16 +134,11 @@ def test_fair_comparison_record_is_complete_and_consistent(name):
 WIDENED = {"bench_strategies": "strategies", "bench_dp": "arms", "bench_robust": "arms"}
 
 
-@pytest.mark.parametrize("name", [*WIDENED, "bench_transfer"])
+@pytest.mark.parametrize("name", WIDENED)
 def test_rates_are_chosen_over_the_horizon_they_run_inside_one_shared_grid(name):
     bench = _record(name)
     assert bench["tune_rounds"] == bench["rounds"]
-    if name == "bench_transfer":
-        arms = {a: {"at_grid_edge": bench["lr_at_grid_edge"][a], "tuning_scores": bench["tuning_scores"][a]}
-                for a in ("pretrained", "random")}
-    else:
-        arms = bench[WIDENED[name]]
-    for arm, r in arms.items():
+    for arm, r in bench[WIDENED[name]].items():
         scores = r["tuning_scores"]
         points = [tuple(map(float, k.split("/"))) for k in scores]
         assert all(p[0] in bench["grid"] for p in points), arm
