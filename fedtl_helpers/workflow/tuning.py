@@ -169,7 +169,7 @@ def tune_federated(config, candidates: Sequence[Any], *, dataset,
     return Tuned(field, best, scores)
 
 
-LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # half-decade steps: Adam's and SGD's rates
+LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # half-decade steps, Adam's and SGD's
 
 
 def widen_box(grids: Sequence[Sequence[Any]], start: Sequence[Any], score: Callable[[tuple], float]
