@@ -14,10 +14,13 @@ and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
    validation split;
 3. full fine-tuning from the built-in pretrained backbone vs random init, IID vs alpha = 0.1:
    how much global test accuracy each start loses to label skew (Nguyen et al., ICLR 2023).
-   Each of the four arms gets its own learning rate, chosen on a validation split (never the
-   test set). Accuracy is the mean over the last ``--gap-tail`` rounds (the skewed runs swing
-   by several points from round to round); ``--gap-seeds`` repeats the comparison on other
-   partitions and initialisations, and the JSON gives every seed's figure.
+   Each of the four arms gets its own learning rate from one shared log grid (``--gap-grid``),
+   chosen on a validation split (never the test set): the search starts at ``--gap-start`` and
+   widens until the choice is interior, every trial as long as the run (``--gap-tune-rounds``
+   defaults to ``--gap-rounds``) and scored on the same tail. Accuracy is the mean over the last
+   ``--gap-tail`` rounds (the skewed runs swing by several points from round to round);
+   ``--gap-seeds`` repeats the comparison on other partitions and initialisations, and the JSON
+   gives every seed's figure.
 
 Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 25]
 [--gap-seeds 0 1 2] [--out results/bench_noniid.json]``. Last line: JSON with the figures of the
@@ -35,6 +38,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from _args import check_grid  # noqa: E402  (benchmarks/ is the script's own folder)
 
 import fedtl_helpers as fl  # noqa: E402
 from fedtl_helpers.federation import evaluation, personalization  # noqa: E402
@@ -149,8 +153,9 @@ def gap_part(args, common, skew) -> dict:
     def load(seed):
         return fl.load_dataset(args.dataset, n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
 
-    cmp = compare_arms(arms, args.gap_lrs, seeds=args.gap_seeds, load=load,
-                       tune_rounds=args.gap_tune_rounds, log=lambda line: print(line, flush=True))
+    cmp = compare_arms(arms, args.gap_grid, seeds=args.gap_seeds, load=load, start=args.gap_start,
+                       tune_rounds=args.gap_tune_rounds, last=args.gap_tail,
+                       log=lambda line: print(line, flush=True))
     print(f"\n3. global test accuracy, data: {args.dataset}, strategy=full, {args.gap_rounds} rounds, "
           f"{args.gap_clients} clients, {args.gap_n_train} train, mean of the last {args.gap_tail} rounds, "
           f"seeds {args.gap_seeds}; learning rate tuned per arm on a validation split")
@@ -158,7 +163,8 @@ def gap_part(args, common, skew) -> dict:
           f"{'lost':>6s} {'lost per seed':>22s}")
     out: dict = {"gap_rounds": args.gap_rounds, "gap_tail": args.gap_tail, "gap_seeds": args.gap_seeds,
                  "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train,
-                 "gap_lrs_tried": args.gap_lrs, "gap_tune_rounds": args.gap_tune_rounds,
+                 "gap_grid": args.gap_grid, "gap_start": args.gap_start,
+                 "gap_tune_rounds": args.gap_tune_rounds,
                  "gap_curves": cmp.curves(), "gap_configs": cmp.configs(),
                  "gap_tuning_scores": {arm: {str(k): round(v, 4) for k, v in t.scores.items()}
                                        for arm, t in cmp.tuned.items()}}
@@ -205,6 +211,8 @@ def summarise(per_seed: list[dict]) -> dict:
 
 
 def main() -> None:
+    from fedtl_helpers.workflow.tuning import LR_GRID
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=("shapes", "digits"), default="shapes",
                     help="shapes (embedded synthetic) or digits (real handwritten digits: pass "
@@ -222,9 +230,12 @@ def main() -> None:
                     help="part 3 accuracy = mean over this many last rounds")
     ap.add_argument("--gap-seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="part 3 seeds (partition, initialisation, client order)")
-    ap.add_argument("--gap-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
-                    help="part 3 learning rates tried for every arm (on a validation split)")
-    ap.add_argument("--gap-tune-rounds", type=int, default=6, help="part 3 rounds per tuning trial")
+    ap.add_argument("--gap-grid", type=float, nargs="+", default=list(LR_GRID),
+                    help="part 3: the one log grid of client learning rates every arm draws from")
+    ap.add_argument("--gap-start", type=float, default=1e-3,
+                    help="part 3: where every arm's search starts on --gap-grid (it widens until interior)")
+    ap.add_argument("--gap-tune-rounds", type=int,
+                    help="part 3 rounds per tuning trial (default: --gap-rounds, the horizon it runs)")
     ap.add_argument("--gap-n-train", type=int, default=5000,
                     help="part 3 uses more data per client, so random init learns at all (as in "
                          "bench_transfer.py: 5 clients x 1000 images)")
@@ -240,6 +251,12 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.gap_tail <= args.gap_rounds:
         ap.error(f"--gap-tail {args.gap_tail} is invalid: allowed 1 to --gap-rounds ({args.gap_rounds})")
+    if args.gap_tune_rounds is None:
+        args.gap_tune_rounds = args.gap_rounds
+    if args.gap_tune_rounds < args.gap_tail:
+        ap.error(f"--gap-tune-rounds {args.gap_tune_rounds} is invalid: allowed >= --gap-tail "
+                 f"({args.gap_tail}), so trials are scored on the tail the runs report")
+    check_grid(ap, "--gap-grid", args.gap_grid, [args.gap_start])
     sizes = [args.n_train] + ([args.gap_n_train] if 3 in args.parts else [])
     if args.dataset == "digits" and (max(sizes) > 1297 or args.n_test > 500):
         ap.error("--dataset digits has 1297 training and 500 test images: allowed --n-train and "

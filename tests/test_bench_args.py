@@ -101,6 +101,7 @@ def test_kernel_paths_refuses_an_unknown_rerun_and_a_merge_without_a_file(tmp_pa
     ("bench_robust", ["--grid", "1e-3", "1e-2"], "0.003"),
     ("bench_dp", ["--server-grid", "1", "2", "4"], "0.5"),
     ("bench_transfer", ["--grid", "1e-2", "1e-3", "3e-3"], "all present"),  # not increasing
+    ("bench_noniid", ["--gap-grid", "3e-3", "1e-2"], "0.001"),
 ])
 def test_widened_benchmarks_refuse_a_grid_without_their_starts_before_any_work(name, bad, start):
     """Every arm widens on one shared grid from its start: a grid that cannot hold the starts
@@ -109,3 +110,10 @@ def test_widened_benchmarks_refuse_a_grid_without_their_starts_before_any_work(n
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert (f"{bad[0]} {' '.join(f'{float(v):g}' for v in bad[1:])} is invalid: allowed an increasing grid "
             f"that contains every arm's starting value ({start})") in out.stderr
+
+
+def test_noniid_gap_trials_cover_the_tail_the_runs_report():
+    """Part 3's trials default to the run's horizon; shorter than the reported tail is refused."""
+    out = _run("bench_noniid.py", "--parts", "3", "--gap-tail", "5", "--gap-tune-rounds", "4")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--gap-tune-rounds 4 is invalid: allowed >= --gap-tail (5)" in out.stderr
