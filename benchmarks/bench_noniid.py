@@ -23,8 +23,8 @@ and 2 for every seed of ``--seeds``, part 3 for every seed of ``--gap-seeds``):
    gives every seed's figure.
 
 Usage: ``python benchmarks/bench_noniid.py [--parts 1 2 3] [--rounds 10] [--gap-rounds 25]
-[--gap-seeds 0 1 2] [--out results/bench_noniid.json]``. Last line: JSON with the figures of the
-parts that ran.
+[--gap-seeds 0 1 2] [--resume-dir runs/gap] [--out results/bench_noniid.json]``. Last line: JSON
+with the figures of the parts that ran.
 """
 
 from __future__ import annotations
@@ -153,8 +153,11 @@ def gap_part(args, common, skew) -> dict:
     def load(seed):
         return fl.load_dataset(args.dataset, n_train=args.gap_n_train, n_test=args.n_test, seed=seed)
 
+    from fedtl_helpers.workflow.tuning import ResumableRuns
+
+    runs = ResumableRuns(args.resume_dir) if args.resume_dir else None
     cmp = compare_arms(arms, args.gap_grid, seeds=args.gap_seeds, load=load, start=args.gap_start,
-                       tune_rounds=args.gap_tune_rounds, last=args.gap_tail,
+                       tune_rounds=args.gap_tune_rounds, last=args.gap_tail, run=runs,
                        log=lambda line: print(line, flush=True))
     print(f"\n3. global test accuracy, data: {args.dataset}, strategy=full, {args.gap_rounds} rounds, "
           f"{args.gap_clients} clients, {args.gap_n_train} train, mean of the last {args.gap_tail} rounds, "
@@ -164,7 +167,7 @@ def gap_part(args, common, skew) -> dict:
     out: dict = {"gap_rounds": args.gap_rounds, "gap_tail": args.gap_tail, "gap_seeds": args.gap_seeds,
                  "gap_clients": args.gap_clients, "gap_n_train": args.gap_n_train,
                  "gap_grid": args.gap_grid, "gap_start": args.gap_start,
-                 "gap_tune_rounds": args.gap_tune_rounds,
+                 "gap_tune_rounds": args.gap_tune_rounds, "gap_resumed_runs": runs.resumed if runs else 0,
                  "gap_curves": cmp.curves(), "gap_configs": cmp.configs(),
                  "gap_tuning_scores": {arm: {str(k): round(v, 4) for k, v in t.scores.items()}
                                        for arm, t in cmp.tuned.items()}}
@@ -236,6 +239,9 @@ def main() -> None:
                     help="part 3: where every arm's search starts on --gap-grid (it widens until interior)")
     ap.add_argument("--gap-tune-rounds", type=int,
                     help="part 3 rounds per tuning trial (default: --gap-rounds, the horizon it runs)")
+    ap.add_argument("--resume-dir", type=Path,
+                    help="part 3: checkpoint every trial and run here; the same command started again "
+                         "after a kill continues where it stopped, with the same results")
     ap.add_argument("--gap-n-train", type=int, default=5000,
                     help="part 3 uses more data per client, so random init learns at all (as in "
                          "bench_transfer.py: 5 clients x 1000 images)")
@@ -257,6 +263,13 @@ def main() -> None:
         ap.error(f"--gap-tune-rounds {args.gap_tune_rounds} is invalid: allowed >= --gap-tail "
                  f"({args.gap_tail}), so trials are scored on the tail the runs report")
     check_grid(ap, "--gap-grid", args.gap_grid, [args.gap_start])
+    if args.resume_dir:
+        from fedtl_helpers.core.storage import UserError, check_output_dir
+
+        try:
+            check_output_dir(args.resume_dir, "--resume-dir")
+        except UserError as err:
+            ap.error(str(err))
     sizes = [args.n_train] + ([args.gap_n_train] if 3 in args.parts else [])
     if args.dataset == "digits" and (max(sizes) > 1297 or args.n_test > 500):
         ap.error("--dataset digits has 1297 training and 500 test images: allowed --n-train and "

@@ -117,3 +117,5 @@ def test_noniid_gap_trials_cover_the_tail_the_runs_report():
     out = _run("bench_noniid.py", "--parts", "3", "--gap-tail", "5", "--gap-tune-rounds", "4")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--gap-tune-rounds 4 is invalid: allowed >= --gap-tail (5)" in out.stderr
+    out = _run("bench_noniid.py", "--parts", "3", "--resume-dir", __file__)
+    assert out.returncode == 2 and f"--resume-dir={__file__!r} is a file: allowed a folder" in out.stderr

@@ -1,5 +1,7 @@
 """Fair comparisons' tools: the validation split, the grid search, the seed-band plot."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,25 @@ def test_compare_arms_widens_each_arm_on_one_grid_over_the_run_horizon():
                         field=("learning_rate", "server_lr"), seeds=[0], load=_load, run=_fake_run,
                         log=lambda s: None)
     assert pair.tuned["full"].best == (1e-3, 1.0)
+
+
+def test_resumable_runs_continue_a_killed_comparison_where_it_stopped(tmp_path):
+    """A comparison started again after a kill: the finished run is read back, the one cut
+    off after round 1 continues from its checkpoint, and both equal an uninterrupted run."""
+    import fedtl_helpers as fl
+    from fedtl_helpers.workflow.tuning import ResumableRuns
+
+    config = fl.ExperimentConfig(strategy="full", rounds=2, n_train=100, n_test=50, num_clients=2)
+    data = fl.load_dataset("shapes", n_train=100, n_test=50, seed=0)
+    plain = fl.run_federated(config, dataset=data, progress=False).history.column("test_accuracy")
+    runs = ResumableRuns(tmp_path)
+    assert runs(config, data).column("test_accuracy") == plain and runs.resumed == 0
+    assert runs(config, data).column("test_accuracy") == plain and runs.resumed == 1  # read back
+    other = ((data[0][0][:80], data[0][1][:80]), data[1])
+    assert runs.folder(config, other) != runs.folder(config, data)  # other arrays: another run
+    # a run killed after round 1: its checkpoint is where the 2-round run of these arrays looks
+    killed = ResumableRuns(tmp_path / "killed")
+    fl.run_federated(dataclasses.replace(config, rounds=1), dataset=data, progress=False,
+                     checkpoint_dir=killed.folder(config, data))
+    history = killed(config, data)
+    assert history.column("test_accuracy") == plain and history.meta["resumed_after_rounds"] == [1]
