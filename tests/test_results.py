@@ -131,24 +131,38 @@ def test_fair_comparison_record_is_complete_and_consistent(name):
 # Issue 28: a rate chosen over fewer rounds than it then runs may be wrong for the run, and a
 # choice on the end of what was tried may hide a better one. These records tune every arm on one
 # shared grid, widened until the choice is interior, with trials as long as the runs.
-WIDENED = {"bench_strategies": ("strategies", "lr_at_grid_edge"), "bench_dp": ("arms", "at_grid_edge"),
-           "bench_robust": ("arms", "at_grid_edge")}
+def _widened(name: str, bench: dict) -> tuple[int, int, list[list[float]], dict[str, tuple[dict, bool]]]:
+    """A widened record's ``(tune_rounds, rounds, grids, {arm: (tuning scores, at the grid's end)})``."""
+    if name == "bench_noniid_gap":
+        arms = {f"{s} {p}": (bench["gap_tuning_scores"][f"{s} {p}"], p in bench[f"lr_{s}_at_grid_edge"])
+                for s in ("pretrained", "random") for p in ("iid", "skew")}
+        return bench["gap_tune_rounds"], bench["gap_rounds"], [bench["gap_grid"]], arms
+    if name == "bench_transfer":
+        edge = bench["lr_at_grid_edge"]
+        arms = {arm: (scores, edge[arm]) for arm, scores in bench["tuning_scores"].items()}
+        return bench["tune_rounds"], bench["rounds"], [bench["grid"]], arms
+    keys = {"bench_strategies": ("strategies", "lr_at_grid_edge"), "bench_dp": ("arms", "at_grid_edge"),
+            "bench_robust": ("arms", "at_grid_edge")}
+    arms_key, edge_key = keys[name]
+    grids = [bench["grid"]] + ([bench["server_grid"]] if name == "bench_dp" else [])
+    return bench["tune_rounds"], bench["rounds"], grids, {
+        arm: (r["tuning_scores"], r[edge_key]) for arm, r in bench[arms_key].items()}
+
+
+WIDENED = ("bench_strategies", "bench_dp", "bench_robust")
 
 
 @pytest.mark.parametrize("name", WIDENED)
 def test_rates_are_chosen_over_the_horizon_they_run_inside_one_shared_grid(name):
-    bench = _record(name)
-    assert bench["tune_rounds"] == bench["rounds"]
-    arms_key, edge_key = WIDENED[name]
-    for arm, r in bench[arms_key].items():
-        scores = r["tuning_scores"]
+    tune_rounds, rounds, grids, arms = _widened(name, _record(name))
+    assert tune_rounds == rounds
+    for arm, (scores, at_edge) in arms.items():
         points = [tuple(map(float, k.split("/"))) for k in scores]
-        assert all(p[0] in bench["grid"] for p in points), arm
-        if name == "bench_dp":
-            assert all(p[1] in bench["server_grid"] for p in points), arm
+        for d, grid in enumerate(grids):
+            assert all(p[d] in grid for p in points), (arm, d)
         if len(set(scores.values())) == 1:  # no rate learnt anything (attacked FedAvg): chapter 12 says so
             continue
-        assert not r[edge_key], (name, arm)
+        assert not at_edge, (name, arm)
         best = points[list(scores).index(max(scores, key=scores.get))]
         for d in range(len(best)):  # interior: something smaller and something larger was tried
             assert min(p[d] for p in points) < best[d] < max(p[d] for p in points), (name, arm, d)
