@@ -157,6 +157,7 @@ def main() -> None:
         "lr_at_grid_edge": {arm: bool(t.scores) and bool(t.at_edge()) for arm, t in tuned.items()},
         "tune_rounds": args.tune_rounds,
         "grid": args.grid,
+        "start": args.start,
         "tune_score": args.tune_score,
         "bn_recalibration": args.bn_recalibration,
         "rounds_to_targets": {str(t): {arm: [s["rounds_to_targets"][str(t)][arm] for s in per_seed]
