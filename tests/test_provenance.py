@@ -7,8 +7,8 @@ import time
 from fedtl_helpers.workflow import provenance
 
 
-def _commit(repo, stamp, name):
-    (repo / name).write_text(name)
+def _commit(repo, stamp, name, text=None):
+    (repo / name).write_text(name if text is None else text)
     env = {**os.environ, "GIT_AUTHOR_DATE": f"@{stamp} +0000", "GIT_COMMITTER_DATE": f"@{stamp} +0000",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
@@ -36,3 +36,18 @@ def test_head_at_reads_the_reflog_at_the_given_time(tmp_path):
 def test_this_process_started_before_now_and_after_the_machine_booted():
     start = provenance.process_start_time()
     assert start <= time.time() + 1 and start > time.time() - 7 * 24 * 3600
+
+
+def test_dirty_means_changed_before_the_run_started_not_while_it_ran(tmp_path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    start = _commit(tmp_path, 1_000_000_000, "a")
+    assert not provenance.dirty_at(start, 1_500_000_000, tmp_path)  # clean
+    (tmp_path / "a").write_text("edited")
+    os.utime(tmp_path / "a", (1_500_000_000, 1_500_000_000))
+    assert provenance.dirty_at(start, 1_500_000_100, tmp_path)  # edited before the run: its code
+    assert not provenance.dirty_at(start, 1_499_999_000, tmp_path)  # edited while it ran: not
+    _commit(tmp_path, 1_600_000_000, "a", "edited")  # ... and committed later: still not the run's code
+    os.utime(tmp_path / "a", (1_600_000_000, 1_600_000_000))
+    assert not provenance.dirty_at(start, 1_500_000_100, tmp_path)
+    (tmp_path / "a").unlink()  # gone: when cannot be told, so dirty
+    assert provenance.dirty_at(start, 1_500_000_100, tmp_path)

@@ -64,6 +64,22 @@ def head_at(when: float, root: str | os.PathLike = ROOT) -> str | None:
     return None
 
 
+def dirty_at(commit: str, when: float, root: str | os.PathLike = ROOT) -> bool:
+    """Whether the checkout differed from ``commit`` at time ``when``: some tracked file differs
+    from it now and was last written before ``when`` (or is gone, when it cannot be told). Files
+    edited or committed while a run went on do not make the run's own code dirty."""
+    try:
+        names = subprocess.run(["git", "diff", "--name-only", commit], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return True
+    for name in filter(None, names):
+        path = Path(root) / name
+        if not path.exists() or path.stat().st_mtime <= when + START_SLACK_S:
+            return True
+    return False
+
+
 def portable_arg(arg: str, root: str | os.PathLike = ROOT) -> str:
     """``arg`` as anyone can re-run it from the repository root: an absolute path inside the
     checkout becomes relative to it, one outside keeps only its name (``<outside>/name``), so no
@@ -93,15 +109,17 @@ def cpu_model() -> str:
 def provenance(argv: list[str], seconds: float) -> dict[str, object]:
     """A record of how a result was produced, to store beside it.
 
-    ``commit`` is the one checked out when the process started (``+dirty``: tracked files differ
-    from the checkout now); if HEAD moved while it ran, ``commit_at_end`` says where to.
+    ``commit`` is the one checked out when the process started, with ``+dirty`` if tracked files
+    already differed from it then (the code the run loaded); if HEAD moved while it ran,
+    ``commit_at_end`` says where to.
     """
     now = git_commit()
-    start = head_at(process_start_time())
+    began = process_start_time()
+    start = head_at(began)
     moved = {} if start is None or now.startswith(start) else {"commit_at_end": now}
     return {
         "command": " ".join(["python", *(portable_arg(a) for a in argv)]),
-        "commit": now if start is None else start + ("+dirty" if now.endswith("+dirty") else ""),
+        "commit": now if start is None else start + ("+dirty" if dirty_at(start, began) else ""),
         **moved,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",

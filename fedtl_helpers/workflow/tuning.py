@@ -17,6 +17,7 @@ own data and report its validation accuracy (``ExperimentConfig.holdout_fraction
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -68,10 +69,18 @@ def _fingerprint(config, dataset) -> str:
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for array in (a for pair in dataset for a in pair):
         h.update(np.ascontiguousarray(array).tobytes())
+    h.update(_source_hash().encode())
+    return h.hexdigest()[:20]
+
+
+@functools.cache
+def _source_hash() -> str:
+    """The helpers' source, hashed once per process: the code as it was when the first run began."""
+    h = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for source in sorted(package.rglob("*.py")):
         h.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
-    return h.hexdigest()[:20]
+    return h.hexdigest()
 
 
 class ResumableRuns:
