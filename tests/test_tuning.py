@@ -167,3 +167,7 @@ def test_resumable_runs_continue_a_killed_comparison_where_it_stopped(tmp_path):
                      checkpoint_dir=killed.folder(config, data))
     history = killed(config, data)
     assert history.column("test_accuracy") == plain and history.meta["resumed_after_rounds"] == [1]
+    light = ResumableRuns(tmp_path / "light", keep_weights=False)  # only the history is kept
+    assert light(config, data).column("test_accuracy") == plain
+    assert sorted(p.name for p in light.folder(config, data).iterdir()) == ["history.csv", "history.json"]
+    assert light(config, data).column("test_accuracy") == plain and light.resumed == 1
