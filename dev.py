@@ -125,55 +125,46 @@ def test(args: list[str]) -> None:
 
     Without arguments, three steps: everything but the book on ``WORKERS`` pytest-xdist workers
     (a notebook's cells stay together on one worker, in order); the committed records' re-runs
-    again on the kernel path this CPU does not use by default (:func:`other_kernel_path`, as on
-    another CPU); then the book build, which needs every notebook in the execution cache. With
-    pytest arguments, one ordinary ordered run.
+    again on the other kernel path (as on another CPU); then the book build, which needs every
+    notebook in the execution cache. With pytest arguments, one ordinary ordered run.
     ``--quick`` deselects the tests marked ``slow`` (every notebook cell, the book build, long
     training): the edit-test loop, in under 3 minutes on 2 cores.
+
+    Every step runs on oneDNN's kernels (``TF_ENABLE_ONEDNN_OPTS=1``) unless the caller sets the
+    variable: TensorFlow's default on CPUs with AVX-512 VNNI, and about twice as fast for training
+    on the AMD EPYC machines where the default is off (README, "Times"). The records' re-runs then
+    run once more with ``=0``, so both kernel paths are checked on every machine.
     """
+    path = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")
+    kernels = {"TF_ENABLE_ONEDNN_OPTS": path}
     parallel = ["-n", str(WORKERS), "--dist", "loadfile"]
     if "--quick" in args:
-        sh(PY, "-m", "pytest", *parallel, "-m", "not slow", *[a for a in args if a != "--quick"])
+        sh(PY, "-m", "pytest", *parallel, "-m", "not slow", *[a for a in args if a != "--quick"], env=kernels)
         return
     install_system_packages()
     copy_mathjax()
     # --durations: the log names the slowest tests, so the time budget (README, "Tests") is checked
     if args:
-        sh(PY, "-m", "pytest", "--durations=25", *args)
+        sh(PY, "-m", "pytest", "--durations=25", *args, env=kernels)
         return
     failed = []
     try:
-        sh(PY, "-m", "pytest", *parallel, "--durations=25", "--ignore=tests/test_book.py")
+        sh(PY, "-m", "pytest", *parallel, "--durations=25", "--ignore=tests/test_book.py", env=kernels)
     except subprocess.CalledProcessError as e:  # still build the book: its checks tell more
         failed.append(f"the suite (exit {e.returncode})")
     cached = [] if failed else ["--notebooks-cached"]  # nbval ran every notebook: execute none
-    other = other_kernel_path()
-    try:  # the records' re-runs again on the kernels this CPU does not use: as on another CPU
+    other = "0" if path == "1" else "1"
+    try:  # the records' re-runs again on the other kernels: as on another CPU
         sh(PY, "-m", "pytest", *parallel, "tests/test_results.py", "-k", "reproduces",
            env={"TF_ENABLE_ONEDNN_OPTS": other})
     except subprocess.CalledProcessError as e:
         failed.append(f"the re-runs with TF_ENABLE_ONEDNN_OPTS={other} (exit {e.returncode})")
     try:
-        sh(PY, "-m", "pytest", "tests/test_book.py", *cached)
+        sh(PY, "-m", "pytest", "tests/test_book.py", *cached, env=kernels)
     except subprocess.CalledProcessError as e:
         failed.append(f"the book (exit {e.returncode})")
     if failed:
         sys.exit("failed: " + " and ".join(failed))
-
-
-def other_kernel_path() -> str:
-    """The ``TF_ENABLE_ONEDNN_OPTS`` value that is *not* TensorFlow's default on this CPU.
-
-    oneDNN is on by default only where the CPU has AVX-512 VNNI/BF16 or AMX (recent Intel Xeons)
-    and off elsewhere (AMD EPYC, the project's machines), so a fixed ``=0`` would re-run the
-    default path on half the machines. Returns "1" where the default is off, "0" where it is on.
-    """
-    probe = ("from tensorflow.python.util import _pywrap_util_port as p; "
-             "print(p.IsMklEnabled())")
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    out = subprocess.run([str(PY), "-c", probe], capture_output=True, text=True, check=True,
-                         env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
-    return "0" if out and out[-1] == "True" else "1"
 
 
 def run(args: list[str]) -> None:
