@@ -45,7 +45,9 @@ TOLERANCE_IMAGES = {
     "bench_dp/dp": 2 * 0 + 2,
     "bench_compression/prune_1pct": 2 * 0 + 2,
     "bench_robust/Krum, none": 2 * 0 + 2,
-    "bench_noniid_gap/random skew": 2 * 0 + 2,  # a random start under skew, at chance after round 1
+    # a random start under skew at 1e-3 (the record made again on 2026-12-07 on an Intel Xeon, oneDNN on
+    # by default), at chance after round 1: 0 / 0 / 0 / 0 images off on the four paths there
+    "bench_noniid_gap/random skew": 2 * 0 + 2,
 }
 
 
@@ -151,7 +153,7 @@ def _widened(name: str, bench: dict) -> tuple[int, int, list[list[float]], dict[
         arm: (r["tuning_scores"], r[edge_key]) for arm, r in bench[arms_key].items()}
 
 
-WIDENED = ("bench_strategies", "bench_dp", "bench_robust", "bench_transfer")
+WIDENED = ("bench_strategies", "bench_dp", "bench_robust", "bench_transfer", "bench_noniid_gap")
 
 
 @pytest.mark.parametrize("name", WIDENED)
